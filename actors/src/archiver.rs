@@ -1,0 +1,176 @@
+//! The archiver: stages every released reading (idempotent by device and
+//! seq), then seals each hour of each device kind into one Parquet file set
+//! written to the primary and the replica object store with a manifest, and
+//! verified. An hour is sealed `seal_after` after it ends, and sealed again
+//! (from all its staged rows, so the result is deterministic) if late rows
+//! arrive; an admin flush seals open hours too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use vatio_config::ArchiverConfig;
+use vatio_stores::archive::ParquetArchive;
+use vatio_stores::{ArchiveStaging, HOUR_MS, Reading, hour_of};
+
+use crate::clock::SharedClock;
+use crate::pipeline::SubscriberMsg;
+use crate::retry;
+use crate::stats::NodeStats;
+
+/// Readings buffered before one staging transaction.
+const STAGE_BATCH: usize = 5_000;
+/// How often buffered readings are staged even if fewer arrived.
+const STAGE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct ArchiverArgs {
+    pub staging: Arc<dyn ArchiveStaging>,
+    pub archive: Arc<ParquetArchive>,
+    pub cfg: ArchiverConfig,
+    pub clock: SharedClock,
+    pub stats: Arc<NodeStats>,
+    /// Written into every manifest: which node sealed the file.
+    pub source: String,
+}
+
+pub struct Archiver;
+
+pub struct ArchiverState {
+    args: ArchiverArgs,
+    buffer: Vec<Reading>,
+    next_seal_ms: i64,
+    next_purge_ms: i64,
+}
+
+/// Which staged hours a seal covers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SealScope {
+    /// Hours that ended at least `seal_after` ago.
+    Due,
+    /// Every hour with unsealed rows, including the current one.
+    All,
+}
+
+impl Actor for Archiver {
+    type Msg = SubscriberMsg;
+    type State = ArchiverState;
+    type Arguments = ArchiverArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ArchiverArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(STAGE_INTERVAL.min(args.cfg.seal_interval), || {
+            SubscriberMsg::Tick
+        });
+        let now = args.clock.now_ms();
+        Ok(ArchiverState {
+            args,
+            buffer: Vec::new(),
+            next_seal_ms: now,
+            next_purge_ms: now,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SubscriberMsg::Readings { batch, permit } => {
+                st.buffer.extend(batch.iter().cloned());
+                drop(permit);
+                if st.buffer.len() >= STAGE_BATCH {
+                    st.stage().await?;
+                }
+            }
+            SubscriberMsg::Tick => {
+                st.stage().await?;
+                let now = st.args.clock.now_ms();
+                if now >= st.next_seal_ms {
+                    st.seal(SealScope::Due, now).await?;
+                    st.next_seal_ms = now.saturating_add(ms(st.args.cfg.seal_interval));
+                }
+                if now >= st.next_purge_ms {
+                    let keep = ms(st.args.cfg.staging_retention);
+                    let before = hour_of(now.saturating_sub(keep));
+                    let staging = st.args.staging.clone();
+                    retry::while_transient("archive staging", &st.args.stats, || {
+                        staging.purge_before(before)
+                    })
+                    .await?;
+                    st.next_purge_ms = now.saturating_add(HOUR_MS);
+                }
+            }
+            SubscriberMsg::Flush(reply) => {
+                st.stage().await?;
+                let now = st.args.clock.now_ms();
+                st.seal(SealScope::All, now).await?;
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl ArchiverState {
+    async fn stage(&mut self) -> Result<(), ActorProcessingErr> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.buffer);
+        let staging = self.args.staging.clone();
+        retry::while_transient("archive staging", &self.args.stats, || staging.stage(&rows))
+            .await?;
+        Ok(())
+    }
+
+    async fn seal(&mut self, scope: SealScope, now_ms: i64) -> Result<(), ActorProcessingErr> {
+        let staging = self.args.staging.clone();
+        let hours = retry::while_transient("archive staging", &self.args.stats, || {
+            staging.dirty_hours()
+        })
+        .await?;
+        let seal_after = ms(self.args.cfg.seal_after);
+        for hour in hours {
+            let due = hour.hour_ms + HOUR_MS + seal_after <= now_ms;
+            if scope == SealScope::Due && !due {
+                continue;
+            }
+            let rows = retry::while_transient("archive staging", &self.args.stats, || {
+                staging.hour_rows(hour)
+            })
+            .await?;
+            let archive = self.args.archive.clone();
+            let source = self.args.source.clone();
+            match retry::while_transient("archive", &self.args.stats, || {
+                archive.write_hour(hour, &rows, &source)
+            })
+            .await
+            {
+                Ok(manifest) => {
+                    NodeStats::add(&self.args.stats.archive_files_written, 1);
+                    tracing::info!(kind = %hour.kind, hour_ms = hour.hour_ms, rows = manifest.rows, "archived hour");
+                    retry::while_transient("archive staging", &self.args.stats, || {
+                        staging.mark_sealed(hour, rows.len() as u64)
+                    })
+                    .await?;
+                }
+                Err(e) => {
+                    // The hour stays dirty and is tried again at the next seal.
+                    NodeStats::add(&self.args.stats.sink_writes_rejected, 1);
+                    tracing::error!(error = %e, kind = %hour.kind, hour_ms = hour.hour_ms, "archiving an hour failed");
+                }
+            }
+        }
+        Ok(())
+    }
+}

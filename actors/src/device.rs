@@ -1,0 +1,303 @@
+//! The per-device actor: validates, dedupes and reorders one device's
+//! readings, publishes released readings to the subscribers and refused ones
+//! to the dead-letter office. Activated by the router on first use and
+//! passivated when idle; its whole state is a [`DeviceState`], which it
+//! reports to the router after every message so a restart or a passivation
+//! loses nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use vatio_stores::{DeviceId, NewDeadLetter, RawReading, Reading};
+
+use crate::clock::SharedClock;
+use crate::dead_letters::DeadLetterMsg;
+use crate::logic::device::{self as seqlogic, DeviceState, Limits, Offer};
+use crate::logic::validate::{self, Refusal, Rules};
+use crate::mailbox::Bounded;
+use crate::pipeline::Subscribers;
+use crate::router::RouterMsg;
+use crate::stats::NodeStats;
+
+/// Fault injection for tests and simulations only: a device actor panics on
+/// any reading for which the hook returns true. Production nodes run without one.
+pub type CrashHook = Arc<dyn Fn(&RawReading) -> bool + Send + Sync>;
+
+/// Everything device actors share.
+pub struct DeviceContext {
+    pub rules: Rules,
+    pub limits: Limits,
+    pub clock: SharedClock,
+    pub subscribers: Subscribers,
+    pub dead_letters: Bounded<DeadLetterMsg>,
+    pub stats: Arc<NodeStats>,
+    pub crash_hook: Option<CrashHook>,
+}
+
+/// How a batch entered the node.
+#[derive(Clone, Debug)]
+pub enum Origin {
+    /// Through `Ingest`; the label names the sender for dead letters.
+    Ingest { source: Arc<str> },
+    /// Re-submitted from the dead-letter office: validated again but not
+    /// sequenced (its seq was never accepted, so it cannot be a duplicate).
+    Replay,
+}
+
+/// What became of one device's part of a batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupResult {
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub dead_lettered: u32,
+    /// Replays only: per reading, `None` if accepted or the refusal.
+    pub refusals: Vec<Option<Refusal>>,
+}
+
+/// Where a group's result goes; answered exactly once, by the device actor
+/// or, for a poison batch, by the router.
+#[derive(Debug)]
+pub struct ReplySlot(Mutex<Option<oneshot::Sender<GroupResult>>>);
+
+impl ReplySlot {
+    pub fn new(tx: oneshot::Sender<GroupResult>) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Some(tx))))
+    }
+
+    pub fn send(&self, result: GroupResult) {
+        let tx = match self.0.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(tx) = tx {
+            // The caller may have gone (client disconnected); the work is done anyway.
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// One device's share of an ingest (or replay) batch.
+#[derive(Clone, Debug)]
+pub struct DeviceBatch {
+    /// Per-device batch number, assigned by the router.
+    pub no: u64,
+    pub readings: Arc<Vec<RawReading>>,
+    pub origin: Origin,
+    pub reply: Arc<ReplySlot>,
+    /// The ingest call's share of the node's in-flight budget; returned when
+    /// every group of the call is done.
+    pub inflight: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+pub enum DeviceMsg {
+    Batch(DeviceBatch),
+    /// A held reading may have timed out of the reorder window.
+    Tick,
+    /// Release everything pending (admin flush, shutdown), then reply.
+    Flush(RpcReplyPort<()>),
+}
+
+pub struct DeviceActor;
+
+pub struct DeviceArgs {
+    pub device: DeviceId,
+    pub state: DeviceState,
+    pub ctx: Arc<DeviceContext>,
+    pub router: ActorRef<RouterMsg>,
+}
+
+pub struct DeviceActorState {
+    device: DeviceId,
+    state: DeviceState,
+    ctx: Arc<DeviceContext>,
+    router: ActorRef<RouterMsg>,
+    tick_at_ms: Option<i64>,
+}
+
+impl Actor for DeviceActor {
+    type Msg = DeviceMsg;
+    type State = DeviceActorState;
+    type Arguments = DeviceArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: DeviceArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(DeviceActorState {
+            device: args.device,
+            state: args.state,
+            ctx: args.ctx,
+            router: args.router,
+            tick_at_ms: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A restarted device may hold readings from before the crash.
+        st.schedule_tick(&myself);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DeviceMsg::Batch(batch) => st.on_batch(batch).await?,
+            DeviceMsg::Tick => {
+                st.tick_at_ms = None;
+                let mut out = Vec::new();
+                seqlogic::release(
+                    &mut st.state,
+                    &st.ctx.limits,
+                    st.ctx.clock.now_ms(),
+                    &mut out,
+                );
+                if !out.is_empty() {
+                    st.publish(out).await?;
+                    st.report_state();
+                }
+            }
+            DeviceMsg::Flush(reply) => {
+                let mut out = Vec::new();
+                seqlogic::flush(&mut st.state, &mut out);
+                if !out.is_empty() {
+                    st.publish(out).await?;
+                    st.report_state();
+                }
+                let _ = reply.send(());
+            }
+        }
+        st.schedule_tick(&myself);
+        Ok(())
+    }
+}
+
+impl DeviceActorState {
+    async fn on_batch(&mut self, batch: DeviceBatch) -> Result<(), ActorProcessingErr> {
+        let ctx = self.ctx.clone();
+        let now_ms = ctx.clock.now_ms();
+        if let Some(hook) = &ctx.crash_hook
+            && let Some(raw) = batch.readings.iter().find(|r| hook(r))
+        {
+            panic!(
+                "fault injection: crash hook matched {}/{}",
+                raw.device_id, raw.seq
+            );
+        }
+        let mut result = GroupResult::default();
+        let mut letters = Vec::new();
+        let mut out = Vec::new();
+        match &batch.origin {
+            Origin::Ingest { source } => {
+                for raw in batch.readings.iter() {
+                    match seqlogic::offer(
+                        &mut self.state,
+                        &self.device,
+                        raw,
+                        &ctx.rules,
+                        &ctx.limits,
+                        now_ms,
+                    ) {
+                        Offer::Accepted => result.accepted += 1,
+                        Offer::Duplicate => result.duplicates += 1,
+                        Offer::Refused(refusal) => {
+                            result.dead_lettered += 1;
+                            ctx.stats.dead_lettered(refusal.reason);
+                            letters.push(NewDeadLetter {
+                                reading: raw.clone(),
+                                reason: refusal.reason,
+                                detail: refusal.detail,
+                                source: source.to_string(),
+                                received_ms: now_ms,
+                            });
+                        }
+                    }
+                }
+                seqlogic::release(&mut self.state, &ctx.limits, now_ms, &mut out);
+            }
+            Origin::Replay => {
+                for raw in batch.readings.iter() {
+                    match self.revalidate(raw, now_ms) {
+                        Ok(reading) => {
+                            out.push(reading);
+                            result.accepted += 1;
+                            result.refusals.push(None);
+                        }
+                        Err(refusal) => result.refusals.push(Some(refusal)),
+                    }
+                }
+            }
+        }
+        NodeStats::add(&ctx.stats.readings_accepted, u64::from(result.accepted));
+        NodeStats::add(&ctx.stats.readings_duplicate, u64::from(result.duplicates));
+        if !out.is_empty() {
+            self.publish(out).await?;
+        }
+        if !letters.is_empty() {
+            ctx.dead_letters
+                .send(|permit| DeadLetterMsg::Record { letters, permit })
+                .await?;
+        }
+        self.router
+            .cast(RouterMsg::DeviceDone {
+                device: self.device.clone(),
+                no: batch.no,
+                state: self.state.clone(),
+            })
+            .map_err(|_| ActorProcessingErr::from("router stopped"))?;
+        batch.reply.send(result);
+        Ok(())
+    }
+
+    /// A replayed reading goes through validation again with today's rules.
+    fn revalidate(&self, raw: &RawReading, now_ms: i64) -> Result<Reading, Refusal> {
+        let kind = validate::kind_from_wire(raw.kind)?;
+        if let Some(known) = self.state.kind()
+            && known != kind
+        {
+            return Err(Refusal {
+                reason: vatio_stores::DeadLetterReason::KindMismatch,
+                detail: format!("device {} is a {known}, reading says {kind}", self.device),
+            });
+        }
+        validate::validate(&self.device, kind, raw, &self.ctx.rules, now_ms)
+    }
+
+    async fn publish(&self, out: Vec<Reading>) -> Result<(), ActorProcessingErr> {
+        self.ctx.subscribers.publish(Arc::from(out)).await?;
+        Ok(())
+    }
+
+    fn report_state(&self) {
+        // The router is the device's supervisor; if it is gone the node is stopping.
+        let _ = self.router.cast(RouterMsg::DeviceState {
+            device: self.device.clone(),
+            state: self.state.clone(),
+        });
+    }
+
+    fn schedule_tick(&mut self, myself: &ActorRef<DeviceMsg>) {
+        let Some(deadline) = seqlogic::next_deadline(&self.state, &self.ctx.limits) else {
+            return;
+        };
+        if self.tick_at_ms.is_some_and(|t| t <= deadline) {
+            return;
+        }
+        let now = self.ctx.clock.now_ms();
+        let wait = u64::try_from(deadline.saturating_sub(now))
+            .unwrap_or(0)
+            .max(1);
+        self.tick_at_ms = Some(deadline);
+        myself.send_after(Duration::from_millis(wait), || DeviceMsg::Tick);
+    }
+}

@@ -1,0 +1,28 @@
+//! vatio's actor tree: the router and per-device actors, the dead-letter
+//! office, and the subscribers that land readings in the sinks (aggregator →
+//! time series, stream-ETL → documents, archiver → Parquet), under a node
+//! supervisor. [`tree::ActorTree`] builds it and is the node's handle on it.
+//!
+//! Actors take time from the [`clock::Clock`] they are handed and never touch
+//! the network; [`logic`] holds the pure rules they apply.
+
+pub mod aggregator;
+pub mod archiver;
+pub mod clock;
+pub mod dead_letters;
+pub mod device;
+pub mod logic;
+pub mod mailbox;
+pub mod pipeline;
+pub mod retry;
+pub mod router;
+pub mod stats;
+pub mod stream_etl;
+pub mod supervision;
+pub mod supervisor;
+pub mod tree;
+
+pub use clock::{Clock, ManualClock, SharedClock};
+pub use tree::{
+    AckCounts, ActorTree, IngestError, ReplaySummary, TreeError, TreeOptions, TreeStores,
+};

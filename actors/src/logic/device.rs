@@ -1,0 +1,829 @@
+//! One device's sequencing state: fixes its kind, drops duplicates by `seq`,
+//! holds out-of-order readings in a bounded reorder buffer until the gap
+//! before them fills or is given up, and keeps an energy counter from going
+//! backwards. This is what makes "per device, readings reach the sinks in
+//! `seq` order" hold; the device actor only wraps it in a mailbox.
+//!
+//! Lifecycle of one reading: [`offer`] validates and sequences it into the
+//! buffer; [`release`] moves what may leave, in `seq` order; [`flush`] forces
+//! everything out. Call `release` after each `offer` (or each batch of
+//! offers) and again at [`next_deadline`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::mem::size_of;
+
+use vatio_stores::model::{DeadLetterReason, DeviceId, DeviceKind, Metric, RawReading, Reading};
+
+use super::validate::{Refusal, Rules, kind_from_wire, validate};
+
+/// How many given-up gaps a device remembers. Beyond this the oldest is
+/// forgotten and a straggler from it counts as a duplicate instead of late;
+/// by then its timestamp is usually stale anyway.
+pub const SKIPPED_RANGES_MAX: usize = 32;
+
+/// A reading accepted but not yet released, with when it arrived.
+#[derive(Clone, Debug, PartialEq)]
+struct Pending {
+    reading: Reading,
+    arrived_ms: i64,
+}
+
+/// Sequencing state of one device. Small and cloneable so the device actor
+/// can snapshot it when it passivates.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceState {
+    /// Fixed by the first accepted reading.
+    kind: Option<DeviceKind>,
+    /// The seq the next release waits for; 0 until a reading is accepted.
+    /// Every seq below it was released or is in `skipped`.
+    next_seq: u64,
+    /// The last released reading.
+    last: Option<Reading>,
+    /// `(seq, kWh)` of the last released energy reading.
+    last_energy: Option<(u64, f64)>,
+    /// Half-open `[start, end)` seq ranges that were given up, oldest first.
+    skipped: VecDeque<(u64, u64)>,
+    /// The reorder buffer, by seq.
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl DeviceState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when nothing waits in the reorder buffer, so the actor may
+    /// passivate without losing a reading.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The last released reading.
+    pub fn last(&self) -> Option<&Reading> {
+        self.last.as_ref()
+    }
+
+    /// The device's kind, once a reading has been accepted.
+    pub fn kind(&self) -> Option<DeviceKind> {
+        self.kind
+    }
+
+    /// How many readings wait in the reorder buffer.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The seq the next release waits for (0 before the first acceptance).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Rough heap plus inline size, for memory accounting across many devices.
+    /// Device ids are shared `Arc`s, so only their pointers are counted.
+    pub fn approx_bytes(&self) -> usize {
+        // A B-tree entry costs its key and value plus roughly a third again
+        // in node slack and edges.
+        let pending_entry = size_of::<u64>() + size_of::<Pending>();
+        size_of::<Self>()
+            + self.pending.len() * (pending_entry + pending_entry / 3)
+            + self.skipped.capacity() * size_of::<(u64, u64)>()
+    }
+
+    fn is_skipped(&self, seq: u64) -> bool {
+        self.skipped
+            .iter()
+            .any(|&(start, end)| (start..end).contains(&seq))
+    }
+
+    fn skip(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        if self.skipped.len() >= SKIPPED_RANGES_MAX {
+            self.skipped.pop_front();
+        }
+        self.skipped.push_back((start, end));
+    }
+
+    /// Whether `seq` already left the buffer. `next_seq` saturates at
+    /// `u64::MAX`, so the last released seq is checked too.
+    fn is_released_or_skipped(&self, seq: u64) -> bool {
+        seq < self.next_seq || self.last.as_ref().is_some_and(|l| l.seq >= seq)
+    }
+
+    fn emit(&mut self, p: Pending, out: &mut Vec<Reading>) {
+        let r = p.reading;
+        self.next_seq = r.seq.saturating_add(1);
+        if r.metric == Metric::Energy {
+            self.last_energy = Some((r.seq, r.value));
+        }
+        out.push(r.clone());
+        self.last = Some(r);
+    }
+}
+
+/// Reorder buffer bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most readings held waiting for a gap to fill; one more gives the gap up.
+    pub reorder_window: u32,
+    /// Longest a reading is held waiting for a gap before the gap is given up.
+    pub reorder_max_hold_ms: i64,
+}
+
+/// What became of an offered reading.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Offer {
+    /// Sequenced into the reorder buffer; `release` will emit it.
+    Accepted,
+    /// Same `(device, seq)` as a reading already accepted: dropped and
+    /// counted, not a dead letter, because resends are normal.
+    Duplicate,
+    Refused(Refusal),
+}
+
+/// Validates and sequences one reading. Accepted readings go to the reorder
+/// buffer; nothing is released here.
+///
+/// Order of checks: wire kind, validation (against the kind the reading
+/// declares), kind mismatch, dedupe, energy counter. Validation comes before
+/// dedupe so a refused reading never touches sequencing state and the
+/// outcome of a malformed reading does not depend on what came before it.
+/// The price: a resend of an accepted reading that has since become stale is
+/// refused as stale rather than counted as a duplicate.
+///
+/// `_limits` is not needed to sequence (only `release` applies them); it is
+/// taken so call sites stay stable if admission ever depends on them.
+pub fn offer(
+    state: &mut DeviceState,
+    device: &DeviceId,
+    raw: &RawReading,
+    rules: &Rules,
+    _limits: &Limits,
+    now_ms: i64,
+) -> Offer {
+    match sequence(state, device, raw, rules, now_ms) {
+        Ok(()) => Offer::Accepted,
+        Err(None) => Offer::Duplicate,
+        Err(Some(refusal)) => Offer::Refused(refusal),
+    }
+}
+
+/// `offer` with `?`: `Err(None)` is a duplicate, `Err(Some(_))` a refusal.
+fn sequence(
+    state: &mut DeviceState,
+    device: &DeviceId,
+    raw: &RawReading,
+    rules: &Rules,
+    now_ms: i64,
+) -> Result<(), Option<Refusal>> {
+    let kind = kind_from_wire(raw.kind)?;
+    let reading = validate(device, kind, raw, rules, now_ms)?;
+
+    if let Some(first) = state.kind
+        && first != kind
+    {
+        return Err(Some(Refusal::new(
+            DeadLetterReason::KindMismatch,
+            format!("kind {kind} but device {device} was first seen as {first}"),
+        )));
+    }
+
+    let seq = reading.seq;
+    if state.pending.contains_key(&seq) {
+        return Err(None);
+    }
+    if state.next_seq != 0 && state.is_released_or_skipped(seq) {
+        if state.is_skipped(seq) {
+            return Err(Some(Refusal::new(
+                DeadLetterReason::Late,
+                format!(
+                    "seq {seq} arrived after its gap was given up (watermark: next seq {})",
+                    state.next_seq
+                ),
+            )));
+        }
+        return Err(None);
+    }
+
+    if reading.metric == Metric::Energy {
+        check_counter(state, &reading)?;
+    }
+
+    if state.next_seq == 0 {
+        // The first reading starts the sequence. Seqs below it were never
+        // seen and never will be in order, so they are late, not duplicates.
+        state.next_seq = seq;
+        state.skip(1, seq);
+    }
+    state.kind = Some(kind);
+    state.pending.insert(
+        seq,
+        Pending {
+            reading,
+            arrived_ms: now_ms,
+        },
+    );
+    Ok(())
+}
+
+/// An energy counter never decreases in seq order: the new value must lie
+/// between its nearest energy neighbours, released or pending.
+fn check_counter(state: &DeviceState, r: &Reading) -> Result<(), Option<Refusal>> {
+    let energy = |(&seq, p): (&u64, &Pending)| {
+        (p.reading.metric == Metric::Energy).then_some((seq, p.reading.value))
+    };
+    let before = state
+        .pending
+        .range(..r.seq)
+        .rev()
+        .find_map(energy)
+        .or(state.last_energy.filter(|&(seq, _)| seq < r.seq));
+    let after = state.pending.range(r.seq..).find_map(energy);
+
+    if let Some((seq, value)) = before
+        && r.value < value
+    {
+        return Err(Some(Refusal::new(
+            DeadLetterReason::CounterDecreased,
+            format!(
+                "energy {} kWh at seq {} below {value} kWh at earlier seq {seq}",
+                r.value, r.seq
+            ),
+        )));
+    }
+    if let Some((seq, value)) = after
+        && r.value > value
+    {
+        return Err(Some(Refusal::new(
+            DeadLetterReason::CounterDecreased,
+            format!(
+                "energy {} kWh at seq {} above {value} kWh at later seq {seq}",
+                r.value, r.seq
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// Moves every reading that may leave now into `out`, in seq order.
+///
+/// The head of the buffer leaves when it is the next seq. A gap before it is
+/// given up (recorded as skipped) when the buffer holds more than
+/// `reorder_window` readings or when some reading behind the gap has been
+/// held for `reorder_max_hold_ms` or longer.
+pub fn release(state: &mut DeviceState, limits: &Limits, now_ms: i64, out: &mut Vec<Reading>) {
+    // Every gap below the newest expired reading must go, so that reading can
+    // leave; gaps after it may still fill.
+    let expired_up_to = state
+        .pending
+        .iter()
+        .filter(|(_, p)| now_ms >= p.arrived_ms.saturating_add(limits.reorder_max_hold_ms))
+        .map(|(&seq, _)| seq)
+        .next_back();
+    let window = usize::try_from(limits.reorder_window).unwrap_or(usize::MAX);
+
+    while let Some(&seq) = state.pending.keys().next() {
+        if seq > state.next_seq {
+            let give_up = state.pending.len() > window || expired_up_to.is_some_and(|e| seq <= e);
+            if !give_up {
+                break;
+            }
+            let from = state.next_seq;
+            state.skip(from, seq);
+            state.next_seq = seq;
+        }
+        if let Some((_, p)) = state.pending.pop_first() {
+            state.emit(p, out);
+        }
+    }
+}
+
+/// Releases everything pending regardless of gaps (shutdown, admin flush);
+/// the gaps become skipped, so stragglers from them are late.
+pub fn flush(state: &mut DeviceState, out: &mut Vec<Reading>) {
+    while let Some((seq, p)) = state.pending.pop_first() {
+        let from = state.next_seq;
+        state.skip(from, seq);
+        state.emit(p, out);
+    }
+}
+
+/// When `release` must next be called for held readings to time out; `None`
+/// when nothing is pending.
+pub fn next_deadline(state: &DeviceState, limits: &Limits) -> Option<i64> {
+    state
+        .pending
+        .values()
+        .map(|p| p.arrived_ms)
+        .min()
+        .map(|arrived| arrived.saturating_add(limits.reorder_max_hold_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeadLetterReason as R;
+
+    const NOW: i64 = 1_700_000_000_000;
+    const RULES: Rules = Rules {
+        max_future_skew_ms: 5_000,
+        max_past_age_ms: 3_600_000,
+    };
+    const LIMITS: Limits = Limits {
+        reorder_window: 4,
+        reorder_max_hold_ms: 2_000,
+    };
+
+    fn dev() -> DeviceId {
+        DeviceId::new("meter-1")
+    }
+
+    fn raw(seq: u64, metric: &str, value: f64, unit: &str) -> RawReading {
+        RawReading {
+            device_id: "meter-1".into(),
+            seq,
+            ts_ms: NOW - 10_000 + seq as i64,
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            kind: 3,
+        }
+    }
+
+    fn power(seq: u64) -> RawReading {
+        raw(seq, "power", (seq % 1000) as f64, "kW")
+    }
+
+    fn energy(seq: u64, kwh: f64) -> RawReading {
+        raw(seq, "energy", kwh, "kWh")
+    }
+
+    fn offer_at(s: &mut DeviceState, r: &RawReading, now: i64) -> Offer {
+        offer(s, &dev(), r, &RULES, &LIMITS, now)
+    }
+
+    fn put(s: &mut DeviceState, r: &RawReading) -> Offer {
+        offer_at(s, r, NOW)
+    }
+
+    fn release_at(s: &mut DeviceState, now: i64) -> Vec<u64> {
+        let mut out = Vec::new();
+        release(s, &LIMITS, now, &mut out);
+        out.iter().map(|r| r.seq).collect()
+    }
+
+    fn refusal(o: Offer) -> Refusal {
+        match o {
+            Offer::Refused(r) => r,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn first_reading_is_released_at_once_and_fixes_kind() {
+        let mut s = DeviceState::new();
+        assert!(s.is_idle());
+        assert_eq!(s.kind(), None);
+        assert_eq!(put(&mut s, &power(7)), Offer::Accepted);
+        assert!(!s.is_idle());
+        assert_eq!(s.kind(), Some(DeviceKind::ElectricityMeter));
+        assert_eq!(release_at(&mut s, NOW), [7]);
+        assert!(s.is_idle());
+        assert_eq!(
+            s.last().map(|r| (r.seq, r.metric, r.value)),
+            Some((7, Metric::Power, 7.0))
+        );
+        assert_eq!(s.next_seq(), 8);
+    }
+
+    #[test]
+    fn nothing_is_released_by_offer() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(s.last(), None);
+        assert_eq!(s.pending_len(), 1);
+    }
+
+    #[test]
+    fn released_reading_is_validated_and_converted() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &raw(1, "power", 2500.0, "W")), Offer::Accepted);
+        let mut out = Vec::new();
+        release(&mut s, &LIMITS, NOW, &mut out);
+        assert_eq!(
+            out,
+            [Reading {
+                device: dev(),
+                kind: DeviceKind::ElectricityMeter,
+                seq: 1,
+                ts_ms: NOW - 10_000 + 1,
+                metric: Metric::Power,
+                value: 2.5,
+            }]
+        );
+    }
+
+    #[test]
+    fn kind_mismatch_is_refused() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        let arm = RawReading {
+            kind: 2,
+            ..power(2)
+        };
+        assert_eq!(
+            refusal(put(&mut s, &arm)),
+            Refusal::new(
+                R::KindMismatch,
+                "kind robot_arm but device meter-1 was first seen as electricity_meter"
+            )
+        );
+        assert_eq!(s.pending_len(), 1);
+        assert_eq!(s.kind(), Some(DeviceKind::ElectricityMeter));
+    }
+
+    #[test]
+    fn missing_wire_kind_is_refused_before_anything_else() {
+        let mut s = DeviceState::new();
+        let r = RawReading {
+            kind: 0,
+            seq: 0,
+            ..power(1)
+        };
+        assert_eq!(
+            refusal(put(&mut s, &r)),
+            Refusal::new(R::MissingField, "kind 0 unspecified")
+        );
+        assert_eq!(s, DeviceState::new());
+    }
+
+    #[test]
+    fn refused_readings_leave_state_untouched() {
+        let mut s = DeviceState::new();
+        let bad = raw(5, "power", -1.0, "kW");
+        assert_eq!(refusal(put(&mut s, &bad)).reason, R::OutOfRange);
+        assert_eq!(s, DeviceState::new());
+        // So the same seq, corrected, is accepted rather than a duplicate.
+        assert_eq!(put(&mut s, &power(5)), Offer::Accepted);
+    }
+
+    #[test]
+    fn validation_runs_before_dedupe() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        let resend = RawReading {
+            value: f64::NAN,
+            ..power(1)
+        };
+        assert_eq!(refusal(put(&mut s, &resend)).reason, R::NotFinite);
+    }
+
+    #[test]
+    fn duplicates_of_pending_and_released_readings() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(put(&mut s, &power(1)), Offer::Duplicate);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        assert_eq!(put(&mut s, &power(1)), Offer::Duplicate);
+        // Pending but not released (waiting for 2).
+        assert_eq!(put(&mut s, &power(3)), Offer::Accepted);
+        assert_eq!(put(&mut s, &power(3)), Offer::Duplicate);
+        // A duplicate may even carry another value: seq identifies the reading.
+        assert_eq!(
+            put(&mut s, &raw(3, "voltage", 230.0, "V")),
+            Offer::Duplicate
+        );
+        assert_eq!(s.pending_len(), 1);
+        assert_eq!(release_at(&mut s, NOW), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn seqs_before_the_first_reading_are_late() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(10)), Offer::Accepted);
+        // Even before the first reading is released.
+        assert_eq!(
+            refusal(put(&mut s, &power(9))),
+            Refusal::new(
+                R::Late,
+                "seq 9 arrived after its gap was given up (watermark: next seq 10)"
+            )
+        );
+        assert_eq!(release_at(&mut s, NOW), [10]);
+        assert_eq!(refusal(put(&mut s, &power(1))).reason, R::Late);
+        assert_eq!(put(&mut s, &power(10)), Offer::Duplicate);
+    }
+
+    #[test]
+    fn first_reading_at_seq_one_skips_nothing() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert!(s.skipped.is_empty());
+    }
+
+    #[test]
+    fn reorders_within_the_window() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        for seq in [4, 3, 5] {
+            assert_eq!(put(&mut s, &power(seq)), Offer::Accepted);
+            assert_eq!(release_at(&mut s, NOW), Vec::<u64>::new());
+        }
+        assert_eq!(put(&mut s, &power(2)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW + 100), [2, 3, 4, 5]);
+        assert!(s.is_idle());
+        assert!(s.skipped.is_empty());
+        assert_eq!(s.last().map(|r| r.seq), Some(5));
+    }
+
+    #[test]
+    fn gap_is_given_up_when_the_window_overflows() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        // Window 4: seqs 3..=6 are held for the missing 2.
+        for seq in 3..=6 {
+            assert_eq!(put(&mut s, &power(seq)), Offer::Accepted);
+            assert_eq!(release_at(&mut s, NOW), Vec::<u64>::new());
+        }
+        assert_eq!(s.pending_len(), 4);
+        // A fifth held reading exceeds it: 2 is given up.
+        assert_eq!(put(&mut s, &power(8)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [3, 4, 5, 6]);
+        // The gap at 7 stays open: the buffer is back within the window.
+        assert_eq!(s.pending_len(), 1);
+        assert_eq!(s.next_seq(), 7);
+        assert_eq!(s.skipped, [(2, 3)]);
+        assert_eq!(refusal(put(&mut s, &power(2))).reason, R::Late);
+        assert_eq!(put(&mut s, &power(7)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [7, 8]);
+    }
+
+    #[test]
+    fn window_bound_gives_up_only_as_many_gaps_as_needed() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        // Gaps at 2, 4, 6: held 3, 5, 7, 9, 11.
+        for seq in [3, 5, 7, 9, 11] {
+            assert_eq!(put(&mut s, &power(seq)), Offer::Accepted);
+        }
+        assert_eq!(release_at(&mut s, NOW), [3]);
+        assert_eq!(s.pending_len(), 4);
+        assert_eq!(s.skipped, [(2, 3)]);
+    }
+
+    #[test]
+    fn zero_window_never_holds() {
+        let limits = Limits {
+            reorder_window: 0,
+            ..LIMITS
+        };
+        let mut s = DeviceState::new();
+        let mut out = Vec::new();
+        for seq in [1, 3, 2] {
+            let _ = offer(&mut s, &dev(), &power(seq), &RULES, &limits, NOW);
+            release(&mut s, &limits, NOW, &mut out);
+        }
+        assert_eq!(out.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(refusal(put(&mut s, &power(2))).reason, R::Late);
+    }
+
+    #[test]
+    fn gap_is_given_up_after_the_hold_time() {
+        let mut s = DeviceState::new();
+        assert_eq!(offer_at(&mut s, &power(1), NOW), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        assert_eq!(next_deadline(&s, &LIMITS), None);
+
+        assert_eq!(offer_at(&mut s, &power(3), NOW + 100), Offer::Accepted);
+        assert_eq!(offer_at(&mut s, &power(4), NOW + 500), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW + 500), Vec::<u64>::new());
+        // Deadline: the oldest arrival plus the hold time.
+        assert_eq!(next_deadline(&s, &LIMITS), Some(NOW + 2_100));
+        assert_eq!(release_at(&mut s, NOW + 2_099), Vec::<u64>::new());
+        assert_eq!(release_at(&mut s, NOW + 2_100), [3, 4]);
+        assert_eq!(s.skipped, [(2, 3)]);
+        assert_eq!(next_deadline(&s, &LIMITS), None);
+    }
+
+    #[test]
+    fn hold_timeout_gives_up_gaps_only_up_to_the_expired_reading() {
+        let mut s = DeviceState::new();
+        assert_eq!(offer_at(&mut s, &power(1), NOW), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        assert_eq!(offer_at(&mut s, &power(3), NOW), Offer::Accepted);
+        assert_eq!(offer_at(&mut s, &power(6), NOW + 1_000), Offer::Accepted);
+        assert_eq!(offer_at(&mut s, &power(4), NOW + 1_500), Offer::Accepted);
+        // 3 expires at NOW + 2000; 4 and 6 have time left, so 5 may still come.
+        assert_eq!(release_at(&mut s, NOW + 2_000), [3, 4]);
+        assert_eq!(s.next_seq(), 5);
+        assert_eq!(next_deadline(&s, &LIMITS), Some(NOW + 3_000));
+        assert_eq!(offer_at(&mut s, &power(5), NOW + 2_500), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW + 2_500), [5, 6]);
+        assert_eq!(s.skipped, [(2, 3)]);
+    }
+
+    #[test]
+    fn hold_timeout_applies_to_a_reading_behind_a_later_gap() {
+        let mut s = DeviceState::new();
+        assert_eq!(offer_at(&mut s, &power(1), NOW), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        // 5 arrived first; 3 arrived later. When 5 expires, both gaps go.
+        assert_eq!(offer_at(&mut s, &power(5), NOW), Offer::Accepted);
+        assert_eq!(offer_at(&mut s, &power(3), NOW + 1_900), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW + 2_000), [3, 5]);
+        assert_eq!(s.skipped, [(2, 3), (4, 5)]);
+    }
+
+    #[test]
+    fn flush_releases_everything_and_records_gaps() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        for seq in [6, 3, 4] {
+            assert_eq!(put(&mut s, &power(seq)), Offer::Accepted);
+        }
+        let mut out = Vec::new();
+        flush(&mut s, &mut out);
+        assert_eq!(out.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4, 6]);
+        assert!(s.is_idle());
+        assert_eq!(s.skipped, [(2, 3), (5, 6)]);
+        assert_eq!(s.next_seq(), 7);
+        assert_eq!(s.last().map(|r| r.seq), Some(6));
+        assert_eq!(refusal(put(&mut s, &power(5))).reason, R::Late);
+        assert_eq!(put(&mut s, &power(4)), Offer::Duplicate);
+        assert_eq!(put(&mut s, &power(7)), Offer::Accepted);
+    }
+
+    #[test]
+    fn flush_of_an_empty_buffer_does_nothing() {
+        let mut s = DeviceState::new();
+        let mut out = Vec::new();
+        flush(&mut s, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(s, DeviceState::new());
+    }
+
+    #[test]
+    fn skipped_ranges_are_bounded_oldest_dropped() {
+        let mut s = DeviceState::new();
+        let mut out = Vec::new();
+        // First at 2 skips [1, 2); then every even seq is missing.
+        for i in 1..=40u64 {
+            assert_eq!(put(&mut s, &power(2 * i)), Offer::Accepted);
+            flush(&mut s, &mut out);
+        }
+        assert_eq!(s.skipped.len(), SKIPPED_RANGES_MAX);
+        assert_eq!(s.skipped.front(), Some(&(79 - 2 * 31, 80 - 2 * 31)));
+        assert_eq!(s.skipped.back(), Some(&(79, 80)));
+        // A straggler from a remembered gap is late; from a forgotten one it
+        // can no longer be told from a resend.
+        assert_eq!(refusal(put(&mut s, &power(79))).reason, R::Late);
+        assert_eq!(put(&mut s, &power(1)), Offer::Duplicate);
+    }
+
+    #[test]
+    fn pending_stays_bounded_when_released_after_each_offer() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        for seq in (3..200).step_by(2) {
+            assert_eq!(put(&mut s, &power(seq)), Offer::Accepted);
+            assert!(s.pending_len() <= LIMITS.reorder_window as usize + 1);
+            let _ = release_at(&mut s, NOW);
+            assert!(s.pending_len() <= LIMITS.reorder_window as usize);
+        }
+    }
+
+    #[test]
+    fn counter_below_released_predecessor_is_refused() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &energy(1, 100.0)), Offer::Accepted);
+        assert_eq!(put(&mut s, &power(2)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1, 2]);
+        assert_eq!(
+            refusal(put(&mut s, &energy(3, 99.5))),
+            Refusal::new(
+                R::CounterDecreased,
+                "energy 99.5 kWh at seq 3 below 100 kWh at earlier seq 1"
+            )
+        );
+        // Equal is fine: the plant may draw nothing for a while.
+        assert_eq!(put(&mut s, &energy(3, 100.0)), Offer::Accepted);
+    }
+
+    #[test]
+    fn counter_is_compared_in_canonical_units() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &raw(1, "energy", 2.0, "MWh")), Offer::Accepted);
+        assert_eq!(
+            refusal(put(&mut s, &raw(2, "energy", 1999.0, "kWh"))).reason,
+            R::CounterDecreased
+        );
+        assert_eq!(
+            put(&mut s, &raw(2, "energy", 2_000_500.0, "Wh")),
+            Offer::Accepted
+        );
+    }
+
+    #[test]
+    fn counter_below_pending_predecessor_is_refused() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &energy(1, 10.0)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        // 3 is pending (2 missing); 4 must not be below it, nor below 1.
+        assert_eq!(put(&mut s, &energy(3, 50.0)), Offer::Accepted);
+        assert_eq!(put(&mut s, &power(5)), Offer::Accepted);
+        assert_eq!(
+            refusal(put(&mut s, &energy(6, 40.0))),
+            Refusal::new(
+                R::CounterDecreased,
+                "energy 40 kWh at seq 6 below 50 kWh at earlier seq 3"
+            )
+        );
+    }
+
+    #[test]
+    fn counter_above_pending_successor_is_refused() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &energy(1, 10.0)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1]);
+        assert_eq!(put(&mut s, &energy(4, 30.0)), Offer::Accepted);
+        // 3 is power, skipped over when finding the energy successor.
+        assert_eq!(put(&mut s, &power(3)), Offer::Accepted);
+        assert_eq!(
+            refusal(put(&mut s, &energy(2, 31.0))),
+            Refusal::new(
+                R::CounterDecreased,
+                "energy 31 kWh at seq 2 above 30 kWh at later seq 4"
+            )
+        );
+        assert_eq!(
+            refusal(put(&mut s, &energy(2, 9.0))),
+            Refusal::new(
+                R::CounterDecreased,
+                "energy 9 kWh at seq 2 below 10 kWh at earlier seq 1"
+            )
+        );
+        assert_eq!(put(&mut s, &energy(2, 20.0)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [2, 3, 4]);
+        assert_eq!(s.last_energy, Some((4, 30.0)));
+    }
+
+    #[test]
+    fn counter_refusal_does_not_take_the_seq() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &energy(1, 10.0)), Offer::Accepted);
+        assert_eq!(
+            refusal(put(&mut s, &energy(2, 5.0))).reason,
+            R::CounterDecreased
+        );
+        assert_eq!(put(&mut s, &energy(2, 15.0)), Offer::Accepted);
+    }
+
+    #[test]
+    fn duplicate_energy_with_other_value_is_a_duplicate_not_a_decrease() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &energy(1, 10.0)), Offer::Accepted);
+        assert_eq!(put(&mut s, &energy(2, 20.0)), Offer::Accepted);
+        assert_eq!(put(&mut s, &energy(2, 1.0)), Offer::Duplicate);
+        assert_eq!(release_at(&mut s, NOW), [1, 2]);
+        assert_eq!(put(&mut s, &energy(2, 1.0)), Offer::Duplicate);
+    }
+
+    #[test]
+    fn energy_after_given_up_gap_compares_with_last_released() {
+        let mut s = DeviceState::new();
+        let mut out = Vec::new();
+        assert_eq!(put(&mut s, &energy(1, 10.0)), Offer::Accepted);
+        assert_eq!(put(&mut s, &energy(3, 12.0)), Offer::Accepted);
+        flush(&mut s, &mut out);
+        assert_eq!(s.last_energy, Some((3, 12.0)));
+        assert_eq!(
+            refusal(put(&mut s, &energy(4, 11.0))).reason,
+            R::CounterDecreased
+        );
+    }
+
+    #[test]
+    fn seq_at_u64_max_is_not_released_twice() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(u64::MAX)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [u64::MAX]);
+        assert_eq!(put(&mut s, &power(u64::MAX)), Offer::Duplicate);
+        assert_eq!(refusal(put(&mut s, &power(5))).reason, R::Late);
+    }
+
+    #[test]
+    fn approx_bytes_grows_with_pending() {
+        let mut s = DeviceState::new();
+        let empty = s.approx_bytes();
+        assert!(empty >= size_of::<DeviceState>());
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(put(&mut s, &power(3)), Offer::Accepted);
+        assert!(s.approx_bytes() >= empty + 2 * size_of::<Reading>());
+    }
+}

@@ -1,0 +1,216 @@
+//! The stream-ETL: per device, one document per minute with every metric's
+//! statistics, plus threshold events (over-temperature, power spike, arm
+//! faults), upserted into the document store with stable ids. A periodic
+//! sweep enforces the retention (168 h by default).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use vatio_config::StreamEtlConfig;
+use vatio_stores::{DeviceId, DocumentStore, Event, MINUTE_MS, MinuteDoc, Reading, minute_of};
+
+use crate::clock::SharedClock;
+use crate::logic::events::{self, PowerBaseline, Thresholds};
+use crate::logic::windows::{DocKey, Windows, new_doc};
+use crate::pipeline::SubscriberMsg;
+use crate::retry;
+use crate::stats::NodeStats;
+
+#[derive(Clone)]
+pub struct StreamEtlArgs {
+    pub store: Arc<dyn DocumentStore>,
+    pub cfg: StreamEtlConfig,
+    pub clock: SharedClock,
+    pub stats: Arc<NodeStats>,
+    pub max_future_skew: Duration,
+}
+
+pub struct StreamEtl;
+
+pub struct StreamEtlState {
+    args: StreamEtlArgs,
+    thresholds: Thresholds,
+    windows: Windows<DocKey, MinuteDoc>,
+    baselines: HashMap<DeviceId, PowerBaseline>,
+    events: Vec<Event>,
+    dirty_since_ms: Option<i64>,
+    next_sweep_ms: i64,
+}
+
+impl Actor for StreamEtl {
+    type Msg = SubscriberMsg;
+    type State = StreamEtlState;
+    type Arguments = StreamEtlArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: StreamEtlArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let now = args.clock.now_ms();
+        let skew = i64::try_from(args.max_future_skew.as_millis()).unwrap_or(0);
+        let horizon = minute_of(now.saturating_add(skew)) + MINUTE_MS;
+        // Minute documents stay open as long as the aggregator's windows.
+        let lateness = 2 * MINUTE_MS;
+        let tick = (args.cfg.flush_max_delay / 4).max(Duration::from_millis(10));
+        myself.send_interval(tick, || SubscriberMsg::Tick);
+        let t = &args.cfg.thresholds;
+        let thresholds = Thresholds {
+            over_temperature_c: t.over_temperature_c,
+            motor_over_temperature_c: t.motor_over_temperature_c,
+            high_humidity_pct: t.high_humidity_pct,
+            vibration_fault_mm_s: t.vibration_fault_mm_s,
+            torque_fault_nm: t.torque_fault_nm,
+            power_spike_factor: t.power_spike_factor,
+            power_spike_min_kw: t.power_spike_min_kw,
+        };
+        Ok(StreamEtlState {
+            thresholds,
+            windows: Windows::new(lateness, horizon),
+            baselines: HashMap::new(),
+            events: Vec::new(),
+            dirty_since_ms: None,
+            // First sweep right away: a node that was down may hold expired data.
+            next_sweep_ms: now,
+            args,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SubscriberMsg::Readings { batch, permit } => {
+                for r in batch.iter() {
+                    st.absorb(r).await?;
+                }
+                drop(permit);
+                if st.windows.dirty_len() + st.events.len() >= st.args.cfg.flush_max_docs as usize {
+                    st.flush().await?;
+                }
+            }
+            SubscriberMsg::Tick => {
+                let now = st.args.clock.now_ms();
+                let delay = i64::try_from(st.args.cfg.flush_max_delay.as_millis()).unwrap_or(0);
+                if st
+                    .dirty_since_ms
+                    .is_some_and(|t| now.saturating_sub(t) >= delay)
+                {
+                    st.flush().await?;
+                }
+                st.windows.evict(now);
+                if now >= st.next_sweep_ms {
+                    st.sweep(now).await?;
+                }
+            }
+            SubscriberMsg::Flush(reply) => {
+                st.flush().await?;
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StreamEtlState {
+    async fn absorb(&mut self, r: &Reading) -> Result<(), ActorProcessingErr> {
+        let baseline = self.baselines.entry(r.device.clone()).or_default();
+        if let Some(event) = events::detect(r, &self.thresholds, baseline) {
+            self.events.push(event);
+        }
+        let key = DocKey {
+            device: r.device.clone(),
+            minute_ms: minute_of(r.ts_ms),
+        };
+        if let Some(doc) = self.windows.get_mut(&key) {
+            doc.metrics
+                .entry(r.metric)
+                .and_modify(|s| s.add(r))
+                .or_insert_with(|| vatio_stores::Stats::of(r));
+        } else {
+            let stored = if self.windows.needs_load(&key) {
+                let store = self.args.store.clone();
+                retry::while_transient("documents", &self.args.stats, || {
+                    store.minute_doc(&key.device, key.minute_ms)
+                })
+                .await?
+            } else {
+                None
+            };
+            let doc = match stored {
+                Some(mut d) => {
+                    d.metrics
+                        .entry(r.metric)
+                        .and_modify(|s| s.add(r))
+                        .or_insert_with(|| vatio_stores::Stats::of(r));
+                    d
+                }
+                None => new_doc(r),
+            };
+            self.windows.insert(key.clone(), doc);
+        }
+        self.windows.touch(&key);
+        self.dirty_since_ms
+            .get_or_insert_with(|| self.args.clock.now_ms());
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ActorProcessingErr> {
+        self.dirty_since_ms = None;
+        let docs: Vec<MinuteDoc> = self
+            .windows
+            .take_dirty()
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        let events = std::mem::take(&mut self.events);
+        let store = self.args.store.clone();
+        if !docs.is_empty() {
+            match retry::while_transient("documents", &self.args.stats, || {
+                store.upsert_minute_docs(&docs)
+            })
+            .await
+            {
+                Ok(()) => NodeStats::add(&self.args.stats.documents_written, docs.len() as u64),
+                Err(e) => {
+                    NodeStats::add(&self.args.stats.sink_writes_rejected, docs.len() as u64);
+                    tracing::error!(error = %e, docs = docs.len(), "document store rejected documents");
+                }
+            }
+        }
+        if !events.is_empty() {
+            match retry::while_transient("documents", &self.args.stats, || {
+                store.upsert_events(&events)
+            })
+            .await
+            {
+                Ok(()) => NodeStats::add(&self.args.stats.events_written, events.len() as u64),
+                Err(e) => {
+                    NodeStats::add(&self.args.stats.sink_writes_rejected, events.len() as u64);
+                    tracing::error!(error = %e, events = events.len(), "document store rejected events");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep(&mut self, now_ms: i64) -> Result<(), ActorProcessingErr> {
+        let retention = i64::try_from(self.args.cfg.retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms.saturating_sub(retention);
+        let store = self.args.store.clone();
+        let removed =
+            retry::while_transient("documents", &self.args.stats, || store.sweep_before(cutoff))
+                .await?;
+        if removed > 0 {
+            tracing::info!(removed, cutoff_ms = cutoff, "retention sweep");
+        }
+        let interval = i64::try_from(self.args.cfg.sweep_interval.as_millis()).unwrap_or(i64::MAX);
+        self.next_sweep_ms = now_ms.saturating_add(interval);
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! The vatio node and its command-line tools.
+//!
+//! - [`node`]: a running node (stores, actor tree, gRPC server).
+//! - [`services`]: the gRPC services.
+//! - [`factory`]: the simulated plant behind `vatio demo`.
+//! - [`load`]: the load generator behind `vatio load`.
+
+pub mod clock;
+pub mod commands;
+pub mod factory;
+pub mod load;
+pub mod node;
+pub mod services;
+pub mod stores;
+pub mod table;
+
+pub use clock::SystemClock;
+pub use node::{Node, NodeOptions};

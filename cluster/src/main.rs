@@ -1,0 +1,154 @@
+//! The `vatio` command: run a node, the demo, queries, dead-letter tools,
+//! the load generator and configuration checks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use vatio_cluster::commands::{self, demo::DemoArgs, dlq::DlqCommand, query::QueryCommand};
+use vatio_cluster::load::{self, LoadSpec};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vatio",
+    version,
+    about = "Self-hosted telemetry platform for factories"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (the production entry point).
+    Node {
+        /// TOML configuration; VATIO_* environment variables override it.
+        #[arg(long, env = "VATIO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// A node on embedded stores fed by a simulated factory, with a live summary.
+    Demo(DemoArgs),
+    /// Query a node.
+    Query {
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        addr: String,
+        #[command(subcommand)]
+        command: QueryCommand,
+    },
+    /// Dead letters: list and replay.
+    Dlq {
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        addr: String,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Generate load against a node and report throughput and ack latency.
+    Load {
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        addr: String,
+        /// Distinct devices (electricity meters) to simulate.
+        #[arg(long, default_value_t = 1000)]
+        devices: u32,
+        /// Readings per second in total; omit to go as fast as the node acks.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Readings per batch.
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Parallel ingest streams.
+        #[arg(long, default_value_t = 4)]
+        concurrency: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Report every problem in a configuration file (exit code 2 if any).
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VATIO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Command::Config {
+        command: ConfigCommand::Check { file },
+    } = &cli.command
+    {
+        return commands::config_check::run(file);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Node { config } => commands::node::run(config).await,
+        Command::Demo(args) => commands::demo::run(args).await,
+        Command::Query { addr, command } => commands::query::run(&addr, command).await,
+        Command::Dlq { addr, command } => commands::dlq::run(&addr, command).await,
+        Command::Load {
+            addr,
+            devices,
+            rate,
+            batch,
+            duration,
+            concurrency,
+            seed,
+            json,
+        } => {
+            let report = load::run(LoadSpec {
+                addr,
+                devices,
+                rate,
+                batch,
+                duration,
+                concurrency,
+                seed,
+                progress: !json,
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        Command::Config { .. } => Ok(()),
+    }
+}

@@ -1,0 +1,152 @@
+//! A running node: its stores, its actor tree and its gRPC server (Ingest,
+//! Query, Admin, plus health and reflection). Used by `vatio node`,
+//! `vatio demo` and the end-to-end tests alike.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use vatio_actors::{ActorTree, SharedClock, TreeOptions, TreeStores};
+use vatio_config::Config;
+use vatio_proto::v1;
+
+use crate::services::{admin::AdminService, ingest::IngestService, query::QueryService};
+
+/// Largest gRPC message the node decodes (a full batch is far below this).
+const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// What the node takes from its host besides configuration.
+#[derive(Clone)]
+pub struct NodeOptions {
+    pub clock: SharedClock,
+    pub tree: TreeOptions,
+    /// Stores to use instead of opening the configured ones (tests,
+    /// simulations with fault-injecting wrappers).
+    pub stores: Option<TreeStores>,
+}
+
+impl NodeOptions {
+    pub fn with_clock(clock: SharedClock) -> Self {
+        Self {
+            clock,
+            tree: TreeOptions::default(),
+            stores: None,
+        }
+    }
+}
+
+pub struct Node {
+    addr: SocketAddr,
+    tree: Arc<ActorTree>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl Node {
+    /// Opens the stores, starts the actor tree and serves gRPC on
+    /// `node.listen` (port 0 picks a free port; see [`Node::addr`]).
+    pub async fn start(cfg: Config, options: NodeOptions) -> anyhow::Result<Self> {
+        let data_dir = cfg.data_path(std::path::Path::new("."));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        let stores = match options.stores {
+            Some(s) => s,
+            None => crate::stores::open_embedded(&cfg)?,
+        };
+        let started_ms = options.clock.now_ms();
+        let tree = Arc::new(
+            ActorTree::start(
+                &cfg,
+                stores.clone(),
+                options.clock.clone(),
+                options.tree.clone(),
+            )
+            .await
+            .context("starting the actor tree")?,
+        );
+        let listener = TcpListener::bind(cfg.node.listen)
+            .await
+            .with_context(|| format!("binding node.listen {}", cfg.node.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+
+        let ingest = IngestService::new(
+            tree.clone(),
+            cfg.ingest.max_batch_readings,
+            cfg.ingest.max_device_id_bytes,
+        );
+        let query = QueryService::new(stores);
+        let admin = AdminService::new(
+            tree.clone(),
+            cfg.node.id.clone(),
+            cfg.node.az.clone(),
+            started_ms,
+            cfg.dead_letters.list_limit_max,
+        );
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<v1::ingest_server::IngestServer<IngestService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(vatio_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(
+                v1::ingest_server::IngestServer::new(ingest)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(v1::query_server::QueryServer::new(query))
+            .add_service(v1::admin_server::AdminServer::new(admin))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            });
+        let server = tokio::spawn(server);
+        tracing::info!(node = %cfg.node.id, az = %cfg.node.az, %addr, "node serving");
+        Ok(Self {
+            addr,
+            tree,
+            stop_server: Some(stop_tx),
+            server: Some(server),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for gRPC clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn tree(&self) -> &ActorTree {
+        &self.tree
+    }
+
+    /// Stops taking new calls, lets running ones finish, then flushes every
+    /// reading the node acknowledged into the sinks and stops the actors.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .context("gRPC server task")?
+                .context("gRPC server")?;
+        }
+        self.tree
+            .shutdown()
+            .await
+            .context("stopping the actor tree")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! `vatio.v1.Admin`: node status, dead letters (list and replay), flush.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vatio_actors::ActorTree;
+use vatio_actors::stats::NodeStats;
+use vatio_proto::v1;
+use vatio_stores::{DeadLetterFilter, DeadLetterReason};
+
+use super::convert::{dead_letter_to_wire, store_status};
+
+#[derive(Clone)]
+pub struct AdminService {
+    tree: Arc<ActorTree>,
+    node_id: String,
+    az: String,
+    started_ms: i64,
+    list_limit_max: u32,
+}
+
+impl AdminService {
+    pub fn new(
+        tree: Arc<ActorTree>,
+        node_id: String,
+        az: String,
+        started_ms: i64,
+        list_limit_max: u32,
+    ) -> Self {
+        Self {
+            tree,
+            node_id,
+            az,
+            started_ms,
+            list_limit_max,
+        }
+    }
+
+    fn filter(
+        &self,
+        reason: &str,
+        device: &str,
+        limit: u32,
+        include_replayed: bool,
+    ) -> Result<DeadLetterFilter, Status> {
+        let reason = if reason.is_empty() {
+            None
+        } else {
+            Some(DeadLetterReason::parse(reason).ok_or_else(|| {
+                let known: Vec<&str> = DeadLetterReason::ALL.iter().map(|r| r.as_str()).collect();
+                Status::invalid_argument(format!(
+                    "reason: unknown reason {reason:?}; known: {}",
+                    known.join(", ")
+                ))
+            })?)
+        };
+        Ok(DeadLetterFilter {
+            reason,
+            device: (!device.is_empty()).then(|| device.to_string()),
+            include_replayed,
+            limit: if limit == 0 {
+                1000.min(self.list_limit_max)
+            } else {
+                limit.min(self.list_limit_max)
+            },
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        let s = self.tree.stats();
+        let tree = self.tree.status().await;
+        Ok(Response::new(v1::StatusResponse {
+            node_id: self.node_id.clone(),
+            az: self.az.clone(),
+            readings_accepted: NodeStats::get(&s.readings_accepted),
+            readings_duplicate: NodeStats::get(&s.readings_duplicate),
+            readings_dead_lettered: NodeStats::get(&s.readings_dead_lettered),
+            devices_known: tree.router.devices_known,
+            devices_active: tree.router.devices_active,
+            batches_refused_overload: NodeStats::get(&s.batches_refused_overload),
+            actor_restarts: NodeStats::get(&s.actor_restarts),
+            points_written: NodeStats::get(&s.points_written),
+            documents_written: NodeStats::get(&s.documents_written),
+            archive_files_written: NodeStats::get(&s.archive_files_written),
+            started_unix_ms: self.started_ms,
+            inflight_readings: tree.inflight_readings,
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        let filter = self.filter(&req.reason, &req.device_id, req.limit, req.include_replayed)?;
+        let letters = self
+            .tree
+            .stores()
+            .dead_letters
+            .list(&filter)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(v1::ListDeadLettersResponse {
+            dead_letters: letters.iter().map(dead_letter_to_wire).collect(),
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<v1::ReplayDeadLettersRequest>,
+    ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        let filter = self.filter(&req.reason, &req.device_id, req.limit, false)?;
+        let summary = self.tree.replay(&filter).await.map_err(|e| match e {
+            vatio_actors::TreeError::Store(e) => store_status(e),
+            other => Status::unavailable(other.to_string()),
+        })?;
+        Ok(Response::new(v1::ReplayDeadLettersResponse {
+            attempted: summary.attempted,
+            accepted: summary.accepted,
+            refused_again: summary.refused_again,
+        }))
+    }
+
+    async fn flush(
+        &self,
+        _request: Request<v1::FlushRequest>,
+    ) -> Result<Response<v1::FlushResponse>, Status> {
+        self.tree
+            .flush()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(v1::FlushResponse {}))
+    }
+}

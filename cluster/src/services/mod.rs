@@ -1,0 +1,6 @@
+//! The node's gRPC services: `Ingest`, `Query`, `Admin` (package `vatio.v1`).
+
+pub mod admin;
+pub mod convert;
+pub mod ingest;
+pub mod query;

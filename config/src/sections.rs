@@ -1,0 +1,321 @@
+//! The configuration sections: one struct per component, each with its
+//! defaults. The field doc comments are the reference documentation for
+//! every setting; `vatio.example.toml` mirrors them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Identity and addresses of this node.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name of this node in the cluster: 1 to 64 characters from `[A-Za-z0-9_-]`.
+    pub id: String,
+    /// Availability zone this node runs in (same character set as `id`); replicas go to another AZ.
+    pub az: String,
+    /// Directory for all local state (log, databases, archive); relative paths in other settings resolve against it.
+    pub data_dir: PathBuf,
+    /// Address the gRPC server (ingest, query, admin, peer) listens on.
+    pub listen: SocketAddr,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: "node-1".to_owned(),
+            az: "az-a".to_owned(),
+            data_dir: PathBuf::from("vatio-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+        }
+    }
+}
+
+/// Limits on the ingest path (client-streaming `Ingest` calls).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most readings accepted in one batch (1 to 100000); larger batches are refused.
+    pub max_batch_readings: u32,
+    /// Most readings accepted but not yet logged on this node; above it clients are told to retry (at least `max_batch_readings`).
+    pub max_inflight_readings: u64,
+    /// Delay suggested to clients refused for backpressure (> 0).
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Longest device id accepted, in bytes (1 to 1024).
+    pub max_device_id_bytes: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_readings: 10_000,
+            max_inflight_readings: 500_000,
+            retry_after: Duration::from_millis(200),
+            max_device_id_bytes: 128,
+        }
+    }
+}
+
+/// Behaviour of the per-device actors.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// A device actor with no readings for this long is passivated (> 0).
+    #[serde(with = "humantime_serde")]
+    pub idle_passivate_after: Duration,
+    /// Readings held per device to put out-of-order arrivals back in order (1 to 65536).
+    pub reorder_window: u32,
+    /// Longest a reading is held in the reorder window before it is released anyway (> 0).
+    #[serde(with = "humantime_serde")]
+    pub reorder_max_hold: Duration,
+    /// Readings stamped further than this ahead of the node's clock go to dead letters.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Readings older than this go to dead letters (> 0).
+    #[serde(with = "humantime_serde")]
+    pub max_past_age: Duration,
+    /// Most batches queued in one device actor's mailbox (> 0); beyond it the sender waits.
+    pub mailbox_batches: u32,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            idle_passivate_after: Duration::from_secs(5 * 60),
+            reorder_window: 64,
+            reorder_max_hold: Duration::from_secs(2),
+            max_future_skew: Duration::from_secs(5 * 60),
+            max_past_age: Duration::from_secs(168 * 3600),
+            mailbox_batches: 64,
+        }
+    }
+}
+
+/// How supervisors restart failed actors.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Most restarts of one actor within `restart_window` before the supervisor gives up and escalates (> 0).
+    pub max_restarts: u32,
+    /// Window over which restarts are counted (> 0).
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+    /// Delay before the first restart; doubles on each further restart (> 0).
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Longest delay between restarts (at least `backoff_initial`).
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Times a message may crash an actor before it is sent to dead letters as poison (>= 1).
+    pub poison_attempts: u32,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            poison_attempts: 3,
+        }
+    }
+}
+
+/// The aggregator: windowed aggregates into the time-series store.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Points buffered before a write to the time-series store (> 0).
+    pub flush_max_points: u32,
+    /// Longest a point waits in the buffer before a write (> 0).
+    #[serde(with = "humantime_serde")]
+    pub flush_max_delay: Duration,
+    /// How long a window stays open after it ends, for late readings.
+    #[serde(with = "humantime_serde")]
+    pub window_lateness: Duration,
+    /// Most batches queued in the aggregator's mailbox (> 0).
+    pub mailbox_batches: u32,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            flush_max_points: 5_000,
+            flush_max_delay: Duration::from_secs(5),
+            window_lateness: Duration::from_secs(2 * 60),
+            mailbox_batches: 256,
+        }
+    }
+}
+
+/// Stream-ETL: event detection into the document store.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamEtlConfig {
+    /// Documents buffered before a write to the document store (> 0).
+    pub flush_max_docs: u32,
+    /// Longest a document waits in the buffer before a write (> 0).
+    #[serde(with = "humantime_serde")]
+    pub flush_max_delay: Duration,
+    /// Documents older than this are deleted from the document store (> 0).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often expired documents are swept (> 0).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Most batches queued in the stream-ETL mailbox (> 0).
+    pub mailbox_batches: u32,
+    /// Thresholds that turn readings into events.
+    pub thresholds: Thresholds,
+}
+
+impl Default for StreamEtlConfig {
+    fn default() -> Self {
+        Self {
+            flush_max_docs: 2_000,
+            flush_max_delay: Duration::from_secs(5),
+            retention: Duration::from_secs(168 * 3600),
+            sweep_interval: Duration::from_secs(10 * 60),
+            mailbox_batches: 256,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+/// Event thresholds used by stream-ETL. Every value must be a finite number.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// Ambient temperature above which an over-temperature event is raised, in °C.
+    pub over_temperature_c: f64,
+    /// Motor temperature above which a motor over-temperature event is raised, in °C.
+    pub motor_over_temperature_c: f64,
+    /// Relative humidity above which a high-humidity event is raised, in %.
+    pub high_humidity_pct: f64,
+    /// Vibration velocity above which a vibration fault is raised, in mm/s.
+    pub vibration_fault_mm_s: f64,
+    /// Torque above which a torque fault is raised, in N·m (> 0).
+    pub torque_fault_nm: f64,
+    /// A power reading this many times the device's recent average is a spike (> 1).
+    pub power_spike_factor: f64,
+    /// Power readings below this are never spikes, in kW (>= 0).
+    pub power_spike_min_kw: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            over_temperature_c: 40.0,
+            motor_over_temperature_c: 90.0,
+            high_humidity_pct: 85.0,
+            vibration_fault_mm_s: 12.0,
+            torque_fault_nm: 400.0,
+            power_spike_factor: 1.8,
+            power_spike_min_kw: 5.0,
+        }
+    }
+}
+
+/// The archiver: hourly Parquet files in two AZs.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiverConfig {
+    /// Root of the archive in this node's AZ (relative to `node.data_dir`).
+    pub primary_root: PathBuf,
+    /// Root of the archive copy for the other AZ (relative to `node.data_dir`); must differ from `primary_root`.
+    pub replica_root: PathBuf,
+    /// An hour is sealed (written as Parquet) this long after it ends, to let late readings in.
+    #[serde(with = "humantime_serde")]
+    pub seal_after: Duration,
+    /// How often the archiver looks for hours to seal (> 0).
+    #[serde(with = "humantime_serde")]
+    pub seal_interval: Duration,
+    /// Staged readings are kept this long after their hour is sealed (at least 2h).
+    #[serde(with = "humantime_serde")]
+    pub staging_retention: Duration,
+    /// Most batches queued in the archiver's mailbox (> 0).
+    pub mailbox_batches: u32,
+}
+
+impl Default for ArchiverConfig {
+    fn default() -> Self {
+        Self {
+            primary_root: PathBuf::from("archive/primary"),
+            replica_root: PathBuf::from("archive/replica"),
+            seal_after: Duration::from_secs(5 * 60),
+            seal_interval: Duration::from_secs(30),
+            staging_retention: Duration::from_secs(48 * 3600),
+            mailbox_batches: 256,
+        }
+    }
+}
+
+/// The dead-letter office.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Most dead letters returned by one list request (> 0).
+    pub list_limit_max: u32,
+    /// Most batches queued in the dead-letter office's mailbox (> 0).
+    pub mailbox_batches: u32,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        Self {
+            list_limit_max: 10_000,
+            mailbox_batches: 256,
+        }
+    }
+}
+
+/// Which store backends to use and where their files go.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoresConfig {
+    /// Backend for the time-series store.
+    pub timeseries: StoreBackend,
+    /// Backend for the document store.
+    pub documents: StoreBackend,
+    /// Directory of the embedded SQLite databases (relative to `node.data_dir`).
+    pub sqlite_dir: PathBuf,
+    /// SQLite `synchronous` pragma for the embedded stores: `off`, `normal` or `full`.
+    pub synchronous: SqliteSync,
+}
+
+impl Default for StoresConfig {
+    fn default() -> Self {
+        Self {
+            timeseries: StoreBackend::Embedded,
+            documents: StoreBackend::Embedded,
+            sqlite_dir: PathBuf::from("db"),
+            synchronous: SqliteSync::Normal,
+        }
+    }
+}
+
+/// A store backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// SQLite files under `stores.sqlite_dir`, inside the node process.
+    #[default]
+    Embedded,
+}
+
+/// SQLite's `synchronous` pragma: how often SQLite waits for the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// Never wait for the disk (fastest; a power loss may corrupt the database).
+    Off,
+    /// Wait at critical moments (safe in WAL mode; a power loss may lose the last commits).
+    #[default]
+    Normal,
+    /// Wait on every commit.
+    Full,
+}

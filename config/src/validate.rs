@@ -1,0 +1,238 @@
+//! Semantic checks on a deserialized configuration: ranges, non-zero
+//! durations, finite thresholds and relations between settings. Every
+//! failed check is reported, each quoting the value it is about.
+
+use std::fmt::Display;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{Config, ConfigErrors, Problem};
+
+pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
+    let mut problems = Vec::new();
+    check(config, &mut problems);
+    ConfigErrors::from_problems(problems)
+}
+
+/// Push a problem for every failed check.
+pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
+    let mut c = Checks { problems };
+
+    let node = &config.node;
+    c.name("node.id", &node.id);
+    c.name("node.az", &node.az);
+    c.not_empty("node.data_dir", &node.data_dir);
+
+    let ingest = &config.ingest;
+    c.between(
+        "ingest.max_batch_readings",
+        ingest.max_batch_readings,
+        1,
+        100_000,
+    );
+    if ingest.max_inflight_readings < u64::from(ingest.max_batch_readings) {
+        c.fail(
+            "ingest.max_inflight_readings",
+            format!(
+                "must be >= ingest.max_batch_readings ({}), got {}",
+                ingest.max_batch_readings, ingest.max_inflight_readings
+            ),
+        );
+    }
+    c.positive_duration("ingest.retry_after", ingest.retry_after);
+    c.between(
+        "ingest.max_device_id_bytes",
+        ingest.max_device_id_bytes,
+        1,
+        1024,
+    );
+
+    let device = &config.device;
+    c.positive_duration("device.idle_passivate_after", device.idle_passivate_after);
+    c.between("device.reorder_window", device.reorder_window, 1, 65_536);
+    c.positive_duration("device.reorder_max_hold", device.reorder_max_hold);
+    c.positive_duration("device.max_past_age", device.max_past_age);
+    c.positive("device.mailbox_batches", device.mailbox_batches);
+
+    let supervision = &config.supervision;
+    c.positive("supervision.max_restarts", supervision.max_restarts);
+    c.positive_duration("supervision.restart_window", supervision.restart_window);
+    c.positive_duration("supervision.backoff_initial", supervision.backoff_initial);
+    if supervision.backoff_max < supervision.backoff_initial {
+        c.fail(
+            "supervision.backoff_max",
+            format!(
+                "must be >= supervision.backoff_initial ({}), got {}",
+                duration(supervision.backoff_initial),
+                duration(supervision.backoff_max)
+            ),
+        );
+    }
+    c.positive("supervision.poison_attempts", supervision.poison_attempts);
+
+    let aggregator = &config.aggregator;
+    c.positive("aggregator.flush_max_points", aggregator.flush_max_points);
+    c.positive_duration("aggregator.flush_max_delay", aggregator.flush_max_delay);
+    c.positive("aggregator.mailbox_batches", aggregator.mailbox_batches);
+
+    let etl = &config.stream_etl;
+    c.positive("stream_etl.flush_max_docs", etl.flush_max_docs);
+    c.positive_duration("stream_etl.flush_max_delay", etl.flush_max_delay);
+    c.positive_duration("stream_etl.retention", etl.retention);
+    c.positive_duration("stream_etl.sweep_interval", etl.sweep_interval);
+    c.positive("stream_etl.mailbox_batches", etl.mailbox_batches);
+    let t = &etl.thresholds;
+    let prefix = "stream_etl.thresholds";
+    c.finite(prefix, "over_temperature_c", t.over_temperature_c);
+    c.finite(
+        prefix,
+        "motor_over_temperature_c",
+        t.motor_over_temperature_c,
+    );
+    c.finite(prefix, "high_humidity_pct", t.high_humidity_pct);
+    c.finite(prefix, "vibration_fault_mm_s", t.vibration_fault_mm_s);
+    if c.finite(prefix, "torque_fault_nm", t.torque_fault_nm) && t.torque_fault_nm <= 0.0 {
+        c.fail(
+            "stream_etl.thresholds.torque_fault_nm",
+            format!("must be > 0, got {}", float(t.torque_fault_nm)),
+        );
+    }
+    if c.finite(prefix, "power_spike_factor", t.power_spike_factor) && t.power_spike_factor <= 1.0 {
+        c.fail(
+            "stream_etl.thresholds.power_spike_factor",
+            format!("must be > 1.0, got {}", float(t.power_spike_factor)),
+        );
+    }
+    if c.finite(prefix, "power_spike_min_kw", t.power_spike_min_kw) && t.power_spike_min_kw < 0.0 {
+        c.fail(
+            "stream_etl.thresholds.power_spike_min_kw",
+            format!("must be >= 0.0, got {}", float(t.power_spike_min_kw)),
+        );
+    }
+
+    let archiver = &config.archiver;
+    c.not_empty("archiver.primary_root", &archiver.primary_root);
+    c.not_empty("archiver.replica_root", &archiver.replica_root);
+    // An empty root is reported above; comparing it would only add noise.
+    let both_set = !archiver.primary_root.as_os_str().is_empty()
+        && !archiver.replica_root.as_os_str().is_empty();
+    let primary = config.data_path(&archiver.primary_root);
+    let replica = config.data_path(&archiver.replica_root);
+    if both_set && primary == replica {
+        c.fail(
+            "archiver.replica_root",
+            format!(
+                "must differ from archiver.primary_root, both are {}",
+                path(&archiver.replica_root)
+            ),
+        );
+    } else if both_set && (primary.starts_with(&replica) || replica.starts_with(&primary)) {
+        c.fail(
+            "archiver.replica_root",
+            format!(
+                "must not contain or be inside archiver.primary_root ({}), got {}",
+                path(&archiver.primary_root),
+                path(&archiver.replica_root)
+            ),
+        );
+    }
+    c.positive_duration("archiver.seal_interval", archiver.seal_interval);
+    let two_hours = Duration::from_secs(2 * 3600);
+    if archiver.staging_retention < two_hours {
+        c.fail(
+            "archiver.staging_retention",
+            format!(
+                "must be >= {}, got {}",
+                duration(two_hours),
+                duration(archiver.staging_retention)
+            ),
+        );
+    }
+    c.positive("archiver.mailbox_batches", archiver.mailbox_batches);
+
+    let dead_letters = &config.dead_letters;
+    c.positive("dead_letters.list_limit_max", dead_letters.list_limit_max);
+    c.positive("dead_letters.mailbox_batches", dead_letters.mailbox_batches);
+
+    c.not_empty("stores.sqlite_dir", &config.stores.sqlite_dir);
+}
+
+struct Checks<'a> {
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Checks<'_> {
+    fn fail(&mut self, key: &str, message: String) {
+        self.problems.push(Problem::new(key, message));
+    }
+
+    fn positive(&mut self, key: &str, value: u32) {
+        if value == 0 {
+            self.fail(key, "must be > 0, got 0".to_owned());
+        }
+    }
+
+    fn between(&mut self, key: &str, value: u32, min: u32, max: u32) {
+        if !(min..=max).contains(&value) {
+            self.fail(key, format!("must be between {min} and {max}, got {value}"));
+        }
+    }
+
+    fn positive_duration(&mut self, key: &str, value: Duration) {
+        if value.is_zero() {
+            self.fail(key, format!("must be > 0, got {}", duration(value)));
+        }
+    }
+
+    /// Reports a NaN or infinite threshold; true if the value is finite.
+    fn finite(&mut self, prefix: &str, field: &str, value: f64) -> bool {
+        if !value.is_finite() {
+            self.fail(
+                &format!("{prefix}.{field}"),
+                format!("must be a finite number, got {}", float(value)),
+            );
+        }
+        value.is_finite()
+    }
+
+    /// Node and AZ names: 1 to 64 characters from `[A-Za-z0-9_-]`.
+    fn name(&mut self, key: &str, value: &str) {
+        let valid_chars = value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if value.is_empty() || value.len() > 64 || !valid_chars {
+            self.fail(
+                key,
+                format!(
+                    "must be 1 to 64 characters from [A-Za-z0-9_-], got {}",
+                    quoted(value)
+                ),
+            );
+        }
+    }
+
+    fn not_empty(&mut self, key: &str, value: &Path) {
+        if value.as_os_str().is_empty() {
+            self.fail(key, "must not be empty, got \"\"".to_owned());
+        }
+    }
+}
+
+/// A duration as it is written in the file, e.g. `"5s"`.
+fn duration(d: Duration) -> String {
+    quoted(humantime::format_duration(d))
+}
+
+fn path(p: &Path) -> String {
+    quoted(p.display())
+}
+
+/// A string as a TOML basic string.
+fn quoted(s: impl Display) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A float as it is written in TOML (`1.0`, `nan`, `inf`).
+fn float(f: f64) -> String {
+    toml::Value::Float(f).to_string()
+}

@@ -1,0 +1,199 @@
+//! Shared plumbing of the SQLite stores: opening a database file (WAL,
+//! `synchronous`, busy timeout, schema), running blocking work off the async
+//! runtime, and turning columns back into model types.
+//!
+//! Every store owns one connection behind a mutex: SQLite serialises writers
+//! anyway, and one connection lets prepared statements stay cached.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, Row};
+
+use super::Synchronous;
+use crate::{Error, Result};
+
+/// Version of the embedded schemas this build creates. Versioned migrations
+/// (`vatio migrate`) take over from here; a newer file is refused.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another process's lock (e.g. a CLI
+/// reading the same file) before failing with `DatabaseBusy`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA_VERSION_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+";
+
+/// One SQLite database file used by one store.
+#[derive(Clone)]
+pub(crate) struct SqliteDb {
+    store: &'static str,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteDb {
+    /// Opens (or creates) the database at `path` and creates `schema`
+    /// (statements written with `IF NOT EXISTS`). `store` names the store in
+    /// errors.
+    pub(crate) fn open(
+        store: &'static str,
+        path: &Path,
+        sync: Synchronous,
+        schema: &str,
+    ) -> Result<Self> {
+        let err = |source| Error::Sqlite { store, source };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // journal_mode answers with the mode in force; a file system without
+        // shared memory support silently stays in another mode.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Unavailable {
+                store,
+                message: format!("{} refused WAL journal mode (got {mode})", path.display()),
+            });
+        }
+        conn.pragma_update(None, "synchronous", sync.pragma_value())
+            .map_err(err)?;
+
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(SCHEMA_VERSION_TABLE).map_err(err)?;
+        let found: Option<i64> = tx
+            .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+                row.get(0)
+            })
+            .map_err(err)?;
+        match found {
+            None => {
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(err)?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::Rejected {
+                    store,
+                    message: format!(
+                        "{} has schema version {v}, newer than this build's {SCHEMA_VERSION}",
+                        path.display()
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        tx.execute_batch(schema).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Self {
+            store,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `work` on the blocking pool with the connection. A panic inside
+    /// `work` is re-raised in the caller (it is a bug, not a store outage).
+    pub(crate) async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let store = self.store;
+        let joined = tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock has already rolled back any open
+            // transaction (Transaction rolls back on drop), so the
+            // connection is still consistent.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut conn)
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(|source| Error::Sqlite { store, source }),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Unavailable {
+                store,
+                message: format!("blocking task did not finish: {e}"),
+            }),
+        }
+    }
+}
+
+/// Reads a text column holding a stable name (kind, metric, reason…).
+/// An unknown name means the file was written by something else: it surfaces
+/// as a conversion error naming the column.
+pub(crate) fn named<T>(
+    row: &Row<'_>,
+    idx: usize,
+    what: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            Type::Text,
+            format!("unknown {what} {text:?}").into(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_sets_wal_synchronous_and_schema_version() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.sqlite");
+        let db = SqliteDb::open(
+            "test",
+            &path,
+            Synchronous::Full,
+            "CREATE TABLE IF NOT EXISTS t (x INTEGER);",
+        )
+        .expect("open");
+        let conn = db.conn.lock().expect("lock");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("journal_mode");
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("synchronous");
+        assert_eq!(sync, 2);
+        drop(conn);
+        drop(db);
+
+        // Reopening keeps a single version row.
+        let db = SqliteDb::open("test", &path, Synchronous::Off, "").expect("reopen");
+        let conn = db.conn.lock().expect("lock");
+        let versions: Vec<i64> = conn
+            .prepare("SELECT version FROM schema_version")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("versions");
+        assert_eq!(versions, vec![SCHEMA_VERSION]);
+    }
+
+    #[test]
+    fn newer_schema_version_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.sqlite");
+        {
+            let db = SqliteDb::open("test", &path, Synchronous::Normal, "").expect("open");
+            let conn = db.conn.lock().expect("lock");
+            conn.execute("UPDATE schema_version SET version = 99", [])
+                .expect("bump");
+        }
+        let err = SqliteDb::open("test", &path, Synchronous::Normal, "")
+            .err()
+            .expect("refused");
+        assert!(matches!(err, Error::Rejected { .. }), "{err}");
+    }
+}

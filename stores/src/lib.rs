@@ -1,0 +1,173 @@
+//! Store adapters behind small traits, in the style of the `object_store`
+//! crate: one trait per kind of store, one module per backend.
+//!
+//! - [`TimeSeriesStore`]: minute points keyed `(device, metric, minute)`.
+//! - [`DocumentStore`]: per-minute device documents and threshold events,
+//!   stable ids, 168 h retention.
+//! - [`DeadLetterStore`]: refused readings with their reasons, for inspection
+//!   and replay.
+//! - [`ArchiveStaging`] + [`archive::ParquetArchive`]: hourly Parquet files in
+//!   two object stores (one per AZ) with a manifest, through `object_store`.
+//!
+//! Every write is idempotent: writing the same key twice leaves one copy.
+//! The embedded backends (SQLite via `rusqlite`, local filesystem) live in
+//! [`embedded`].
+
+pub mod archive;
+pub mod embedded;
+pub mod error;
+pub mod model;
+
+use async_trait::async_trait;
+
+pub use error::{Error, Result};
+pub use model::*;
+
+/// Which devices a "latest" query covers.
+#[derive(Clone, Debug, Default)]
+pub struct LatestFilter {
+    pub device: Option<DeviceId>,
+    pub kind: Option<DeviceKind>,
+    /// At most this many values; 0 = the backend's default (1000).
+    pub limit: u32,
+}
+
+/// The latest value of one device's metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatestValue {
+    pub device: DeviceId,
+    pub kind: DeviceKind,
+    pub metric: Metric,
+    pub value: f64,
+    pub ts_ms: UnixMs,
+}
+
+/// One window of a series query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesPoint {
+    pub window_start_ms: UnixMs,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub last: f64,
+}
+
+/// The plant's power flow in one minute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PowerFlowMinute {
+    pub minute_ms: UnixMs,
+    /// Sum over electricity meters of each meter's mean power, kW.
+    pub total_kw: f64,
+    pub meters: u32,
+}
+
+/// Time-series sink: minute points per device and metric.
+#[async_trait]
+pub trait TimeSeriesStore: Send + Sync + 'static {
+    /// Upserts points; a point replaces any stored point with the same
+    /// `(device, metric, minute_ms)`.
+    async fn write_points(&self, points: &[MinutePoint]) -> Result<()>;
+    /// The stored point for a key, if any (used to reopen a closed minute).
+    async fn point(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        minute_ms: UnixMs,
+    ) -> Result<Option<MinutePoint>>;
+    /// Latest value per device and metric, ordered by device then metric.
+    async fn latest(&self, filter: &LatestFilter) -> Result<Vec<LatestValue>>;
+    /// One device's metric over `[from_ms, to_ms)`, merged into windows of
+    /// `window_minutes` (≥ 1) aligned to the epoch; ascending, empty windows omitted.
+    async fn series(
+        &self,
+        device: &DeviceId,
+        metric: Metric,
+        from_ms: UnixMs,
+        to_ms: UnixMs,
+        window_minutes: u32,
+    ) -> Result<Vec<SeriesPoint>>;
+    /// Total power over all electricity meters per minute in `[from_ms, to_ms)`, ascending.
+    async fn power_flow(&self, from_ms: UnixMs, to_ms: UnixMs) -> Result<Vec<PowerFlowMinute>>;
+}
+
+/// Which events an events query returns.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub device: Option<DeviceId>,
+    pub kind: Option<DeviceKind>,
+    pub event_type: Option<EventType>,
+    pub from_ms: Option<UnixMs>,
+    pub to_ms: Option<UnixMs>,
+    /// At most this many, newest first; 0 = the backend's default (1000).
+    pub limit: u32,
+}
+
+/// Document sink: per-minute device documents and threshold events.
+#[async_trait]
+pub trait DocumentStore: Send + Sync + 'static {
+    /// Upserts documents by id (replaces the whole document).
+    async fn upsert_minute_docs(&self, docs: &[MinuteDoc]) -> Result<()>;
+    async fn minute_doc(&self, device: &DeviceId, minute_ms: UnixMs) -> Result<Option<MinuteDoc>>;
+    /// Upserts events by id.
+    async fn upsert_events(&self, events: &[Event]) -> Result<()>;
+    /// Events matching the filter, newest first (by `ts_ms`, then id).
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
+    /// Deletes documents and events whose time is before `cutoff_ms`; returns how many.
+    async fn sweep_before(&self, cutoff_ms: UnixMs) -> Result<u64>;
+}
+
+/// Which dead letters a list or replay covers.
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterFilter {
+    pub reason: Option<DeadLetterReason>,
+    pub device: Option<String>,
+    /// Pending only unless set.
+    pub include_replayed: bool,
+    /// At most this many, newest first; 0 = the backend's default (1000).
+    pub limit: u32,
+}
+
+/// The dead-letter office's storage.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync + 'static {
+    /// Stores refused readings; returns their ids in input order.
+    async fn insert(&self, letters: &[NewDeadLetter]) -> Result<Vec<DeadLetterId>>;
+    async fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    /// Marks letters as replayed successfully at `at_ms` (they leave the pending set).
+    async fn mark_replayed(&self, ids: &[DeadLetterId], at_ms: UnixMs) -> Result<()>;
+    /// Records a replay that was refused again with a (possibly new) reason.
+    async fn mark_refused_again(
+        &self,
+        id: DeadLetterId,
+        reason: DeadLetterReason,
+        detail: &str,
+    ) -> Result<()>;
+    /// Count per reason over all stored letters (pending and replayed), by reason name.
+    async fn counts(&self) -> Result<Vec<(DeadLetterReason, u64)>>;
+}
+
+/// One hour of one device kind: the unit of archiving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HourKey {
+    pub kind: DeviceKind,
+    pub hour_ms: UnixMs,
+}
+
+/// Where the archiver keeps readings until their hour is sealed into Parquet.
+/// Staging is what makes a re-run of an hour produce the same file: the file
+/// is always written from every staged row of that hour.
+#[async_trait]
+pub trait ArchiveStaging: Send + Sync + 'static {
+    /// Stages readings; idempotent by `(device, seq)`. Marks their hours dirty.
+    async fn stage(&self, readings: &[Reading]) -> Result<()>;
+    /// Hours with rows staged since they were last sealed, oldest first.
+    async fn dirty_hours(&self) -> Result<Vec<HourKey>>;
+    /// Every staged row of an hour, ordered by `(device, seq)`.
+    async fn hour_rows(&self, hour: HourKey) -> Result<Vec<Reading>>;
+    /// Records that `hour` was sealed with `rows` rows; it stays clean until
+    /// new rows arrive for it.
+    async fn mark_sealed(&self, hour: HourKey, rows: u64) -> Result<()>;
+    /// Forgets staged rows of hours before `hour_ms` (already sealed or not).
+    async fn purge_before(&self, hour_ms: UnixMs) -> Result<u64>;
+}
