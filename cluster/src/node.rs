@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use vatio_actors::{ActorTree, SharedClock, TreeOptions, TreeStores};
 use vatio_config::Config;
 use vatio_proto::v1;
@@ -50,8 +50,8 @@ impl Node {
     /// Opens the stores, starts the actor tree and serves gRPC on
     /// `node.listen` (port 0 picks a free port; see [`Node::addr`]).
     pub async fn start(cfg: Config, options: NodeOptions) -> anyhow::Result<Self> {
-        let data_dir = cfg.data_path(std::path::Path::new("."));
-        std::fs::create_dir_all(&data_dir)
+        let data_dir = &cfg.node.data_dir;
+        std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let stores = match options.stores {
             Some(s) => s,
@@ -105,9 +105,13 @@ impl Node {
             )
             .add_service(v1::query_server::QueryServer::new(query))
             .add_service(v1::admin_server::AdminServer::new(admin))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            });
+            .serve_with_incoming_shutdown(
+                // Small acks must not wait for Nagle's algorithm.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
         let server = tokio::spawn(server);
         tracing::info!(node = %cfg.node.id, az = %cfg.node.az, %addr, "node serving");
         Ok(Self {

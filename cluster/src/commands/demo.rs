@@ -64,12 +64,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
     let node = Node::start(cfg.clone(), NodeOptions::with_clock(clock.clone()))
         .await
-        .with_context(|| {
-            format!(
-                "starting the demo node (is {} taken? try --listen 127.0.0.1:0)",
-                args.listen
-            )
-        })?;
+        .context("starting the demo node (if the address is taken, pass --listen 127.0.0.1:0)")?;
     let endpoint = node.endpoint();
     let channel = super::connect(&endpoint).await?;
     let mut ingest = IngestClient::new(channel.clone());
