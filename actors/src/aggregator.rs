@@ -23,9 +23,6 @@ pub struct AggregatorArgs {
     pub cfg: AggregatorConfig,
     pub clock: SharedClock,
     pub stats: Arc<NodeStats>,
-    /// Readings up to this far ahead are accepted; no stored window can be
-    /// newer than start time plus this.
-    pub max_future_skew: Duration,
 }
 
 pub struct Aggregator;
@@ -46,11 +43,13 @@ impl Actor for Aggregator {
         myself: ActorRef<Self::Msg>,
         args: AggregatorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let now = args.clock.now_ms();
-        let skew = i64::try_from(args.max_future_skew.as_millis()).unwrap_or(0);
-        // Windows before this may already be in the store (written before a
-        // restart) and must be loaded before they are updated.
-        let horizon = minute_of(now.saturating_add(skew)) + MINUTE_MS;
+        let store = args.store.clone();
+        let newest =
+            retry::while_transient("timeseries", &args.stats, || store.max_minute()).await?;
+        // Windows up to the newest stored minute may already be in the
+        // store (written before a restart) and are loaded before an update;
+        // later ones are new.
+        let horizon = newest.map_or(i64::MIN, |m| m.saturating_add(MINUTE_MS));
         let lateness = i64::try_from(args.cfg.window_lateness.as_millis()).unwrap_or(0);
         let tick = (args.cfg.flush_max_delay / 4).max(Duration::from_millis(10));
         myself.send_interval(tick, || SubscriberMsg::Tick);

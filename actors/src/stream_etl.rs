@@ -24,7 +24,9 @@ pub struct StreamEtlArgs {
     pub cfg: StreamEtlConfig,
     pub clock: SharedClock,
     pub stats: Arc<NodeStats>,
-    pub max_future_skew: Duration,
+    /// How long a minute stays open after it ends (the aggregator's setting,
+    /// so documents and points close together).
+    pub window_lateness: Duration,
 }
 
 pub struct StreamEtl;
@@ -49,11 +51,13 @@ impl Actor for StreamEtl {
         myself: ActorRef<Self::Msg>,
         args: StreamEtlArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let now = args.clock.now_ms();
-        let skew = i64::try_from(args.max_future_skew.as_millis()).unwrap_or(0);
-        let horizon = minute_of(now.saturating_add(skew)) + MINUTE_MS;
-        // Minute documents stay open as long as the aggregator's windows.
-        let lateness = 2 * MINUTE_MS;
+        let store = args.store.clone();
+        let newest =
+            retry::while_transient("documents", &args.stats, || store.max_minute()).await?;
+        // As in the aggregator: only windows up to the newest stored minute
+        // can need a read before their first write.
+        let horizon = newest.map_or(i64::MIN, |m| m.saturating_add(MINUTE_MS));
+        let lateness = i64::try_from(args.window_lateness.as_millis()).unwrap_or(0);
         let tick = (args.cfg.flush_max_delay / 4).max(Duration::from_millis(10));
         myself.send_interval(tick, || SubscriberMsg::Tick);
         let t = &args.cfg.thresholds;
@@ -73,7 +77,7 @@ impl Actor for StreamEtl {
             events: Vec::new(),
             dirty_since_ms: None,
             // First sweep right away: a node that was down may hold expired data.
-            next_sweep_ms: now,
+            next_sweep_ms: args.clock.now_ms(),
             args,
         })
     }

@@ -159,7 +159,6 @@ impl ActorTree {
                 cfg: cfg.aggregator.clone(),
                 clock: clock.clone(),
                 stats: stats.clone(),
-                max_future_skew: cfg.device.max_future_skew,
             };
             children.push(ChildSpec {
                 name: "aggregator",
@@ -186,7 +185,7 @@ impl ActorTree {
                 cfg: cfg.stream_etl.clone(),
                 clock: clock.clone(),
                 stats: stats.clone(),
-                max_future_skew: cfg.device.max_future_skew,
+                window_lateness: cfg.aggregator.window_lateness,
             };
             children.push(ChildSpec {
                 name: "stream-etl",

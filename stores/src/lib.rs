@@ -89,6 +89,9 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
     ) -> Result<Vec<SeriesPoint>>;
     /// Total power over all electricity meters per minute in `[from_ms, to_ms)`, ascending.
     async fn power_flow(&self, from_ms: UnixMs, to_ms: UnixMs) -> Result<Vec<PowerFlowMinute>>;
+    /// The newest minute any stored point has (None when empty). Windows
+    /// after it are new and need no read before their first write.
+    async fn max_minute(&self) -> Result<Option<UnixMs>>;
 }
 
 /// Which events an events query returns.
@@ -109,6 +112,8 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// Upserts documents by id (replaces the whole document).
     async fn upsert_minute_docs(&self, docs: &[MinuteDoc]) -> Result<()>;
     async fn minute_doc(&self, device: &DeviceId, minute_ms: UnixMs) -> Result<Option<MinuteDoc>>;
+    /// The newest minute any stored document has (None when empty).
+    async fn max_minute(&self) -> Result<Option<UnixMs>>;
     /// Upserts events by id.
     async fn upsert_events(&self, events: &[Event]) -> Result<()>;
     /// Events matching the filter, newest first (by `ts_ms`, then id).

@@ -74,6 +74,7 @@ conformance!(timeseries, crate::timeseries:
     series_merges_minutes_into_epoch_aligned_windows,
     a_zero_minute_window_is_refused,
     power_flow_sums_each_meters_mean_power_per_minute,
+    max_minute_is_the_newest_stored_minute,
 );
 
 conformance!(documents, crate::documents:
@@ -81,6 +82,7 @@ conformance!(documents, crate::documents:
     upserting_an_event_replaces_it,
     events_filter_and_come_newest_first,
     sweep_deletes_documents_and_events_before_the_cutoff,
+    max_minute_is_the_newest_stored_document_minute,
 );
 
 conformance!(dead_letters, crate::dead_letters:

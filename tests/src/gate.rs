@@ -61,4 +61,7 @@ impl TimeSeriesStore for GatedTimeSeries {
     async fn power_flow(&self, from: UnixMs, to: UnixMs) -> Result<Vec<PowerFlowMinute>> {
         self.inner.power_flow(from, to).await
     }
+    async fn max_minute(&self) -> Result<Option<UnixMs>> {
+        self.inner.max_minute().await
+    }
 }

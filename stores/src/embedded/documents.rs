@@ -116,6 +116,12 @@ impl DocumentStore for SqliteDocuments {
             .await
     }
 
+    async fn max_minute(&self) -> Result<Option<UnixMs>> {
+        self.db
+            .run(|conn| conn.query_row("SELECT MAX(minute_ms) FROM minute_docs", [], |r| r.get(0)))
+            .await
+    }
+
     async fn minute_doc(&self, device: &DeviceId, minute_ms: UnixMs) -> Result<Option<MinuteDoc>> {
         let device = device.clone();
         self.db

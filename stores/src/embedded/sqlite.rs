@@ -19,6 +19,9 @@ use crate::{Error, Result};
 /// (`vatio migrate`) take over from here; a newer file is refused.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
+/// Page cache per connection: 32 MiB (a negative value counts KiB).
+const CACHE_KIB_NEGATIVE: i64 = -32 * 1024;
+
 /// How long a statement waits for another process's lock (e.g. a CLI
 /// reading the same file) before failing with `DatabaseBusy`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,6 +64,10 @@ impl SqliteDb {
             });
         }
         conn.pragma_update(None, "synchronous", sync.pragma_value())
+            .map_err(err)?;
+        // SQLite's default page cache (2 MiB) makes a growing staging table
+        // re-read its index pages from the OS on every insert batch.
+        conn.pragma_update(None, "cache_size", CACHE_KIB_NEGATIVE)
             .map_err(err)?;
 
         let tx = conn.transaction().map_err(err)?;

@@ -273,6 +273,14 @@ impl TimeSeriesStore for SqliteTimeSeries {
         Ok(merge_windows(minutes, window_ms))
     }
 
+    async fn max_minute(&self) -> Result<Option<UnixMs>> {
+        self.db
+            .run(|conn| {
+                conn.query_row("SELECT MAX(minute_ms) FROM minute_points", [], |r| r.get(0))
+            })
+            .await
+    }
+
     async fn power_flow(&self, from_ms: UnixMs, to_ms: UnixMs) -> Result<Vec<PowerFlowMinute>> {
         self.db
             .run(move |conn| {

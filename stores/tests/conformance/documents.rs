@@ -271,3 +271,18 @@ pub async fn sweep_deletes_documents_and_events_before_the_cutoff(store: &dyn Do
 
     assert_eq!(store.sweep_before(cutoff).await.expect("sweep again"), 0);
 }
+
+pub async fn max_minute_is_the_newest_stored_document_minute(store: &dyn DocumentStore) {
+    assert_eq!(store.max_minute().await.expect("max of empty"), None);
+    store
+        .upsert_minute_docs(&[
+            doc("c1", 2, &[(Metric::Temperature, &[20.0])]),
+            doc("c2", 5, &[(Metric::Temperature, &[21.0])]),
+        ])
+        .await
+        .expect("upsert");
+    assert_eq!(
+        store.max_minute().await.expect("max"),
+        Some(T0 + 5 * MINUTE_MS)
+    );
+}

@@ -295,3 +295,18 @@ pub async fn power_flow_sums_each_meters_mean_power_per_minute(store: &dyn TimeS
         vec![T0 + MINUTE_MS, T0 + 2 * MINUTE_MS, T0 + 3 * MINUTE_MS]
     );
 }
+
+pub async fn max_minute_is_the_newest_stored_minute(store: &dyn TimeSeriesStore) {
+    assert_eq!(store.max_minute().await.expect("max of empty"), None);
+    store
+        .write_points(&[
+            point("m1", METER, Metric::Power, 3, &[1.0]),
+            point("m2", METER, Metric::Power, 1, &[1.0]),
+        ])
+        .await
+        .expect("write");
+    assert_eq!(
+        store.max_minute().await.expect("max"),
+        Some(T0 + 3 * MINUTE_MS)
+    );
+}
