@@ -245,7 +245,10 @@ impl DeviceActorState {
         }
         if !letters.is_empty() {
             ctx.dead_letters
-                .send(|permit| DeadLetterMsg::Record { letters, permit })
+                .send(letters.len(), |permit| DeadLetterMsg::Record {
+                    letters,
+                    permit,
+                })
                 .await?;
         }
         self.router

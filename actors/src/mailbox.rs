@@ -1,7 +1,8 @@
 //! Bounded mailboxes on top of ractor's unbounded ones.
 //!
-//! A sender first takes a permit from the receiver's semaphore, then casts a
-//! message that carries the permit; the permit returns when the receiver has
+//! The bound counts readings, not messages: a sender first takes as many
+//! permits as its message carries readings from the receiver's semaphore,
+//! then casts a message that holds them; they return when the receiver has
 //! handled (dropped) the message. A full receiver therefore makes its senders
 //! wait, which is how backpressure travels from a slow sink up to `Ingest`.
 //! The actor behind the mailbox can be swapped when a supervisor restarts it.
@@ -44,17 +45,19 @@ impl<M: Message> Bounded<M> {
         Self {
             name,
             actor: Arc::new(RwLock::new(actor)),
-            permits: Arc::new(Semaphore::new(capacity.max(1))),
-            capacity: capacity.max(1),
+            permits: Arc::new(Semaphore::new(capacity.clamp(1, Semaphore::MAX_PERMITS))),
+            capacity: capacity.clamp(1, Semaphore::MAX_PERMITS),
         }
     }
 
-    /// Waits for room, then sends the message built around the permit.
-    pub async fn send(&self, build: impl FnOnce(Permit) -> M) -> Result<(), Closed> {
+    /// Waits for room for `weight` readings (at least one, at most the
+    /// whole capacity), then sends the message built around the permit.
+    pub async fn send(&self, weight: usize, build: impl FnOnce(Permit) -> M) -> Result<(), Closed> {
+        let n = u32::try_from(weight.clamp(1, self.capacity)).unwrap_or(u32::MAX);
         let permit = self
             .permits
             .clone()
-            .acquire_owned()
+            .acquire_many_owned(n)
             .await
             .map_err(|_| Closed(self.name))?;
         self.cast(build(Permit(permit)))
@@ -81,7 +84,7 @@ impl<M: Message> Bounded<M> {
         }
     }
 
-    /// Messages queued or being handled right now.
+    /// Readings queued or being handled right now.
     pub fn queued(&self) -> usize {
         self.capacity - self.permits.available_permits()
     }

@@ -38,8 +38,11 @@ impl Subscribers {
     pub async fn publish(&self, batch: Arc<[Reading]>) -> Result<(), Closed> {
         for sub in &self.list {
             let batch = batch.clone();
-            sub.send(|permit| SubscriberMsg::Readings { batch, permit })
-                .await?;
+            sub.send(batch.len(), |permit| SubscriberMsg::Readings {
+                batch,
+                permit,
+            })
+            .await?;
         }
         Ok(())
     }

@@ -359,7 +359,10 @@ impl RouterState {
         }
         self.ctx
             .dead_letters
-            .send(|permit| DeadLetterMsg::Record { letters, permit })
+            .send(letters.len(), |permit| DeadLetterMsg::Record {
+                letters,
+                permit,
+            })
             .await?;
         let refusals = match batch.origin {
             Origin::Replay => vec![

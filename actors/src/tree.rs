@@ -139,7 +139,7 @@ impl ActorTree {
                 restartable: true,
                 spawn: slot_spawn(
                     slots.dead_letters.clone(),
-                    cfg.dead_letters.mailbox_batches,
+                    cfg.dead_letters.mailbox_readings,
                     "dead-letter-office",
                     move |parent| {
                         let args = args.clone();
@@ -165,7 +165,7 @@ impl ActorTree {
                 restartable: true,
                 spawn: slot_spawn(
                     slots.aggregator.clone(),
-                    cfg.aggregator.mailbox_batches,
+                    cfg.aggregator.mailbox_readings,
                     "aggregator",
                     move |parent| {
                         let args = args.clone();
@@ -192,7 +192,7 @@ impl ActorTree {
                 restartable: true,
                 spawn: slot_spawn(
                     slots.stream_etl.clone(),
-                    cfg.stream_etl.mailbox_batches,
+                    cfg.stream_etl.mailbox_readings,
                     "stream-etl",
                     move |parent| {
                         let args = args.clone();
@@ -220,7 +220,7 @@ impl ActorTree {
                 restartable: true,
                 spawn: slot_spawn(
                     slots.archiver.clone(),
-                    cfg.archiver.mailbox_batches,
+                    cfg.archiver.mailbox_readings,
                     "archiver",
                     move |parent| {
                         let args = args.clone();

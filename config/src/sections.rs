@@ -137,8 +137,8 @@ pub struct AggregatorConfig {
     /// How long a window stays open after it ends, for late readings.
     #[serde(with = "humantime_serde")]
     pub window_lateness: Duration,
-    /// Most batches queued in the aggregator's mailbox (> 0).
-    pub mailbox_batches: u32,
+    /// Most readings queued in the aggregator's mailbox (> 0).
+    pub mailbox_readings: u32,
 }
 
 impl Default for AggregatorConfig {
@@ -147,7 +147,7 @@ impl Default for AggregatorConfig {
             flush_max_points: 5_000,
             flush_max_delay: Duration::from_secs(5),
             window_lateness: Duration::from_secs(2 * 60),
-            mailbox_batches: 256,
+            mailbox_readings: 100_000,
         }
     }
 }
@@ -167,8 +167,8 @@ pub struct StreamEtlConfig {
     /// How often expired documents are swept (> 0).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// Most batches queued in the stream-ETL mailbox (> 0).
-    pub mailbox_batches: u32,
+    /// Most readings queued in the stream-ETL mailbox (> 0).
+    pub mailbox_readings: u32,
     /// Thresholds that turn readings into events.
     pub thresholds: Thresholds,
 }
@@ -180,7 +180,7 @@ impl Default for StreamEtlConfig {
             flush_max_delay: Duration::from_secs(5),
             retention: Duration::from_secs(168 * 3600),
             sweep_interval: Duration::from_secs(10 * 60),
-            mailbox_batches: 256,
+            mailbox_readings: 100_000,
             thresholds: Thresholds::default(),
         }
     }
@@ -237,8 +237,8 @@ pub struct ArchiverConfig {
     /// Staged readings are kept this long after their hour is sealed (at least 2h).
     #[serde(with = "humantime_serde")]
     pub staging_retention: Duration,
-    /// Most batches queued in the archiver's mailbox (> 0).
-    pub mailbox_batches: u32,
+    /// Most readings queued in the archiver's mailbox (> 0).
+    pub mailbox_readings: u32,
 }
 
 impl Default for ArchiverConfig {
@@ -249,7 +249,7 @@ impl Default for ArchiverConfig {
             seal_after: Duration::from_secs(5 * 60),
             seal_interval: Duration::from_secs(30),
             staging_retention: Duration::from_secs(48 * 3600),
-            mailbox_batches: 256,
+            mailbox_readings: 100_000,
         }
     }
 }
@@ -260,15 +260,15 @@ impl Default for ArchiverConfig {
 pub struct DeadLetterConfig {
     /// Most dead letters returned by one list request (> 0).
     pub list_limit_max: u32,
-    /// Most batches queued in the dead-letter office's mailbox (> 0).
-    pub mailbox_batches: u32,
+    /// Most readings queued in the dead-letter office's mailbox (> 0).
+    pub mailbox_readings: u32,
 }
 
 impl Default for DeadLetterConfig {
     fn default() -> Self {
         Self {
             list_limit_max: 10_000,
-            mailbox_batches: 256,
+            mailbox_readings: 100_000,
         }
     }
 }

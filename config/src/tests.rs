@@ -313,8 +313,8 @@ fn every_semantic_check_names_its_key_and_quotes_the_value() {
             "aggregator.flush_max_points: must be > 0, got 0",
         ),
         (
-            "[aggregator]\nmailbox_batches = 0",
-            "aggregator.mailbox_batches: must be > 0, got 0",
+            "[aggregator]\nmailbox_readings = 0",
+            "aggregator.mailbox_readings: must be > 0, got 0",
         ),
         (
             "[stream_etl]\nflush_max_docs = 0",
@@ -333,8 +333,8 @@ fn every_semantic_check_names_its_key_and_quotes_the_value() {
             r#"stream_etl.sweep_interval: must be > 0, got "0s""#,
         ),
         (
-            "[stream_etl]\nmailbox_batches = 0",
-            "stream_etl.mailbox_batches: must be > 0, got 0",
+            "[stream_etl]\nmailbox_readings = 0",
+            "stream_etl.mailbox_readings: must be > 0, got 0",
         ),
         (
             "[stream_etl.thresholds]\nover_temperature_c = inf",
@@ -381,16 +381,16 @@ fn every_semantic_check_names_its_key_and_quotes_the_value() {
             r#"archiver.staging_retention: must be >= "2h", got "1h 59m""#,
         ),
         (
-            "[archiver]\nmailbox_batches = 0",
-            "archiver.mailbox_batches: must be > 0, got 0",
+            "[archiver]\nmailbox_readings = 0",
+            "archiver.mailbox_readings: must be > 0, got 0",
         ),
         (
             "[dead_letters]\nlist_limit_max = 0",
             "dead_letters.list_limit_max: must be > 0, got 0",
         ),
         (
-            "[dead_letters]\nmailbox_batches = 0",
-            "dead_letters.mailbox_batches: must be > 0, got 0",
+            "[dead_letters]\nmailbox_readings = 0",
+            "dead_letters.mailbox_readings: must be > 0, got 0",
         ),
         (
             "[stores]\nsqlite_dir = \"\"",

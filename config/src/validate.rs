@@ -73,14 +73,14 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
     let aggregator = &config.aggregator;
     c.positive("aggregator.flush_max_points", aggregator.flush_max_points);
     c.positive_duration("aggregator.flush_max_delay", aggregator.flush_max_delay);
-    c.positive("aggregator.mailbox_batches", aggregator.mailbox_batches);
+    c.positive("aggregator.mailbox_readings", aggregator.mailbox_readings);
 
     let etl = &config.stream_etl;
     c.positive("stream_etl.flush_max_docs", etl.flush_max_docs);
     c.positive_duration("stream_etl.flush_max_delay", etl.flush_max_delay);
     c.positive_duration("stream_etl.retention", etl.retention);
     c.positive_duration("stream_etl.sweep_interval", etl.sweep_interval);
-    c.positive("stream_etl.mailbox_batches", etl.mailbox_batches);
+    c.positive("stream_etl.mailbox_readings", etl.mailbox_readings);
     let t = &etl.thresholds;
     let prefix = "stream_etl.thresholds";
     c.finite(prefix, "over_temperature_c", t.over_temperature_c);
@@ -148,11 +148,14 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
             ),
         );
     }
-    c.positive("archiver.mailbox_batches", archiver.mailbox_batches);
+    c.positive("archiver.mailbox_readings", archiver.mailbox_readings);
 
     let dead_letters = &config.dead_letters;
     c.positive("dead_letters.list_limit_max", dead_letters.list_limit_max);
-    c.positive("dead_letters.mailbox_batches", dead_letters.mailbox_batches);
+    c.positive(
+        "dead_letters.mailbox_readings",
+        dead_letters.mailbox_readings,
+    );
 
     c.not_empty("stores.sqlite_dir", &config.stores.sqlite_dir);
 }

@@ -40,7 +40,7 @@ async fn a_stalled_sink_turns_into_resource_exhausted_then_catches_up() -> anyho
     cfg.ingest.max_inflight_readings = 10;
     cfg.ingest.max_batch_readings = 5;
     cfg.ingest.retry_after = Duration::from_millis(250);
-    cfg.aggregator.mailbox_batches = 1;
+    cfg.aggregator.mailbox_readings = 5;
     cfg.aggregator.flush_max_points = 1;
     let real = open_embedded(&cfg)?;
     let (gated, gate) = GatedTimeSeries::closed(real.timeseries.clone());
