@@ -64,6 +64,10 @@ pub struct LoadSpec {
     pub concurrency: u32,
     /// Seed of the readings' values.
     pub seed: u64,
+    /// First seq each device sends. Runs against the same node need
+    /// increasing starts, or the node rightly drops the second run's
+    /// readings as duplicates (the CLI derives it from the wall clock).
+    pub seq_start: u64,
     /// Show a live progress line on stderr.
     pub progress: bool,
 }
@@ -78,6 +82,7 @@ impl Default for LoadSpec {
             duration: Duration::from_secs(30),
             concurrency: 4,
             seed: 1,
+            seq_start: 1,
             progress: false,
         }
     }
@@ -183,6 +188,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
             rate: spec.rate.map(|rate| share(rate, workers, index)),
             batch: spec.batch,
             seed: spec.seed,
+            seq_start: spec.seq_start,
             deadline,
         };
         // One connection per worker, so streams spread over the node's

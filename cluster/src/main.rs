@@ -64,6 +64,10 @@ enum Command {
         concurrency: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// First seq of every device (default: wall-clock milliseconds × 1000,
+        /// so repeated runs against one node send new readings).
+        #[arg(long)]
+        seq_start: Option<u64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -129,8 +133,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             duration,
             concurrency,
             seed,
+            seq_start,
             json,
         } => {
+            let seq_start = seq_start.unwrap_or_else(|| {
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                u64::try_from(now_ms).unwrap_or(1).saturating_mul(1000)
+            });
             let report = load::run(LoadSpec {
                 addr,
                 devices,
@@ -139,6 +148,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 duration,
                 concurrency,
                 seed,
+                seq_start,
                 progress: !json,
             })
             .await?;

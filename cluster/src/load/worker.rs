@@ -50,6 +50,8 @@ pub(crate) struct WorkerPlan {
     pub(crate) rate: Option<u64>,
     pub(crate) batch: u32,
     pub(crate) seed: u64,
+    /// First seq of every device.
+    pub(crate) seq_start: u64,
     pub(crate) deadline: Instant,
 }
 
@@ -74,12 +76,12 @@ pub(crate) struct Generator {
 }
 
 impl Generator {
-    pub(crate) fn new(worker: u32, devices: Range<u32>, seed: u64) -> Self {
+    pub(crate) fn new(worker: u32, devices: Range<u32>, seed: u64, seq_start: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed ^ u64::from(worker).rotate_left(32));
         let devices = devices
             .map(|n| LoadDevice {
                 id: device_id(n),
-                seq_last: 0,
+                seq_last: seq_start.saturating_sub(1),
                 ts_last_ms: i64::MIN,
                 base_kw: rng.random_range(50.0..450.0),
             })
@@ -247,7 +249,7 @@ pub(crate) async fn run(
         ticker
     });
     let mut worker = Worker {
-        generator: Generator::new(plan.index, plan.devices.clone(), plan.seed),
+        generator: Generator::new(plan.index, plan.devices.clone(), plan.seed, plan.seq_start),
         source: format!("vatio-load/{}", plan.index),
         plan,
         client: IngestClient::new(channel),
@@ -406,7 +408,7 @@ mod tests {
 
     #[test]
     fn seqs_and_timestamps_increase_per_device_across_batches() {
-        let mut generator = Generator::new(2, 10..13, 7);
+        let mut generator = Generator::new(2, 10..13, 7, 1);
         let mut last: HashMap<String, (u64, i64)> = HashMap::new();
         let mut batch_ids = Vec::new();
         // Same wall-clock millisecond for every batch: the worst case.
@@ -433,7 +435,7 @@ mod tests {
 
     #[test]
     fn acks_are_matched_by_batch_id() {
-        let mut generator = Generator::new(0, 0..4, 1);
+        let mut generator = Generator::new(0, 0..4, 1, 1);
         let mut window = Window::default();
         let start = Instant::now();
         for _ in 0..IN_FLIGHT_BATCHES_MAX {
