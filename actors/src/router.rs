@@ -55,8 +55,10 @@ pub enum RouterMsg {
     Respawn(DeviceId),
     /// Passivate devices idle for longer than the configured time.
     IdleScan,
-    /// Release every device's held readings; replies when all are published.
-    FlushDevices(RpcReplyPort<()>),
+    /// Release every device's held readings; replies, once all are
+    /// published, with how many devices could not be flushed (they crashed
+    /// meanwhile; the caller asks again).
+    FlushDevices(RpcReplyPort<usize>),
     Status(RpcReplyPort<RouterStatus>),
 }
 
@@ -143,6 +145,20 @@ impl Actor for Router {
             RouterMsg::Respawn(device) => st.respawn(&myself, device).await?,
             RouterMsg::IdleScan => st.idle_scan(),
             RouterMsg::FlushDevices(reply) => {
+                // A device waiting out its restart backoff may hold accepted
+                // readings: bring it back now rather than skip it.
+                let restarting: Vec<DeviceId> = st
+                    .devices
+                    .iter()
+                    .filter(|(_, e)| matches!(e.activity, Activity::Restarting))
+                    .map(|(d, _)| d.clone())
+                    .collect();
+                for device in restarting {
+                    if let Some(e) = st.devices.get_mut(&device) {
+                        e.activity = Activity::Passive;
+                    }
+                    st.activate(&myself, device).await?;
+                }
                 let live: Vec<ActorRef<DeviceMsg>> = st
                     .devices
                     .values()
@@ -156,10 +172,14 @@ impl Actor for Router {
                 // Waiting for the devices happens off the router, which must
                 // keep taking their DeviceDone reports meanwhile.
                 tokio::spawn(async move {
+                    let mut failed = 0;
                     for actor in live {
-                        let _ = actor.call(DeviceMsg::Flush, None).await;
+                        match actor.call(DeviceMsg::Flush, None).await {
+                            Ok(ractor::rpc::CallResult::Success(())) => {}
+                            _ => failed += 1,
+                        }
                     }
-                    let _ = reply.send(());
+                    let _ = reply.send(failed);
                 });
             }
             RouterMsg::Status(reply) => {

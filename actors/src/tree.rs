@@ -113,6 +113,8 @@ pub struct ActorTree {
     stats: Arc<NodeStats>,
     stores: TreeStores,
     clock: SharedClock,
+    /// Device flush rounds before giving up on a device that keeps crashing.
+    flush_rounds: u32,
 }
 
 impl ActorTree {
@@ -337,6 +339,7 @@ impl ActorTree {
             stats,
             stores,
             clock,
+            flush_rounds: cfg.supervision.poison_attempts + 1,
         })
     }
 
@@ -489,10 +492,16 @@ impl ActorTree {
     /// Pushes everything held through to the sinks: device reorder buffers,
     /// subscribers' open windows and staged archive hours, dead letters.
     pub async fn flush(&self) -> Result<(), TreeError> {
-        self.router
-            .call(RouterMsg::FlushDevices, None)
-            .await
-            .map_err(|_| TreeError::Stopped)?;
+        // A device that crashes while flushing is restarted by the router
+        // and flushed in the next round; a poison group ends that within
+        // `poison_attempts` rounds.
+        for _ in 0..=self.flush_rounds {
+            match self.router.call(RouterMsg::FlushDevices, None).await {
+                Ok(ractor::rpc::CallResult::Success(0)) => break,
+                Ok(ractor::rpc::CallResult::Success(_)) => continue,
+                _ => return Err(TreeError::Stopped),
+            }
+        }
         self.subscribers
             .flush()
             .await
