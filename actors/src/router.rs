@@ -31,6 +31,9 @@ use crate::supervision::{RestartBudget, RestartDecision};
 pub struct RouterStatus {
     pub devices_known: u64,
     pub devices_active: u64,
+    /// Estimated bytes of the device table (keys, entries, states), not
+    /// counting live actors.
+    pub table_bytes: u64,
 }
 
 pub enum RouterMsg {
@@ -191,6 +194,7 @@ impl Actor for Router {
                 let _ = reply.send(RouterStatus {
                     devices_known: st.devices.len() as u64,
                     devices_active: active as u64,
+                    table_bytes: st.table_bytes() as u64,
                 });
             }
         }
@@ -220,6 +224,28 @@ impl Actor for Router {
 }
 
 impl RouterState {
+    /// Estimated size of the device table: each slot holds the key and the
+    /// entry inline (hash tables keep about 1/8 of their slots free), plus
+    /// the id's shared string and whatever the state keeps on the heap.
+    fn table_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(DeviceId, Entry)>() + 1;
+        let slots = self.devices.capacity().max(self.devices.len());
+        let heap: usize = self
+            .devices
+            .iter()
+            .map(|(id, e)| {
+                // Arc<str>: two counters and the bytes.
+                2 * std::mem::size_of::<usize>()
+                    + id.as_str().len()
+                    + e.state
+                        .approx_bytes()
+                        .saturating_sub(std::mem::size_of::<DeviceState>())
+                    + e.inflight.capacity() * std::mem::size_of::<InFlight>()
+            })
+            .sum();
+        slots * slot + self.by_actor.capacity() * std::mem::size_of::<(ActorId, DeviceId)>() + heap
+    }
+
     async fn route(
         &mut self,
         myself: &ActorRef<RouterMsg>,

@@ -37,6 +37,13 @@ enum Command {
         #[command(subcommand)]
         command: QueryCommand,
     },
+    /// A node's pipeline counters.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        addr: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Dead letters: list and replay.
     Dlq {
         #[arg(long, default_value = "http://127.0.0.1:7400")]
@@ -124,6 +131,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Node { config } => commands::node::run(config).await,
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Query { addr, command } => commands::query::run(&addr, command).await,
+        Command::Status { addr, json } => commands::status::run(&addr, json).await,
         Command::Dlq { addr, command } => commands::dlq::run(&addr, command).await,
         Command::Load {
             addr,

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod dlq;
 pub mod node;
 pub mod query;
+pub mod status;
 
 use anyhow::Context;
 use tonic::transport::Channel;

@@ -90,6 +90,7 @@ impl v1::admin_server::Admin for AdminService {
             archive_files_written: NodeStats::get(&s.archive_files_written),
             started_unix_ms: self.started_ms,
             inflight_readings: tree.inflight_readings,
+            device_table_bytes: tree.router.table_bytes,
         }))
     }
 
