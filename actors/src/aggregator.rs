@@ -25,6 +25,7 @@ pub struct AggregatorArgs {
     pub stats: Arc<NodeStats>,
 }
 
+#[derive(Clone, Copy)]
 pub struct Aggregator;
 
 pub struct AggregatorState {

@@ -34,6 +34,7 @@ pub struct ArchiverArgs {
     pub source: String,
 }
 
+#[derive(Clone, Copy)]
 pub struct Archiver;
 
 pub struct ArchiverState {

@@ -21,8 +21,10 @@ pub enum DeadLetterMsg {
     Flush(RpcReplyPort<()>),
 }
 
+#[derive(Clone, Copy)]
 pub struct DeadLetterOffice;
 
+#[derive(Clone)]
 pub struct DeadLetterArgs {
     pub store: Arc<dyn DeadLetterStore>,
     pub stats: Arc<NodeStats>,

@@ -29,6 +29,7 @@ pub struct StreamEtlArgs {
     pub window_lateness: Duration,
 }
 
+#[derive(Clone, Copy)]
 pub struct StreamEtl;
 
 pub struct StreamEtlState {

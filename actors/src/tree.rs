@@ -130,112 +130,57 @@ impl ActorTree {
         // this handle read.
         let slots = Slots::default();
 
-        let mut children: Vec<ChildSpec> = Vec::new();
-        {
-            let args = DeadLetterArgsFactory {
-                store: stores.dead_letters.clone(),
-                stats: stats.clone(),
-            };
-            children.push(ChildSpec {
-                name: "dead-letter-office",
-                restartable: true,
-                spawn: slot_spawn(
-                    slots.dead_letters.clone(),
-                    cfg.dead_letters.mailbox_readings,
-                    "dead-letter-office",
-                    move |parent| {
-                        let args = args.clone();
-                        async move {
-                            Actor::spawn_linked(None, DeadLetterOffice, args.build(), parent)
-                                .await
-                                .map(|(a, _)| a)
-                        }
-                        .boxed()
-                    },
-                ),
-            });
-        }
-        {
-            let args = AggregatorArgs {
-                store: stores.timeseries.clone(),
-                cfg: cfg.aggregator.clone(),
-                clock: clock.clone(),
-                stats: stats.clone(),
-            };
-            children.push(ChildSpec {
-                name: "aggregator",
-                restartable: true,
-                spawn: slot_spawn(
-                    slots.aggregator.clone(),
-                    cfg.aggregator.mailbox_readings,
-                    "aggregator",
-                    move |parent| {
-                        let args = args.clone();
-                        async move {
-                            Actor::spawn_linked(None, Aggregator, args, parent)
-                                .await
-                                .map(|(a, _)| a)
-                        }
-                        .boxed()
-                    },
-                ),
-            });
-        }
-        {
-            let args = StreamEtlArgs {
-                store: stores.documents.clone(),
-                cfg: cfg.stream_etl.clone(),
-                clock: clock.clone(),
-                stats: stats.clone(),
-                window_lateness: cfg.aggregator.window_lateness,
-            };
-            children.push(ChildSpec {
-                name: "stream-etl",
-                restartable: true,
-                spawn: slot_spawn(
-                    slots.stream_etl.clone(),
-                    cfg.stream_etl.mailbox_readings,
-                    "stream-etl",
-                    move |parent| {
-                        let args = args.clone();
-                        async move {
-                            Actor::spawn_linked(None, StreamEtl, args, parent)
-                                .await
-                                .map(|(a, _)| a)
-                        }
-                        .boxed()
-                    },
-                ),
-            });
-        }
-        {
-            let args = ArchiverArgs {
-                staging: stores.staging.clone(),
-                archive: stores.archive.clone(),
-                cfg: cfg.archiver.clone(),
-                clock: clock.clone(),
-                stats: stats.clone(),
-                source: cfg.node.id.clone(),
-            };
-            children.push(ChildSpec {
-                name: "archiver",
-                restartable: true,
-                spawn: slot_spawn(
-                    slots.archiver.clone(),
-                    cfg.archiver.mailbox_readings,
-                    "archiver",
-                    move |parent| {
-                        let args = args.clone();
-                        async move {
-                            Actor::spawn_linked(None, Archiver, args, parent)
-                                .await
-                                .map(|(a, _)| a)
-                        }
-                        .boxed()
-                    },
-                ),
-            });
-        }
+        let mut children: Vec<ChildSpec> = vec![
+            restartable_child(
+                "dead-letter-office",
+                slots.dead_letters.clone(),
+                cfg.dead_letters.mailbox_readings,
+                DeadLetterOffice,
+                DeadLetterArgs {
+                    store: stores.dead_letters.clone(),
+                    stats: stats.clone(),
+                },
+            ),
+            restartable_child(
+                "aggregator",
+                slots.aggregator.clone(),
+                cfg.aggregator.mailbox_readings,
+                Aggregator,
+                AggregatorArgs {
+                    store: stores.timeseries.clone(),
+                    cfg: cfg.aggregator.clone(),
+                    clock: clock.clone(),
+                    stats: stats.clone(),
+                },
+            ),
+            restartable_child(
+                "stream-etl",
+                slots.stream_etl.clone(),
+                cfg.stream_etl.mailbox_readings,
+                StreamEtl,
+                StreamEtlArgs {
+                    store: stores.documents.clone(),
+                    cfg: cfg.stream_etl.clone(),
+                    clock: clock.clone(),
+                    stats: stats.clone(),
+                    window_lateness: cfg.aggregator.window_lateness,
+                },
+            ),
+            restartable_child(
+                "archiver",
+                slots.archiver.clone(),
+                cfg.archiver.mailbox_readings,
+                Archiver,
+                ArchiverArgs {
+                    staging: stores.staging.clone(),
+                    archive: stores.archive.clone(),
+                    cfg: cfg.archiver.clone(),
+                    clock: clock.clone(),
+                    stats: stats.clone(),
+                    source: cfg.node.id.clone(),
+                },
+            ),
+        ];
         // The router comes last: it needs the others' mailboxes, which the
         // spawns above have filled by the time the supervisor calls this one.
         let router_slot: Arc<std::sync::Mutex<Option<ActorRef<RouterMsg>>>> = Default::default();
@@ -582,25 +527,25 @@ impl Slots {
     }
 }
 
-/// A SpawnFn that also creates (first start) or re-points (restart) the
-/// child's bounded mailbox.
-fn slot_spawn<M: ractor::Message>(
-    slot: Slot<M>,
-    capacity: u32,
+/// A singleton child that the supervisor restarts with fresh `args`; each
+/// start creates (first time) or re-points (restart) its bounded mailbox.
+fn restartable_child<A>(
     name: &'static str,
-    spawn: impl Fn(
-        ractor::ActorCell,
-    ) -> futures::future::BoxFuture<'static, Result<ActorRef<M>, ractor::SpawnErr>>
-    + Send
-    + Sync
-    + 'static,
-) -> SpawnFn {
-    let spawn = Arc::new(spawn);
-    Arc::new(move |parent| {
+    slot: Slot<A::Msg>,
+    capacity: u32,
+    actor: A,
+    args: A::Arguments,
+) -> ChildSpec
+where
+    A: Actor + Clone,
+    A::Arguments: Clone + Send + Sync,
+{
+    let spawn: SpawnFn = Arc::new(move |parent| {
         let slot = slot.clone();
-        let spawn = spawn.clone();
+        let actor = actor.clone();
+        let args = args.clone();
         async move {
-            let actor = spawn(parent).await?;
+            let (actor, _) = Actor::spawn_linked(None, actor, args, parent).await?;
             if let Ok(mut g) = slot.lock() {
                 match g.as_ref() {
                     Some(mailbox) => mailbox.replace(actor.clone()),
@@ -610,20 +555,10 @@ fn slot_spawn<M: ractor::Message>(
             Ok(actor.get_cell())
         }
         .boxed()
-    })
-}
-
-#[derive(Clone)]
-struct DeadLetterArgsFactory {
-    store: Arc<dyn DeadLetterStore>,
-    stats: Arc<NodeStats>,
-}
-
-impl DeadLetterArgsFactory {
-    fn build(&self) -> DeadLetterArgs {
-        DeadLetterArgs {
-            store: self.store.clone(),
-            stats: self.stats.clone(),
-        }
+    });
+    ChildSpec {
+        name,
+        spawn,
+        restartable: true,
     }
 }
