@@ -17,7 +17,8 @@ echo "== format"
 cargo fmt --all -- --check
 echo "== lints"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== tests"
-cargo nextest run --workspace --no-fail-fast
 echo "== doc tests"
 cargo test --workspace --doc
+# Last, so that its summary closes the output.
+echo "== tests"
+cargo nextest run --workspace --no-fail-fast
