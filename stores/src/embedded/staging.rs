@@ -31,11 +31,11 @@ CREATE TABLE IF NOT EXISTS staged_rows (
     ts_ms   INTEGER NOT NULL,
     metric  TEXT    NOT NULL,
     value   REAL    NOT NULL,
-    PRIMARY KEY (device, seq)
+    -- One B-tree, no secondary index: staging is the archiver's hot path.
+    -- A reading's hour follows from its time, so (device, seq) identifies
+    -- it within its hour; reading an hour back in file order is one range.
+    PRIMARY KEY (kind, hour_ms, device, seq)
 ) WITHOUT ROWID;
--- Reading an hour back in file order is one index range.
-CREATE INDEX IF NOT EXISTS staged_rows_by_hour ON staged_rows (kind, hour_ms, device, seq);
-CREATE INDEX IF NOT EXISTS staged_rows_by_hour_ms ON staged_rows (hour_ms);
 
 CREATE TABLE IF NOT EXISTS staged_hours (
     kind        TEXT    NOT NULL,
@@ -197,7 +197,13 @@ impl ArchiveStaging for SqliteStaging {
         self.db
             .run(move |conn| {
                 let tx = conn.transaction()?;
-                let rows = tx.execute("DELETE FROM staged_rows WHERE hour_ms < ?1", [hour_ms])?;
+                let mut rows = 0;
+                for kind in DeviceKind::ALL {
+                    rows += tx.execute(
+                        "DELETE FROM staged_rows WHERE kind = ?1 AND hour_ms < ?2",
+                        params![kind.as_str(), hour_ms],
+                    )?;
+                }
                 tx.execute("DELETE FROM staged_hours WHERE hour_ms < ?1", [hour_ms])?;
                 tx.execute(
                     "INSERT INTO purge_watermark (id, before_hour_ms) VALUES (1, ?1)
