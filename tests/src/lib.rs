@@ -87,6 +87,16 @@ impl TestNode {
         Ok(())
     }
 
+    /// The node's counters (Admin.Status).
+    pub async fn status(&self) -> anyhow::Result<v1::StatusResponse> {
+        Ok(self
+            .admin()
+            .await?
+            .status(v1::StatusRequest {})
+            .await?
+            .into_inner())
+    }
+
     pub fn stores(&self) -> &TreeStores {
         self.node.tree().stores()
     }

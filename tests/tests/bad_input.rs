@@ -60,12 +60,7 @@ async fn an_oversized_batch_is_refused_with_the_limit() -> anyhow::Result<()> {
         "{}",
         err.message()
     );
-    let status = t
-        .admin()
-        .await?
-        .status(v1::StatusRequest {})
-        .await?
-        .into_inner();
+    let status = t.status().await?;
     assert_eq!(status.readings_accepted, 0);
     t.node.shutdown().await?;
     Ok(())

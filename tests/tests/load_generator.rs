@@ -9,7 +9,6 @@ use std::time::Duration;
 use vatio_actors::{Clock, TreeOptions};
 use vatio_cluster::SystemClock;
 use vatio_cluster::load::{self, LoadSpec};
-use vatio_proto::v1;
 use vatio_tests::{TestNode, test_config};
 
 async fn run_load(t: &TestNode, spec: LoadSpec) -> anyhow::Result<load::LoadReport> {
@@ -42,12 +41,7 @@ async fn every_reading_sent_is_acked_and_accepted_once() -> anyhow::Result<()> {
     assert_eq!(report.errors, 0, "{report}");
     assert_eq!(report.readings_acked, report.readings_sent);
     assert_eq!(report.readings_accepted, report.readings_sent);
-    let status = t
-        .admin()
-        .await?
-        .status(v1::StatusRequest {})
-        .await?
-        .into_inner();
+    let status = t.status().await?;
     assert_eq!(status.readings_accepted, report.readings_accepted);
     t.node.shutdown().await?;
     Ok(())
@@ -77,12 +71,7 @@ async fn backing_off_on_overload_loses_and_duplicates_nothing() -> anyhow::Resul
     .await?;
     assert!(report.backoffs > 0, "the node pushed back: {report}");
     assert_eq!(report.errors, 0, "{report}");
-    let status = t
-        .admin()
-        .await?
-        .status(v1::StatusRequest {})
-        .await?
-        .into_inner();
+    let status = t.status().await?;
     // Re-sent readings the node had already taken come back as duplicates,
     // never as a second acceptance: the node's count of distinct readings
     // lies between what the generator saw accepted and what it sent.

@@ -61,12 +61,7 @@ async fn a_crashed_device_actor_is_restarted_and_finishes_the_batch() -> anyhow:
         2,
         "crashed once, then handled"
     );
-    let status = t
-        .admin()
-        .await?
-        .status(v1::StatusRequest {})
-        .await?
-        .into_inner();
+    let status = t.status().await?;
     assert_eq!(status.actor_restarts, 1);
     t.node.shutdown().await?;
     Ok(())
@@ -108,12 +103,7 @@ async fn a_batch_that_always_crashes_its_actor_is_a_poison_message() -> anyhow::
             .iter()
             .all(|d| d.detail.contains("crashed the device actor 3 times"))
     );
-    let status = t
-        .admin()
-        .await?
-        .status(v1::StatusRequest {})
-        .await?
-        .into_inner();
+    let status = t.status().await?;
     assert_eq!(status.actor_restarts, 3);
     t.node.shutdown().await?;
     Ok(())
