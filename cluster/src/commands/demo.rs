@@ -209,9 +209,8 @@ async fn render(
         .map(|c| format!("{} {}", c.reason, c.count))
         .collect();
     Ok(format!(
-        "vatio demo — {} at {}\n{t}\nnode {} ({}): {} accepted, {} duplicates, {} dead letters; {} devices ({} active); {} points, {} documents, {} archive files written\ndead letters by reason: {}\n",
+        "vatio demo — {}\n{t}\nnode {} ({}): {} accepted, {} duplicates, {} dead letters; {} devices ({} active); {} points, {} documents, {} archive files written\ndead letters by reason: {}\n",
         table::time(now_ms),
-        status.node_id,
         status.node_id,
         status.az,
         status.readings_accepted,
