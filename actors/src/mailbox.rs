@@ -84,11 +84,6 @@ impl<M: Message> Bounded<M> {
         }
     }
 
-    /// Readings queued or being handled right now.
-    pub fn queued(&self) -> usize {
-        self.capacity - self.permits.available_permits()
-    }
-
     pub fn name(&self) -> &'static str {
         self.name
     }

@@ -57,8 +57,4 @@ impl Subscribers {
         }
         Ok(())
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Bounded<SubscriberMsg>> {
-        self.list.iter()
-    }
 }

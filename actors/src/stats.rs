@@ -10,7 +10,6 @@ pub struct NodeStats {
     pub readings_accepted: AtomicU64,
     pub readings_duplicate: AtomicU64,
     pub readings_dead_lettered: AtomicU64,
-    dead_letters_by_reason: [AtomicU64; DeadLetterReason::ALL.len()],
     pub batches_refused_overload: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub points_written: AtomicU64,
@@ -32,20 +31,10 @@ impl NodeStats {
         counter.load(Ordering::Relaxed)
     }
 
+    /// One more refused reading. Per-reason counts live in the dead-letter
+    /// store (`Query.DeadLetterCounts`); the reason is taken for the trace.
     pub fn dead_lettered(&self, reason: DeadLetterReason) {
         Self::add(&self.readings_dead_lettered, 1);
-        if let Some(i) = DeadLetterReason::ALL.iter().position(|r| *r == reason) {
-            Self::add(&self.dead_letters_by_reason[i], 1);
-        }
-    }
-
-    /// Dead letters counted since start, per reason (reasons with none omitted).
-    pub fn dead_letters_by_reason(&self) -> Vec<(DeadLetterReason, u64)> {
-        DeadLetterReason::ALL
-            .iter()
-            .zip(&self.dead_letters_by_reason)
-            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
-            .filter(|(_, c)| *c > 0)
-            .collect()
+        tracing::trace!(%reason, "dead letter");
     }
 }

@@ -12,6 +12,7 @@ use vatio_actors::{ManualClock, TreeOptions, TreeStores};
 use vatio_cluster::{Node, NodeOptions};
 use vatio_config::Config;
 use vatio_proto::v1;
+use vatio_stores::{DeviceId, Metric, MinutePoint};
 
 /// 2026-11-26T10:00:00Z: the tests' "now".
 pub const T0_MS: i64 = 1_795_687_200_000;
@@ -97,6 +98,15 @@ impl TestNode {
             .into_inner())
     }
 
+    /// The stored power point of `device` for the minute starting at `minute_ms`.
+    pub async fn power_point(&self, device: &str, minute_ms: i64) -> anyhow::Result<MinutePoint> {
+        self.stores()
+            .timeseries
+            .point(&DeviceId::new(device), Metric::Power, minute_ms)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no power point for {device} at {minute_ms}"))
+    }
+
     pub fn stores(&self) -> &TreeStores {
         self.node.tree().stores()
     }
@@ -121,6 +131,19 @@ pub fn reading(
         unit: unit.into(),
         kind: kind as i32,
     }
+}
+
+/// An electricity meter's power reading in kW.
+pub fn power(device: &str, seq: u64, ts_ms: i64, kw: f64) -> v1::Reading {
+    reading(
+        device,
+        v1::DeviceKind::ElectricityMeter,
+        seq,
+        ts_ms,
+        "power",
+        kw,
+        "kW",
+    )
 }
 
 pub fn batch(batch_id: u64, readings: Vec<v1::Reading>) -> v1::IngestRequest {

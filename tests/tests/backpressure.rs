@@ -9,7 +9,7 @@ use std::time::Duration;
 use vatio_actors::{TreeOptions, TreeStores};
 use vatio_cluster::stores::open_embedded;
 use vatio_proto::v1::{self, DeviceKind};
-use vatio_stores::{DeviceId, MINUTE_MS, Metric};
+use vatio_stores::MINUTE_MS;
 use vatio_tests::gate::GatedTimeSeries;
 use vatio_tests::{T0_MS, TestNode, batch, reading, test_config};
 
@@ -88,12 +88,7 @@ async fn a_stalled_sink_turns_into_resource_exhausted_then_catches_up() -> anyho
     let ack = ingest.ingest_batch(five(5)).await?.into_inner();
     assert_eq!((ack.accepted, ack.duplicates), (5, 0));
     t.flush().await?;
-    let p = t
-        .stores()
-        .timeseries
-        .point(&DeviceId::new("meter-03"), Metric::Power, M)
-        .await?
-        .expect("meter-03 point");
+    let p = t.power_point("meter-03", M).await?;
     assert_eq!(p.stats.count, 25, "every acknowledged reading, once");
     let status = admin.status(v1::StatusRequest {}).await?.into_inner();
     assert_eq!(status.batches_refused_overload, 1);

@@ -2,19 +2,11 @@
 //! index and field; nothing of a refused batch is applied.
 
 use futures::StreamExt;
-use vatio_proto::v1::{self, DeviceKind};
-use vatio_tests::{T0_MS, TestNode, batch, reading};
+use vatio_proto::v1::{self};
+use vatio_tests::{T0_MS, TestNode, batch, power};
 
 fn ok(device: &str, seq: u64) -> v1::Reading {
-    reading(
-        device,
-        DeviceKind::ElectricityMeter,
-        seq,
-        T0_MS - 1_000,
-        "power",
-        5.0,
-        "kW",
-    )
+    power(device, seq, T0_MS - 1_000, 5.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

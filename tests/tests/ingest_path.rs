@@ -348,12 +348,7 @@ async fn a_straggler_behind_the_reorder_window_is_dead_lettered_as_late() -> any
         .dead_letters;
     assert_eq!(list.len(), 1);
     t.flush().await?;
-    let p = t
-        .stores()
-        .timeseries
-        .point(&DeviceId::new("meter-02"), Metric::Power, M)
-        .await?
-        .expect("meter-02 point");
+    let p = t.power_point("meter-02", M).await?;
     assert_eq!(p.stats.count, 2);
 
     // Replay brings the straggler in: it was never accepted, so it is not a duplicate.
@@ -371,12 +366,7 @@ async fn a_straggler_behind_the_reorder_window_is_dead_lettered_as_late() -> any
         (1, 1, 0)
     );
     t.flush().await?;
-    let p = t
-        .stores()
-        .timeseries
-        .point(&DeviceId::new("meter-02"), Metric::Power, M)
-        .await?
-        .expect("meter-02 point");
+    let p = t.power_point("meter-02", M).await?;
     assert_eq!(p.stats.count, 3);
     // A second replay finds nothing pending.
     let again = t

@@ -4,19 +4,11 @@
 use std::time::Duration;
 
 use vatio_actors::TreeOptions;
-use vatio_proto::v1::{self, DeviceKind};
-use vatio_tests::{T0_MS, TestNode, batch, reading, test_config};
+use vatio_proto::v1::{self};
+use vatio_tests::{T0_MS, TestNode, batch, power, test_config};
 
 fn meter(device: &str, seq: u64) -> v1::Reading {
-    reading(
-        device,
-        DeviceKind::ElectricityMeter,
-        seq,
-        T0_MS - 1_000,
-        "power",
-        7.0,
-        "kW",
-    )
+    power(device, seq, T0_MS - 1_000, 7.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

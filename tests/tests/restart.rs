@@ -42,12 +42,7 @@ async fn a_restarted_node_extends_stored_minutes() -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(ack.accepted, 1);
     second.flush().await?;
-    let p = second
-        .stores()
-        .timeseries
-        .point(&DeviceId::new("meter-05"), Metric::Power, M)
-        .await?
-        .expect("meter-05 point");
+    let p = second.power_point("meter-05", M).await?;
     assert_eq!((p.stats.count, p.stats.sum), (3, 6.0));
     let doc = second
         .stores()

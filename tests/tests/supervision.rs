@@ -9,19 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use vatio_actors::TreeOptions;
-use vatio_proto::v1::{self, DeviceKind};
-use vatio_tests::{T0_MS, TestNode, batch, reading, test_config};
+use vatio_proto::v1::{self};
+use vatio_tests::{T0_MS, TestNode, batch, power, test_config};
 
 fn meter(seq: u64, kw: f64) -> v1::Reading {
-    reading(
-        "meter-07",
-        DeviceKind::ElectricityMeter,
-        seq,
-        T0_MS - 1_000,
-        "power",
-        kw,
-        "kW",
-    )
+    power("meter-07", seq, T0_MS - 1_000, kw)
 }
 
 async fn node_with_hook(hook: vatio_actors::device::CrashHook) -> anyhow::Result<TestNode> {

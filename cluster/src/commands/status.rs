@@ -1,61 +1,82 @@
-//! `vatio status`: a node's pipeline counters.
+//! `vatio status`: a node's pipeline counters, as a table or JSON.
 
+use serde_json::{Value, json};
 use vatio_proto::v1::{self, admin_client::AdminClient};
 
 use super::connect;
 use crate::table;
 
-pub async fn run(addr: &str, json: bool) -> anyhow::Result<()> {
+pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
     let s = AdminClient::new(connect(addr).await?)
         .status(v1::StatusRequest {})
         .await?
         .into_inner();
-    if json {
-        let value = serde_json::json!({
-            "node_id": s.node_id,
-            "az": s.az,
-            "started_unix_ms": s.started_unix_ms,
-            "readings_accepted": s.readings_accepted,
-            "readings_duplicate": s.readings_duplicate,
-            "readings_dead_lettered": s.readings_dead_lettered,
-            "devices_known": s.devices_known,
-            "devices_active": s.devices_active,
-            "device_table_bytes": s.device_table_bytes,
-            "inflight_readings": s.inflight_readings,
-            "batches_refused_overload": s.batches_refused_overload,
-            "actor_restarts": s.actor_restarts,
-            "points_written": s.points_written,
-            "documents_written": s.documents_written,
-            "archive_files_written": s.archive_files_written,
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+    // One list feeds both outputs: JSON keys, table labels and values.
+    let fields: [(&str, &str, Value); 15] = [
+        ("node_id", "node", json!(s.node_id)),
+        ("az", "availability zone", json!(s.az)),
+        ("started_unix_ms", "started", json!(s.started_unix_ms)),
+        (
+            "readings_accepted",
+            "readings accepted",
+            json!(s.readings_accepted),
+        ),
+        (
+            "readings_duplicate",
+            "readings duplicate",
+            json!(s.readings_duplicate),
+        ),
+        (
+            "readings_dead_lettered",
+            "readings dead-lettered",
+            json!(s.readings_dead_lettered),
+        ),
+        ("devices_known", "devices known", json!(s.devices_known)),
+        ("devices_active", "devices active", json!(s.devices_active)),
+        (
+            "device_table_bytes",
+            "device table bytes",
+            json!(s.device_table_bytes),
+        ),
+        (
+            "inflight_readings",
+            "readings in flight",
+            json!(s.inflight_readings),
+        ),
+        (
+            "batches_refused_overload",
+            "batches refused (overload)",
+            json!(s.batches_refused_overload),
+        ),
+        ("actor_restarts", "actor restarts", json!(s.actor_restarts)),
+        ("points_written", "points written", json!(s.points_written)),
+        (
+            "documents_written",
+            "documents written",
+            json!(s.documents_written),
+        ),
+        (
+            "archive_files_written",
+            "archive files written",
+            json!(s.archive_files_written),
+        ),
+    ];
+    if as_json {
+        let object: serde_json::Map<String, Value> = fields
+            .into_iter()
+            .map(|(key, _, value)| (key.to_string(), value))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&object)?);
         return Ok(());
     }
     let mut t = table::new(&["counter", "value"]);
-    let rows: [(&str, String); 14] = [
-        ("node", format!("{} ({})", s.node_id, s.az)),
-        ("started", table::time(s.started_unix_ms)),
-        ("readings accepted", s.readings_accepted.to_string()),
-        ("readings duplicate", s.readings_duplicate.to_string()),
-        (
-            "readings dead-lettered",
-            s.readings_dead_lettered.to_string(),
-        ),
-        ("devices known", s.devices_known.to_string()),
-        ("devices active", s.devices_active.to_string()),
-        ("device table bytes", s.device_table_bytes.to_string()),
-        ("readings in flight", s.inflight_readings.to_string()),
-        (
-            "batches refused (overload)",
-            s.batches_refused_overload.to_string(),
-        ),
-        ("actor restarts", s.actor_restarts.to_string()),
-        ("points written", s.points_written.to_string()),
-        ("documents written", s.documents_written.to_string()),
-        ("archive files written", s.archive_files_written.to_string()),
-    ];
-    for (k, v) in rows {
-        t.add_row(vec![k.to_string(), v]);
+    for (key, label, value) in fields {
+        let shown = match (key, &value) {
+            ("started_unix_ms", _) => table::time(s.started_unix_ms),
+            (_, Value::String(text)) => text.clone(),
+            (_, other) => other.to_string(),
+        };
+        t.add_row(vec![label.to_string(), shown]);
     }
     println!("{t}");
     Ok(())
