@@ -480,12 +480,10 @@ impl ActorTree {
         &self.stores
     }
 
-    /// Whether the supervisor has stopped (a fatal failure or a shutdown).
-    pub fn is_stopped(&self) -> bool {
-        matches!(
-            self.supervisor.get_status(),
-            ractor::ActorStatus::Stopped | ractor::ActorStatus::Stopping
-        )
+    /// Completes when the node supervisor has stopped: after a shutdown, or
+    /// when a child failed beyond its restart budget (fatal for the node).
+    pub async fn stopped(&self) {
+        let _ = self.supervisor.get_cell().wait(None).await;
     }
 
     /// Stops taking readings, flushes everything to the sinks, stops the tree.

@@ -135,6 +135,12 @@ impl Node {
         &self.tree
     }
 
+    /// Completes if the actor tree stops on its own (a fatal failure); the
+    /// node must then exit rather than keep answering.
+    pub async fn failed(&self) {
+        self.tree.stopped().await
+    }
+
     /// Stops taking new calls, lets running ones finish, then flushes every
     /// reading the node acknowledged into the sinks and stops the actors.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {

@@ -14,7 +14,12 @@ pub async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let node = Node::start(cfg, NodeOptions::with_clock(Arc::new(SystemClock))).await?;
     println!("vatio node serving gRPC on {}", node.endpoint());
-    wait_for_stop_signal().await?;
+    tokio::select! {
+        signal = wait_for_stop_signal() => signal?,
+        _ = node.failed() => anyhow::bail!(
+            "the node's actor tree stopped after a failure beyond its restart budget (see the log above)"
+        ),
+    }
     println!("stopping: draining acknowledged readings into the sinks…");
     node.shutdown().await.context("shutting down")?;
     println!("stopped cleanly");

@@ -12,7 +12,7 @@ pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
         .await?
         .into_inner();
     // One list feeds both outputs: JSON keys, table labels and values.
-    let fields: [(&str, &str, Value); 15] = [
+    let fields: Vec<(&str, &str, Value)> = vec![
         ("node_id", "node", json!(s.node_id)),
         ("az", "availability zone", json!(s.az)),
         ("started_unix_ms", "started", json!(s.started_unix_ms)),
@@ -33,6 +33,16 @@ pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
         ),
         ("devices_known", "devices known", json!(s.devices_known)),
         ("devices_active", "devices active", json!(s.devices_active)),
+        (
+            "devices_activated",
+            "device activations",
+            json!(s.devices_activated),
+        ),
+        (
+            "devices_passivated",
+            "device passivations",
+            json!(s.devices_passivated),
+        ),
         (
             "device_table_bytes",
             "device table bytes",
@@ -59,6 +69,17 @@ pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
             "archive_files_written",
             "archive files written",
             json!(s.archive_files_written),
+        ),
+        ("events_written", "events written", json!(s.events_written)),
+        (
+            "sink_write_failures",
+            "sink write failures (retried)",
+            json!(s.sink_write_failures),
+        ),
+        (
+            "sink_writes_rejected",
+            "sink writes rejected",
+            json!(s.sink_writes_rejected),
         ),
     ];
     if as_json {

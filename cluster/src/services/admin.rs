@@ -91,6 +91,11 @@ impl v1::admin_server::Admin for AdminService {
             started_unix_ms: self.started_ms,
             inflight_readings: tree.inflight_readings,
             device_table_bytes: tree.router.table_bytes,
+            events_written: NodeStats::get(&s.events_written),
+            sink_write_failures: NodeStats::get(&s.sink_write_failures),
+            sink_writes_rejected: NodeStats::get(&s.sink_writes_rejected),
+            devices_activated: NodeStats::get(&s.devices_activated),
+            devices_passivated: NodeStats::get(&s.devices_passivated),
         }))
     }
 
