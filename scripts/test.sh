@@ -21,4 +21,5 @@ echo "== doc tests"
 cargo test --workspace --doc
 # Last, so that its summary closes the output.
 echo "== tests"
+echo "building the vatio binary for the crash test"; cargo build -p vatio-cluster --bin vatio
 cargo nextest run --workspace --no-fail-fast

@@ -1,8 +1,13 @@
 //! The aggregator: per device and metric, min/max/mean/count/last per
-//! minute, written to the time-series store. It flushes when
-//! `flush_max_points` windows changed or `flush_max_delay` passed since the
-//! first unflushed change, whichever comes first. A flush writes whole
-//! windows (replacing the stored point), so a repeated flush is idempotent.
+//! minute, written to the time-series store. It reads released readings
+//! from the write-ahead log, flushes when `flush_max_points` windows changed
+//! or `flush_max_delay` passed since the first unflushed change, whichever
+//! comes first, and commits its log position after each flush.
+//!
+//! A flush writes whole windows (replacing the stored point), so a repeated
+//! flush is idempotent. Each point carries the log position of the last
+//! record folded into it: after a restart the aggregator reads some records
+//! again, and skips them for every window that already counts them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +17,19 @@ use vatio_config::AggregatorConfig;
 use vatio_stores::{MINUTE_MS, MinutePoint, Reading, TimeSeriesStore, minute_of};
 
 use crate::clock::SharedClock;
+use crate::feed::{Feed, LogConsumer};
 use crate::logic::windows::{PointKey, Windows, new_point};
 use crate::pipeline::SubscriberMsg;
-use crate::retry;
+use crate::rejects::{Rejects, point_letter};
+use crate::sink_retry::SinkGuard;
 use crate::stats::NodeStats;
 
 #[derive(Clone)]
 pub struct AggregatorArgs {
     pub store: Arc<dyn TimeSeriesStore>,
+    pub guard: SinkGuard,
+    pub rejects: Rejects,
+    pub consumer: LogConsumer,
     pub cfg: AggregatorConfig,
     pub clock: SharedClock,
     pub stats: Arc<NodeStats>,
@@ -32,6 +42,9 @@ pub struct AggregatorState {
     args: AggregatorArgs,
     windows: Windows<PointKey, MinutePoint>,
     dirty_since_ms: Option<i64>,
+    /// End of the last log record folded in.
+    folded: u64,
+    _feed: Feed,
 }
 
 impl Actor for Aggregator {
@@ -45,8 +58,7 @@ impl Actor for Aggregator {
         args: AggregatorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let store = args.store.clone();
-        let newest =
-            retry::while_transient("timeseries", &args.stats, || store.max_minute()).await?;
+        let newest = args.guard.call(|| store.max_minute()).await?;
         // Windows up to the newest stored minute may already be in the
         // store (written before a restart) and are loaded before an update;
         // later ones are new.
@@ -54,9 +66,13 @@ impl Actor for Aggregator {
         let lateness = i64::try_from(args.cfg.window_lateness.as_millis()).unwrap_or(0);
         let tick = (args.cfg.flush_max_delay / 4).max(Duration::from_millis(10));
         myself.send_interval(tick, || SubscriberMsg::Tick);
+        let from = args.consumer.resume_position()?;
+        let feed = args.consumer.start_feed(myself, from)?;
         Ok(AggregatorState {
             windows: Windows::new(lateness, horizon),
             dirty_since_ms: None,
+            folded: from,
+            _feed: feed,
             args,
         })
     }
@@ -68,11 +84,16 @@ impl Actor for Aggregator {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SubscriberMsg::Readings { batch, permit } => {
-                for r in batch.iter() {
-                    st.absorb(r).await?;
+            SubscriberMsg::Steps { steps, permit } => {
+                for logged in &steps {
+                    let mut folding = Vec::new();
+                    for r in logged.step.released() {
+                        st.absorb(r, logged.end, &mut folding).await?;
+                    }
+                    st.folded = logged.end;
                 }
                 drop(permit);
+                st.args.consumer.progress.set_folded(st.folded);
                 if st.windows.dirty_len() >= st.args.cfg.flush_max_points as usize {
                     st.flush().await?;
                 }
@@ -85,6 +106,9 @@ impl Actor for Aggregator {
                     .is_some_and(|t| now.saturating_sub(t) >= delay)
                 {
                     st.flush().await?;
+                } else if st.dirty_since_ms.is_none() {
+                    // Nothing buffered: everything folded is in the store.
+                    st.args.consumer.commit(st.folded).await?;
                 }
                 st.windows.evict(now);
             }
@@ -98,32 +122,58 @@ impl Actor for Aggregator {
 }
 
 impl AggregatorState {
-    async fn absorb(&mut self, r: &Reading) -> Result<(), ActorProcessingErr> {
+    /// Folds one reading logged in the record ending at `end`, unless its
+    /// window already counted that record before. `folding` lists the
+    /// windows this record has already changed (their `log_pos` is `end`
+    /// now, and the record's other readings still belong in them).
+    async fn absorb(
+        &mut self,
+        r: &Reading,
+        end: u64,
+        folding: &mut Vec<PointKey>,
+    ) -> Result<(), ActorProcessingErr> {
         let key = PointKey {
             device: r.device.clone(),
             metric: r.metric,
             minute_ms: minute_of(r.ts_ms),
         };
+        let this_record = folding.contains(&key);
         if let Some(point) = self.windows.get_mut(&key) {
+            if point.log_pos >= end && !this_record {
+                return Ok(());
+            }
             point.stats.add(r);
+            point.log_pos = end;
         } else {
             let stored = if self.windows.needs_load(&key) {
                 let store = self.args.store.clone();
-                retry::while_transient("timeseries", &self.args.stats, || {
-                    store.point(&key.device, key.metric, key.minute_ms)
-                })
-                .await?
+                self.args
+                    .guard
+                    .call(|| store.point(&key.device, key.metric, key.minute_ms))
+                    .await?
             } else {
                 None
             };
             let point = match stored {
+                Some(p) if p.log_pos >= end => {
+                    // Already stored with this reading: keep it open, clean.
+                    self.windows.insert(key, p);
+                    return Ok(());
+                }
                 Some(mut p) => {
                     p.stats.add(r);
+                    p.log_pos = end;
                     p
                 }
-                None => new_point(r),
+                None => MinutePoint {
+                    log_pos: end,
+                    ..new_point(r)
+                },
             };
             self.windows.insert(key.clone(), point);
+        }
+        if !this_record {
+            folding.push(key.clone());
         }
         self.windows.touch(&key);
         self.dirty_since_ms
@@ -131,25 +181,41 @@ impl AggregatorState {
         Ok(())
     }
 
+    /// Writes every changed window, then commits the log position: every
+    /// record folded so far is in the store.
     async fn flush(&mut self) -> Result<(), ActorProcessingErr> {
         self.dirty_since_ms = None;
-        let dirty = self.windows.take_dirty();
-        if dirty.is_empty() {
-            return Ok(());
-        }
-        let points: Vec<MinutePoint> = dirty.into_iter().map(|(_, p)| p).collect();
-        let store = self.args.store.clone();
-        match retry::while_transient("timeseries", &self.args.stats, || {
-            store.write_points(&points)
-        })
-        .await
-        {
-            Ok(()) => NodeStats::add(&self.args.stats.points_written, points.len() as u64),
-            Err(e) => {
-                NodeStats::add(&self.args.stats.sink_writes_rejected, points.len() as u64);
-                tracing::error!(error = %e, points = points.len(), "time-series store rejected points");
+        let points: Vec<MinutePoint> = self
+            .windows
+            .take_dirty()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        if !points.is_empty() {
+            let store = self.args.store.clone();
+            match self.args.guard.call(|| store.write_points(&points)).await {
+                Ok(()) => NodeStats::add(&self.args.stats.points_written, points.len() as u64),
+                Err(rejected) => {
+                    // One malformed point must not hold the rest back: write
+                    // them one by one and dead-letter only those refused.
+                    tracing::error!(error = %rejected, points = points.len(), "time-series store rejected a batch; writing points one by one");
+                    for p in &points {
+                        let one = std::slice::from_ref(p);
+                        match self.args.guard.call(|| store.write_points(one)).await {
+                            Ok(()) => NodeStats::add(&self.args.stats.points_written, 1),
+                            Err(e) => {
+                                NodeStats::add(&self.args.stats.sink_writes_rejected, 1);
+                                self.args
+                                    .rejects
+                                    .dead_letter(point_letter(p, &e.to_string()))
+                                    .await?;
+                            }
+                        }
+                    }
+                }
             }
         }
+        self.args.consumer.commit(self.folded).await?;
         Ok(())
     }
 }

@@ -3,7 +3,8 @@
 //! written to the primary and the replica object store with a manifest, and
 //! verified. An hour is sealed `seal_after` after it ends, and sealed again
 //! (from all its staged rows, so the result is deterministic) if late rows
-//! arrive; an admin flush seals open hours too.
+//! arrive; an admin flush seals open hours too. Readings come from the
+//! write-ahead log; the log position is committed once they are staged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +15,9 @@ use vatio_stores::archive::ParquetArchive;
 use vatio_stores::{ArchiveStaging, HOUR_MS, Reading, hour_of};
 
 use crate::clock::SharedClock;
+use crate::feed::{Feed, LogConsumer};
 use crate::pipeline::SubscriberMsg;
-use crate::retry;
+use crate::sink_retry::SinkGuard;
 use crate::stats::NodeStats;
 
 /// Readings buffered before one staging transaction. Each commit costs far
@@ -29,6 +31,11 @@ const STAGE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct ArchiverArgs {
     pub staging: Arc<dyn ArchiveStaging>,
     pub archive: Arc<ParquetArchive>,
+    /// Retry policy of the staging database.
+    pub staging_guard: SinkGuard,
+    /// Retry policy of the object stores.
+    pub archive_guard: SinkGuard,
+    pub consumer: LogConsumer,
     pub cfg: ArchiverConfig,
     pub clock: SharedClock,
     pub stats: Arc<NodeStats>,
@@ -44,6 +51,9 @@ pub struct ArchiverState {
     buffer: Vec<Reading>,
     next_seal_ms: i64,
     next_purge_ms: i64,
+    /// End of the last log record buffered.
+    folded: u64,
+    _feed: Feed,
 }
 
 /// Which staged hours a seal covers.
@@ -69,7 +79,11 @@ impl Actor for Archiver {
             SubscriberMsg::Tick
         });
         let now = args.clock.now_ms();
+        let from = args.consumer.resume_position()?;
+        let feed = args.consumer.start_feed(myself, from)?;
         Ok(ArchiverState {
+            folded: from,
+            _feed: feed,
             args,
             buffer: Vec::new(),
             next_seal_ms: now,
@@ -84,9 +98,13 @@ impl Actor for Archiver {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SubscriberMsg::Readings { batch, permit } => {
-                st.buffer.extend(batch.iter().cloned());
+            SubscriberMsg::Steps { steps, permit } => {
+                for logged in &steps {
+                    st.buffer.extend(logged.step.released().cloned());
+                    st.folded = logged.end;
+                }
                 drop(permit);
+                st.args.consumer.progress.set_folded(st.folded);
                 if st.buffer.len() >= STAGE_BATCH {
                     st.stage().await?;
                 }
@@ -102,10 +120,10 @@ impl Actor for Archiver {
                     let keep = ms(st.args.cfg.staging_retention);
                     let before = hour_of(now.saturating_sub(keep));
                     let staging = st.args.staging.clone();
-                    retry::while_transient("archive staging", &st.args.stats, || {
-                        staging.purge_before(before)
-                    })
-                    .await?;
+                    st.args
+                        .staging_guard
+                        .call(|| staging.purge_before(before))
+                        .await?;
                     st.next_purge_ms = now.saturating_add(HOUR_MS);
                 }
             }
@@ -125,47 +143,54 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl ArchiverState {
+    /// Stages what is buffered, then commits the log position: staging is
+    /// the archiver's own durable store, sealed into Parquet from there.
     async fn stage(&mut self) -> Result<(), ActorProcessingErr> {
-        if self.buffer.is_empty() {
-            return Ok(());
+        if !self.buffer.is_empty() {
+            let rows = std::mem::take(&mut self.buffer);
+            let staging = self.args.staging.clone();
+            self.args
+                .staging_guard
+                .call(|| staging.stage(&rows))
+                .await?;
         }
-        let rows = std::mem::take(&mut self.buffer);
-        let staging = self.args.staging.clone();
-        retry::while_transient("archive staging", &self.args.stats, || staging.stage(&rows))
-            .await?;
+        self.args.consumer.commit(self.folded).await?;
         Ok(())
     }
 
     async fn seal(&mut self, scope: SealScope, now_ms: i64) -> Result<(), ActorProcessingErr> {
         let staging = self.args.staging.clone();
-        let hours = retry::while_transient("archive staging", &self.args.stats, || {
-            staging.dirty_hours()
-        })
-        .await?;
+        let hours = self
+            .args
+            .staging_guard
+            .call(|| staging.dirty_hours())
+            .await?;
         let seal_after = ms(self.args.cfg.seal_after);
         for hour in hours {
             let due = hour.hour_ms + HOUR_MS + seal_after <= now_ms;
             if scope == SealScope::Due && !due {
                 continue;
             }
-            let rows = retry::while_transient("archive staging", &self.args.stats, || {
-                staging.hour_rows(hour)
-            })
-            .await?;
+            let rows = self
+                .args
+                .staging_guard
+                .call(|| staging.hour_rows(hour))
+                .await?;
             let archive = self.args.archive.clone();
             let source = self.args.source.clone();
-            match retry::while_transient("archive", &self.args.stats, || {
-                archive.write_hour(hour, &rows, &source)
-            })
-            .await
+            match self
+                .args
+                .archive_guard
+                .call(|| archive.write_hour(hour, &rows, &source))
+                .await
             {
                 Ok(manifest) => {
                     NodeStats::add(&self.args.stats.archive_files_written, 1);
                     tracing::info!(kind = %hour.kind, hour_ms = hour.hour_ms, rows = manifest.rows, "archived hour");
-                    retry::while_transient("archive staging", &self.args.stats, || {
-                        staging.mark_sealed(hour, rows.len() as u64)
-                    })
-                    .await?;
+                    self.args
+                        .staging_guard
+                        .call(|| staging.mark_sealed(hour, rows.len() as u64))
+                        .await?;
                 }
                 Err(e) => {
                     // The hour stays dirty and is tried again at the next seal.

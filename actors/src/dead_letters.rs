@@ -1,25 +1,24 @@
 //! The dead-letter office: keeps every refused reading with its reason,
 //! source and time in the dead-letter store, for inspection and replay.
-//! Store outages are retried with backoff; the bounded mailbox makes device
-//! actors wait meanwhile rather than lose a letter.
+//! Refusals reach it through the write-ahead log like everything else, so
+//! a refused reading is as durable as an accepted one. Each letter is keyed
+//! by its place in the log, which makes storing it again after a restart a
+//! no-op. Store outages are retried by the store's [`SinkGuard`]; the log
+//! holds the letters meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use vatio_stores::{DeadLetterStore, NewDeadLetter};
 
-use crate::mailbox::Permit;
+use crate::feed::{Feed, LogConsumer};
+use crate::pipeline::SubscriberMsg;
+use crate::sink_retry::SinkGuard;
 use crate::stats::NodeStats;
 
-pub enum DeadLetterMsg {
-    Record {
-        letters: Vec<NewDeadLetter>,
-        permit: Permit,
-    },
-    /// Replies once everything received before it is stored.
-    Flush(RpcReplyPort<()>),
-}
+/// How often the position is committed when records carry no letters.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy)]
 pub struct DeadLetterOffice;
@@ -27,23 +26,30 @@ pub struct DeadLetterOffice;
 #[derive(Clone)]
 pub struct DeadLetterArgs {
     pub store: Arc<dyn DeadLetterStore>,
+    pub guard: SinkGuard,
+    pub consumer: LogConsumer,
     pub stats: Arc<NodeStats>,
 }
 
-/// Longest wait between two attempts to store a letter.
-const RETRY_MAX: Duration = Duration::from_secs(5);
+pub struct DeadLetterState {
+    args: DeadLetterArgs,
+    _feed: Feed,
+}
 
 impl Actor for DeadLetterOffice {
-    type Msg = DeadLetterMsg;
-    type State = DeadLetterArgs;
+    type Msg = SubscriberMsg;
+    type State = DeadLetterState;
     type Arguments = DeadLetterArgs;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: DeadLetterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(args)
+        let from = args.consumer.resume_position()?;
+        myself.send_interval(COMMIT_INTERVAL, || SubscriberMsg::Tick);
+        let feed = args.consumer.start_feed(myself, from)?;
+        Ok(DeadLetterState { args, _feed: feed })
     }
 
     async fn handle(
@@ -53,28 +59,42 @@ impl Actor for DeadLetterOffice {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DeadLetterMsg::Record { letters, permit } => {
-                let mut wait = Duration::from_millis(50);
-                loop {
-                    match st.store.insert(&letters).await {
-                        Ok(_) => break,
-                        Err(e) if e.is_transient() => {
-                            NodeStats::add(&st.stats.sink_write_failures, 1);
-                            tracing::warn!(error = %e, "dead-letter store unavailable; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait = (wait * 2).min(RETRY_MAX);
-                        }
-                        Err(e) => {
-                            // Nothing else can hold them: fail loudly, the
-                            // supervisor restarts the office and the count shows it.
-                            NodeStats::add(&st.stats.sink_writes_rejected, 1);
-                            return Err(e.into());
-                        }
+            SubscriberMsg::Steps { steps, permit } => {
+                let mut letters: Vec<NewDeadLetter> = Vec::new();
+                let mut end = 0;
+                for logged in &steps {
+                    for (i, letter) in logged.step.letters.iter().enumerate() {
+                        letters.push(NewDeadLetter {
+                            key: Some(format!("log:{}:{i}", logged.end)),
+                            ..letter.clone()
+                        });
+                    }
+                    end = logged.end;
+                }
+                if !letters.is_empty() {
+                    let store = st.args.store.clone();
+                    // A letter the store refuses as malformed is reported and
+                    // counted; it stays in the log until truncation.
+                    if let Err(e) = st.args.guard.call(|| store.insert(&letters)).await {
+                        NodeStats::add(&st.args.stats.sink_writes_rejected, letters.len() as u64);
+                        tracing::error!(error = %e, letters = letters.len(), "dead-letter store refused letters");
                     }
                 }
                 drop(permit);
+                st.args.consumer.progress.set_folded(end);
+                // Only commit when letters were stored, or rarely: a
+                // position write costs an fsync.
+                if !letters.is_empty() {
+                    st.args.consumer.commit(end).await?;
+                }
             }
-            DeadLetterMsg::Flush(reply) => {
+            SubscriberMsg::Tick => {
+                let folded = st.args.consumer.progress.folded();
+                st.args.consumer.commit(folded).await?;
+            }
+            SubscriberMsg::Flush(reply) => {
+                let folded = st.args.consumer.progress.folded();
+                st.args.consumer.commit(folded).await?;
                 let _ = reply.send(());
             }
         }

@@ -1,9 +1,12 @@
 //! The per-device actor: validates, dedupes and reorders one device's
-//! readings, publishes released readings to the subscribers and refused ones
-//! to the dead-letter office. Activated by the router on first use and
-//! passivated when idle; its whole state is a [`DeviceState`], which it
-//! reports to the router after every message so a restart or a passivation
-//! loses nothing.
+//! readings. Each step (a batch, a reorder timeout, a flush) is computed on
+//! a copy of the state and written to the write-ahead log as one
+//! [`StepRecord`]; only once the log has it does the actor keep the new
+//! state and answer, so an acknowledged reading is in the log and a failed
+//! log write changes nothing. Subscribers read released readings and dead
+//! letters from the log. Activated by the router on first use and passivated
+//! when idle; its whole state is a [`DeviceState`], which it reports to the
+//! router after every step so a restart or a passivation loses nothing.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,11 +16,9 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use vatio_stores::{DeviceId, NewDeadLetter, RawReading, Reading};
 
 use crate::clock::SharedClock;
-use crate::dead_letters::DeadLetterMsg;
-use crate::logic::device::{self as seqlogic, DeviceState, Limits, Offer};
+use crate::journal::StepRecord;
+use crate::logic::device::{self as seqlogic, DeviceState, Limits, Offer, Op};
 use crate::logic::validate::{self, Refusal, Rules};
-use crate::mailbox::Bounded;
-use crate::pipeline::Subscribers;
 use crate::router::RouterMsg;
 use crate::stats::NodeStats;
 
@@ -30,8 +31,7 @@ pub struct DeviceContext {
     pub rules: Rules,
     pub limits: Limits,
     pub clock: SharedClock,
-    pub subscribers: Subscribers,
-    pub dead_letters: Bounded<DeadLetterMsg>,
+    pub log: vatio_wal::Log,
     pub stats: Arc<NodeStats>,
     pub crash_hook: Option<CrashHook>,
 }
@@ -56,17 +56,26 @@ pub struct GroupResult {
     pub refusals: Vec<Option<Refusal>>,
 }
 
+/// The write-ahead log did not take a step: nothing of it was applied, and
+/// the client may send the batch again.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("write-ahead log: {0}")]
+pub struct LogFailure(pub String);
+
+/// A group's result, or why it could not be logged.
+pub type GroupOutcome = Result<GroupResult, LogFailure>;
+
 /// Where a group's result goes; answered exactly once, by the device actor
 /// or, for a poison batch, by the router.
 #[derive(Debug)]
-pub struct ReplySlot(Mutex<Option<oneshot::Sender<GroupResult>>>);
+pub struct ReplySlot(Mutex<Option<oneshot::Sender<GroupOutcome>>>);
 
 impl ReplySlot {
-    pub fn new(tx: oneshot::Sender<GroupResult>) -> Arc<Self> {
+    pub fn new(tx: oneshot::Sender<GroupOutcome>) -> Arc<Self> {
         Arc::new(Self(Mutex::new(Some(tx))))
     }
 
-    pub fn send(&self, result: GroupResult) {
+    pub fn send(&self, result: GroupOutcome) {
         let tx = match self.0.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
@@ -155,23 +164,19 @@ impl Actor for DeviceActor {
             DeviceMsg::Batch(batch) => st.on_batch(batch).await?,
             DeviceMsg::Tick => {
                 st.tick_at_ms = None;
-                let mut out = Vec::new();
-                seqlogic::release(
-                    &mut st.state,
-                    &st.ctx.limits,
-                    st.ctx.clock.now_ms(),
-                    &mut out,
-                );
-                if !out.is_empty() {
-                    st.publish(out).await?;
+                let mut next = st.state.clone();
+                let mut ops = Vec::new();
+                seqlogic::release(&mut next, &st.ctx.limits, st.ctx.clock.now_ms(), &mut ops);
+                // A failed write leaves the readings held; the next tick retries.
+                if st.commit(next, ops, Vec::new()).await.is_ok() {
                     st.report_state();
                 }
             }
             DeviceMsg::Flush(reply) => {
-                let mut out = Vec::new();
-                seqlogic::flush(&mut st.state, &mut out);
-                if !out.is_empty() {
-                    st.publish(out).await?;
+                let mut next = st.state.clone();
+                let mut ops = Vec::new();
+                seqlogic::flush(&mut next, &mut ops);
+                if st.commit(next, ops, Vec::new()).await.is_ok() {
                     st.report_state();
                 }
                 let _ = reply.send(());
@@ -196,40 +201,42 @@ impl DeviceActorState {
         }
         let mut result = GroupResult::default();
         let mut letters = Vec::new();
-        let mut out = Vec::new();
+        let mut ops = Vec::new();
+        let mut next = self.state.clone();
         match &batch.origin {
             Origin::Ingest { source } => {
                 for raw in batch.readings.iter() {
                     match seqlogic::offer(
-                        &mut self.state,
+                        &mut next,
                         &self.device,
                         raw,
                         &ctx.rules,
                         &ctx.limits,
                         now_ms,
+                        &mut ops,
                     ) {
                         Offer::Accepted => result.accepted += 1,
                         Offer::Duplicate => result.duplicates += 1,
                         Offer::Refused(refusal) => {
                             result.dead_lettered += 1;
-                            ctx.stats.dead_lettered(refusal.reason);
                             letters.push(NewDeadLetter {
                                 reading: raw.clone(),
                                 reason: refusal.reason,
                                 detail: refusal.detail,
                                 source: source.to_string(),
                                 received_ms: now_ms,
+                                key: None,
                             });
                         }
                     }
                 }
-                seqlogic::release(&mut self.state, &ctx.limits, now_ms, &mut out);
+                seqlogic::release(&mut next, &ctx.limits, now_ms, &mut ops);
             }
             Origin::Replay => {
                 for raw in batch.readings.iter() {
                     match self.revalidate(raw, now_ms) {
                         Ok(reading) => {
-                            out.push(reading);
+                            ops.push(Op::Replayed(reading));
                             result.accepted += 1;
                             result.refusals.push(None);
                         }
@@ -238,19 +245,20 @@ impl DeviceActorState {
                 }
             }
         }
-        NodeStats::add(&ctx.stats.readings_accepted, u64::from(result.accepted));
-        NodeStats::add(&ctx.stats.readings_duplicate, u64::from(result.duplicates));
-        if !out.is_empty() {
-            self.publish(out).await?;
-        }
-        if !letters.is_empty() {
-            ctx.dead_letters
-                .send(letters.len(), |permit| DeadLetterMsg::Record {
-                    letters,
-                    permit,
-                })
-                .await?;
-        }
+        let letter_reasons: Vec<_> = letters.iter().map(|l| l.reason).collect();
+        let outcome = match self.commit(next, ops, letters).await {
+            Ok(()) => {
+                NodeStats::add(&ctx.stats.readings_accepted, u64::from(result.accepted));
+                NodeStats::add(&ctx.stats.readings_duplicate, u64::from(result.duplicates));
+                for reason in letter_reasons {
+                    ctx.stats.dead_lettered(reason);
+                }
+                Ok(result)
+            }
+            Err(e) => Err(e),
+        };
+        // Reported either way: the router takes the batch off its list, and
+        // the state is the one the log explains.
         self.router
             .cast(RouterMsg::DeviceDone {
                 device: self.device.clone(),
@@ -258,7 +266,34 @@ impl DeviceActorState {
                 state: self.state.clone(),
             })
             .map_err(|_| ActorProcessingErr::from("router stopped"))?;
-        batch.reply.send(result);
+        batch.reply.send(outcome);
+        Ok(())
+    }
+
+    /// Writes one step to the log and, once it is there, makes `next` the
+    /// device's state. A step that changed nothing is not written.
+    async fn commit(
+        &mut self,
+        next: DeviceState,
+        ops: Vec<Op>,
+        letters: Vec<NewDeadLetter>,
+    ) -> Result<(), LogFailure> {
+        let step = StepRecord {
+            device: self.device.clone(),
+            ops,
+            letters,
+        };
+        if !step.is_empty() {
+            let bytes = step
+                .encode()
+                .map_err(|e| LogFailure(format!("encoding a step of {}: {e}", self.device)))?;
+            if let Err(e) = self.ctx.log.append(bytes).await {
+                NodeStats::add(&self.ctx.stats.log_append_failures, 1);
+                tracing::warn!(device = %self.device, error = %e, "write-ahead log refused a step");
+                return Err(LogFailure(e.to_string()));
+            }
+        }
+        self.state = next;
         Ok(())
     }
 
@@ -274,11 +309,6 @@ impl DeviceActorState {
             });
         }
         validate::validate(&self.device, kind, raw, &self.ctx.rules, now_ms)
-    }
-
-    async fn publish(&self, out: Vec<Reading>) -> Result<(), ActorProcessingErr> {
-        self.ctx.subscribers.publish(Arc::from(out)).await?;
-        Ok(())
     }
 
     fn report_state(&self) {

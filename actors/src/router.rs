@@ -18,10 +18,10 @@ use tokio::sync::oneshot;
 use vatio_config::SupervisionConfig;
 use vatio_stores::{DeadLetterReason, DeviceId, NewDeadLetter};
 
-use crate::dead_letters::DeadLetterMsg;
 use crate::device::{
-    DeviceActor, DeviceArgs, DeviceBatch, DeviceContext, DeviceMsg, GroupResult, Origin,
+    DeviceActor, DeviceArgs, DeviceBatch, DeviceContext, DeviceMsg, GroupResult, LogFailure, Origin,
 };
+use crate::journal::StepRecord;
 use crate::logic::device::DeviceState;
 use crate::stats::NodeStats;
 use crate::supervision::{RestartBudget, RestartDecision};
@@ -70,6 +70,8 @@ pub struct RouterArgs {
     pub supervision: SupervisionConfig,
     pub idle_passivate_after: Duration,
     pub mailbox_batches: usize,
+    /// Devices' state rebuilt from the log at start-up.
+    pub initial: HashMap<DeviceId, DeviceState>,
 }
 
 struct InFlight {
@@ -120,12 +122,28 @@ impl Actor for Router {
         let scan = (args.idle_passivate_after / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(30));
         myself.send_interval(scan, || RouterMsg::IdleScan);
+        let now = args.ctx.clock.now_ms();
+        let devices = args
+            .initial
+            .into_iter()
+            .map(|(device, state)| {
+                let entry = Entry {
+                    state,
+                    activity: Activity::Passive,
+                    inflight: VecDeque::new(),
+                    next_no: 0,
+                    last_active_ms: now,
+                    restarts: RestartBudget::new(&args.supervision),
+                };
+                (device, entry)
+            })
+            .collect();
         Ok(RouterState {
             ctx: args.ctx,
             supervision: args.supervision,
             idle_ms,
             mailbox_batches: args.mailbox_batches.max(1),
-            devices: HashMap::new(),
+            devices,
             by_actor: HashMap::new(),
         })
     }
@@ -367,19 +385,17 @@ impl RouterState {
             // backoff; its queued groups wait (bounded by the mailbox bound).
             RestartDecision::GiveUp => self.supervision.backoff_max,
         };
-        myself.send_after(delay, move || RouterMsg::Respawn(device));
+        let respawn = device.clone();
+        myself.send_after(delay, move || RouterMsg::Respawn(respawn));
         if let Some(poison) = poison {
-            self.dead_letter_poison(poison.batch, &error, now).await?;
+            self.dead_letter_poison(device, poison.batch, &error, now);
         }
         Ok(())
     }
 
-    async fn dead_letter_poison(
-        &self,
-        batch: DeviceBatch,
-        error: &str,
-        now_ms: i64,
-    ) -> Result<(), ActorProcessingErr> {
+    /// Sends a batch that keeps crashing its device actor to dead letters,
+    /// through the log like every other refusal.
+    fn dead_letter_poison(&self, device: DeviceId, batch: DeviceBatch, error: &str, now_ms: i64) {
         let source = match &batch.origin {
             Origin::Ingest { source } => source.to_string(),
             Origin::Replay => "replay".to_string(),
@@ -397,36 +413,50 @@ impl RouterState {
                 detail: detail.clone(),
                 source: source.clone(),
                 received_ms: now_ms,
+                key: None,
             })
             .collect();
-        let n = letters.len() as u32;
-        for _ in 0..n {
-            self.ctx.stats.dead_lettered(DeadLetterReason::Poison);
-        }
-        self.ctx
-            .dead_letters
-            .send(letters.len(), |permit| DeadLetterMsg::Record {
-                letters,
-                permit,
-            })
-            .await?;
+        let n = u32::try_from(letters.len()).unwrap_or(u32::MAX);
         let refusals = match batch.origin {
             Origin::Replay => vec![
                 Some(crate::logic::validate::Refusal {
                     reason: DeadLetterReason::Poison,
                     detail,
                 });
-                n as usize
+                letters.len()
             ],
             Origin::Ingest { .. } => Vec::new(),
         };
-        batch.reply.send(GroupResult {
-            accepted: 0,
-            duplicates: 0,
-            dead_lettered: n,
-            refusals,
+        let step = StepRecord {
+            device,
+            ops: Vec::new(),
+            letters,
+        };
+        let log = self.ctx.log.clone();
+        let stats = self.ctx.stats.clone();
+        // Logged off the router's loop: the router must keep routing while
+        // the log syncs. The client's ack waits for it.
+        tokio::spawn(async move {
+            let logged = match step.encode() {
+                Ok(bytes) => log
+                    .append(bytes)
+                    .await
+                    .map_err(|e| LogFailure(e.to_string())),
+                Err(e) => Err(LogFailure(e.to_string())),
+            };
+            let outcome = logged.map(|_| {
+                for _ in 0..n {
+                    stats.dead_lettered(DeadLetterReason::Poison);
+                }
+                GroupResult {
+                    accepted: 0,
+                    duplicates: 0,
+                    dead_lettered: n,
+                    refusals,
+                }
+            });
+            batch.reply.send(outcome);
         });
-        Ok(())
     }
 
     async fn respawn(

@@ -16,10 +16,15 @@ pub struct NodeStats {
     pub documents_written: AtomicU64,
     pub events_written: AtomicU64,
     pub archive_files_written: AtomicU64,
-    pub sink_write_failures: AtomicU64,
     pub sink_writes_rejected: AtomicU64,
     pub devices_activated: AtomicU64,
     pub devices_passivated: AtomicU64,
+    /// Steps the write-ahead log refused (their batches failed, nothing applied).
+    pub log_append_failures: AtomicU64,
+    /// Log reads that failed in a subscriber's feed (retried).
+    pub log_read_errors: AtomicU64,
+    /// Log records whose checksum held but which no decoder understood.
+    pub log_records_undecodable: AtomicU64,
 }
 
 impl NodeStats {

@@ -12,15 +12,20 @@ use vatio_config::StreamEtlConfig;
 use vatio_stores::{DeviceId, DocumentStore, Event, MINUTE_MS, MinuteDoc, Reading, minute_of};
 
 use crate::clock::SharedClock;
+use crate::feed::{Feed, LogConsumer};
 use crate::logic::events::{self, PowerBaseline, Thresholds};
 use crate::logic::windows::{DocKey, Windows, new_doc};
 use crate::pipeline::SubscriberMsg;
-use crate::retry;
+use crate::rejects::{Rejects, doc_letters};
+use crate::sink_retry::SinkGuard;
 use crate::stats::NodeStats;
 
 #[derive(Clone)]
 pub struct StreamEtlArgs {
     pub store: Arc<dyn DocumentStore>,
+    pub guard: SinkGuard,
+    pub rejects: Rejects,
+    pub consumer: LogConsumer,
     pub cfg: StreamEtlConfig,
     pub clock: SharedClock,
     pub stats: Arc<NodeStats>,
@@ -40,6 +45,9 @@ pub struct StreamEtlState {
     events: Vec<Event>,
     dirty_since_ms: Option<i64>,
     next_sweep_ms: i64,
+    /// End of the last log record folded in.
+    folded: u64,
+    _feed: Feed,
 }
 
 impl Actor for StreamEtl {
@@ -53,8 +61,7 @@ impl Actor for StreamEtl {
         args: StreamEtlArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let store = args.store.clone();
-        let newest =
-            retry::while_transient("documents", &args.stats, || store.max_minute()).await?;
+        let newest = args.guard.call(|| store.max_minute()).await?;
         // As in the aggregator: only windows up to the newest stored minute
         // can need a read before their first write.
         let horizon = newest.map_or(i64::MIN, |m| m.saturating_add(MINUTE_MS));
@@ -71,7 +78,11 @@ impl Actor for StreamEtl {
             power_spike_factor: t.power_spike_factor,
             power_spike_min_kw: t.power_spike_min_kw,
         };
+        let from = args.consumer.resume_position()?;
+        let feed = args.consumer.start_feed(myself, from)?;
         Ok(StreamEtlState {
+            folded: from,
+            _feed: feed,
             thresholds,
             windows: Windows::new(lateness, horizon),
             baselines: HashMap::new(),
@@ -90,11 +101,16 @@ impl Actor for StreamEtl {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SubscriberMsg::Readings { batch, permit } => {
-                for r in batch.iter() {
-                    st.absorb(r).await?;
+            SubscriberMsg::Steps { steps, permit } => {
+                for logged in &steps {
+                    let mut folding = Vec::new();
+                    for r in logged.step.released() {
+                        st.absorb(r, logged.end, &mut folding).await?;
+                    }
+                    st.folded = logged.end;
                 }
                 drop(permit);
+                st.args.consumer.progress.set_folded(st.folded);
                 if st.windows.dirty_len() + st.events.len() >= st.args.cfg.flush_max_docs as usize {
                     st.flush().await?;
                 }
@@ -107,6 +123,9 @@ impl Actor for StreamEtl {
                     .is_some_and(|t| now.saturating_sub(t) >= delay)
                 {
                     st.flush().await?;
+                } else if st.dirty_since_ms.is_none() {
+                    // Nothing buffered: everything folded is in the store.
+                    st.args.consumer.commit(st.folded).await?;
                 }
                 st.windows.evict(now);
                 if now >= st.next_sweep_ms {
@@ -123,41 +142,57 @@ impl Actor for StreamEtl {
 }
 
 impl StreamEtlState {
-    async fn absorb(&mut self, r: &Reading) -> Result<(), ActorProcessingErr> {
-        let baseline = self.baselines.entry(r.device.clone()).or_default();
-        if let Some(event) = events::detect(r, &self.thresholds, baseline) {
-            self.events.push(event);
-        }
+    /// Folds one reading logged in the record ending at `end`, unless its
+    /// minute document already counted that record before (then its events
+    /// were written with it, too). `folding` lists the documents this
+    /// record has already changed.
+    async fn absorb(
+        &mut self,
+        r: &Reading,
+        end: u64,
+        folding: &mut Vec<DocKey>,
+    ) -> Result<(), ActorProcessingErr> {
         let key = DocKey {
             device: r.device.clone(),
             minute_ms: minute_of(r.ts_ms),
         };
-        if let Some(doc) = self.windows.get_mut(&key) {
-            doc.metrics
-                .entry(r.metric)
-                .and_modify(|s| s.add(r))
-                .or_insert_with(|| vatio_stores::Stats::of(r));
-        } else {
-            let stored = if self.windows.needs_load(&key) {
-                let store = self.args.store.clone();
-                retry::while_transient("documents", &self.args.stats, || {
-                    store.minute_doc(&key.device, key.minute_ms)
-                })
-                .await?
-            } else {
-                None
-            };
-            let doc = match stored {
-                Some(mut d) => {
-                    d.metrics
-                        .entry(r.metric)
-                        .and_modify(|s| s.add(r))
-                        .or_insert_with(|| vatio_stores::Stats::of(r));
-                    d
-                }
-                None => new_doc(r),
-            };
-            self.windows.insert(key.clone(), doc);
+        if self.windows.get(&key).is_none() && self.windows.needs_load(&key) {
+            let store = self.args.store.clone();
+            let stored = self
+                .args
+                .guard
+                .call(|| store.minute_doc(&key.device, key.minute_ms))
+                .await?;
+            if let Some(doc) = stored {
+                self.windows.insert(key.clone(), doc);
+            }
+        }
+        let this_record = folding.contains(&key);
+        if !this_record && self.windows.get(&key).is_some_and(|d| d.log_pos >= end) {
+            return Ok(());
+        }
+        if !this_record {
+            folding.push(key.clone());
+        }
+        let baseline = self.baselines.entry(r.device.clone()).or_default();
+        if let Some(event) = events::detect(r, &self.thresholds, baseline) {
+            self.events.push(event);
+        }
+        match self.windows.get_mut(&key) {
+            Some(doc) => {
+                doc.metrics
+                    .entry(r.metric)
+                    .and_modify(|s| s.add(r))
+                    .or_insert_with(|| vatio_stores::Stats::of(r));
+                doc.log_pos = end;
+            }
+            None => {
+                let doc = MinuteDoc {
+                    log_pos: end,
+                    ..new_doc(r)
+                };
+                self.windows.insert(key.clone(), doc);
+            }
         }
         self.windows.touch(&key);
         self.dirty_since_ms
@@ -165,6 +200,8 @@ impl StreamEtlState {
         Ok(())
     }
 
+    /// Writes every changed document and the new events, then commits the
+    /// log position.
     async fn flush(&mut self) -> Result<(), ActorProcessingErr> {
         self.dirty_since_ms = None;
         let docs: Vec<MinuteDoc> = self
@@ -176,31 +213,43 @@ impl StreamEtlState {
         let events = std::mem::take(&mut self.events);
         let store = self.args.store.clone();
         if !docs.is_empty() {
-            match retry::while_transient("documents", &self.args.stats, || {
-                store.upsert_minute_docs(&docs)
-            })
-            .await
+            match self
+                .args
+                .guard
+                .call(|| store.upsert_minute_docs(&docs))
+                .await
             {
                 Ok(()) => NodeStats::add(&self.args.stats.documents_written, docs.len() as u64),
-                Err(e) => {
-                    NodeStats::add(&self.args.stats.sink_writes_rejected, docs.len() as u64);
-                    tracing::error!(error = %e, docs = docs.len(), "document store rejected documents");
+                Err(rejected) => {
+                    // One malformed document must not hold the rest back.
+                    tracing::error!(error = %rejected, docs = docs.len(), "document store rejected a batch; writing documents one by one");
+                    for d in &docs {
+                        let one = std::slice::from_ref(d);
+                        match self.args.guard.call(|| store.upsert_minute_docs(one)).await {
+                            Ok(()) => NodeStats::add(&self.args.stats.documents_written, 1),
+                            Err(e) => {
+                                NodeStats::add(&self.args.stats.sink_writes_rejected, 1);
+                                for letter in doc_letters(d, &e.to_string()) {
+                                    self.args.rejects.dead_letter(letter).await?;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
         if !events.is_empty() {
-            match retry::while_transient("documents", &self.args.stats, || {
-                store.upsert_events(&events)
-            })
-            .await
-            {
+            match self.args.guard.call(|| store.upsert_events(&events)).await {
                 Ok(()) => NodeStats::add(&self.args.stats.events_written, events.len() as u64),
                 Err(e) => {
+                    // Events are derived from readings that are stored; a
+                    // refused one is counted and reported, not retried.
                     NodeStats::add(&self.args.stats.sink_writes_rejected, events.len() as u64);
                     tracing::error!(error = %e, events = events.len(), "document store rejected events");
                 }
             }
         }
+        self.args.consumer.commit(self.folded).await?;
         Ok(())
     }
 
@@ -208,9 +257,7 @@ impl StreamEtlState {
         let retention = i64::try_from(self.args.cfg.retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms.saturating_sub(retention);
         let store = self.args.store.clone();
-        let removed =
-            retry::while_transient("documents", &self.args.stats, || store.sweep_before(cutoff))
-                .await?;
+        let removed = self.args.guard.call(|| store.sweep_before(cutoff)).await?;
         if removed > 0 {
             tracing::info!(removed, cutoff_ms = cutoff, "retention sweep");
         }

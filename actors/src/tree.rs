@@ -3,13 +3,17 @@
 //!
 //! ```text
 //! NodeSupervisor
-//! ├── DeadLetterOffice ──▶ dead-letter store
-//! ├── Aggregator ────────▶ time-series store
-//! ├── StreamEtl ─────────▶ document store
-//! ├── Archiver ──────────▶ staging ─▶ Parquet (primary + replica)
+//! ├── DeadLetterOffice ──▶ dead-letter store      ┐
+//! ├── Aggregator ────────▶ time-series store      │ each reads the
+//! ├── StreamEtl ─────────▶ document store         │ write-ahead log
+//! ├── Archiver ──────────▶ staging ─▶ Parquet     │ from its own
+//! ├── Checkpointer ──────▶ device checkpoint      ┘ position
 //! └── Router
-//!     └── DeviceActor × active devices ──▶ subscribers, dead letters
+//!     └── DeviceActor × active devices ──▶ write-ahead log, then ack
 //! ```
+//!
+//! The log is truncated behind the slowest subscriber; when that one lags
+//! more than `log.unconsumed_bytes_max`, `Ingest` is told to back off.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,26 +22,38 @@ use std::time::Duration;
 use futures::FutureExt;
 use ractor::{Actor, ActorRef};
 use tokio::sync::{Semaphore, oneshot};
-use vatio_config::Config;
+use tokio::task::JoinHandle;
+use vatio_config::{Config, LogFsync};
 use vatio_stores::archive::ParquetArchive;
 use vatio_stores::{
-    ArchiveStaging, DeadLetterFilter, DeadLetterId, DeadLetterStore, DeviceId, DocumentStore,
-    RawReading, TimeSeriesStore,
+    ArchiveStaging, CheckpointStore, DeadLetterFilter, DeadLetterId, DeadLetterStore, DeviceId,
+    DocumentStore, RawReading, TimeSeriesStore,
 };
+use vatio_wal::{Log, LogStats, Position, PositionStore};
 
 use crate::aggregator::{Aggregator, AggregatorArgs};
 use crate::archiver::{Archiver, ArchiverArgs};
+use crate::checkpoint::{CheckpointArgs, Checkpointer};
 use crate::clock::SharedClock;
-use crate::dead_letters::{DeadLetterArgs, DeadLetterMsg, DeadLetterOffice};
-use crate::device::{CrashHook, DeviceBatch, DeviceContext, GroupResult, Origin, ReplySlot};
+use crate::dead_letters::{DeadLetterArgs, DeadLetterOffice};
+use crate::device::{CrashHook, DeviceBatch, DeviceContext, GroupOutcome, Origin, ReplySlot};
+use crate::feed::{LogConsumer, Progress};
 use crate::logic::device::Limits;
 use crate::logic::validate::Rules;
 use crate::mailbox::Bounded;
-use crate::pipeline::{SubscriberMsg, Subscribers};
+use crate::pipeline::SubscriberMsg;
+use crate::recovery::{Rebuilt, RecoveryError, rebuild_devices};
+use crate::rejects::Rejects;
 use crate::router::{Router, RouterArgs, RouterMsg, RouterStatus};
+use crate::sink_retry::{RetryPolicy, SinkGuard, SinkHealthSnapshot};
 use crate::stats::NodeStats;
 use crate::stream_etl::{StreamEtl, StreamEtlArgs};
 use crate::supervisor::{ChildSpec, NodeSupervisor, SpawnFn, SupervisorArgs, SupervisorMsg};
+
+/// How often the log is truncated behind the slowest subscriber.
+const TRUNCATE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest a flush waits for the subscribers to reach the log's head.
+const FLUSH_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// The stores the tree writes to.
 #[derive(Clone)]
@@ -47,6 +63,28 @@ pub struct TreeStores {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub staging: Arc<dyn ArchiveStaging>,
     pub archive: Arc<ParquetArchive>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+}
+
+/// The node's write-ahead log as the tree gets it: opened (and recovered)
+/// by the node.
+#[derive(Clone)]
+pub struct TreeLog {
+    pub log: Log,
+    pub positions: PositionStore,
+    /// What opening the log found: records kept, tail cut.
+    pub recovery: Arc<vatio_wal::Recovery>,
+    /// Only for reporting how long the device-state rebuild took.
+    pub now: fn() -> std::time::Instant,
+}
+
+/// How an ingest acknowledgement may be relied on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckGuarantee {
+    /// In the local log and fsynced: survives a power loss.
+    LocalLogSynced,
+    /// Written to the local log, fsync pending: survives a process crash.
+    LocalLogWritten,
 }
 
 /// Optional behaviour of the tree.
@@ -69,9 +107,13 @@ pub enum IngestError {
     /// The pipeline is full; nothing of the batch was taken.
     #[error("node is at capacity ({reason}); retry after {retry_after:?}")]
     Overloaded {
-        reason: &'static str,
+        reason: String,
         retry_after: Duration,
     },
+    /// The write-ahead log did not take the batch (disk full, I/O error);
+    /// nothing of what it refused was applied.
+    #[error("{0}")]
+    Log(String),
     #[error("node is stopping")]
     Stopped,
 }
@@ -82,6 +124,13 @@ pub enum TreeError {
     Spawn(#[from] ractor::SpawnErr),
     #[error("store: {0}")]
     Store(#[from] vatio_stores::Error),
+    #[error("rebuilding device state: {0}")]
+    Recovery(#[from] RecoveryError),
+    #[error("{subscriber} did not reach the log's head within {waited:?} (is its sink down?)")]
+    FlushTimeout {
+        subscriber: &'static str,
+        waited: Duration,
+    },
     #[error("node is stopping")]
     Stopped,
 }
@@ -94,19 +143,56 @@ pub struct ReplaySummary {
     pub refused_again: u32,
 }
 
+/// One log subscriber's place in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriberStatus {
+    pub name: &'static str,
+    /// Durable position: everything before it is in the sink.
+    pub committed: u64,
+    /// Log bytes between the committed position and the head.
+    pub lag_bytes: u64,
+    /// Log bytes not yet taken in (what backpressure bounds).
+    pub unread_bytes: u64,
+}
+
+/// What start-up recovery found and did.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryStatus {
+    /// Records found intact in the log at start-up.
+    pub log_records: u64,
+    /// Bytes cut from a torn or corrupt tail (0 when none).
+    pub log_bytes_cut: u64,
+    /// Why and where, when something was cut.
+    pub log_cut: Option<String>,
+    pub log_scan_ms: u64,
+    /// Log records replayed to rebuild device state.
+    pub device_records_replayed: u64,
+    pub device_rebuild_ms: u64,
+}
+
 /// Counters and gauges of the whole tree.
 #[derive(Clone, Debug, Default)]
 pub struct TreeStatus {
     pub router: RouterStatus,
     pub inflight_readings: u64,
+    pub log: LogStats,
+    pub subscribers: Vec<SubscriberStatus>,
+    pub sinks: Vec<(&'static str, SinkHealthSnapshot)>,
+    pub recovery: RecoveryStatus,
 }
 
 /// The running actor tree.
 pub struct ActorTree {
     supervisor: ActorRef<SupervisorMsg>,
     router: ActorRef<RouterMsg>,
-    dead_letters: Bounded<DeadLetterMsg>,
-    subscribers: Subscribers,
+    subscribers: Vec<Bounded<SubscriberMsg>>,
+    progress: Vec<Arc<Progress>>,
+    guards: Vec<SinkGuard>,
+    log: Log,
+    unconsumed_bytes_max: u64,
+    guarantee: AckGuarantee,
+    recovery: RecoveryStatus,
+    truncator: JoinHandle<()>,
     inflight: Arc<Semaphore>,
     max_inflight: u64,
     retry_after: Duration,
@@ -121,33 +207,104 @@ impl ActorTree {
     pub async fn start(
         cfg: &Config,
         stores: TreeStores,
+        tlog: TreeLog,
         clock: SharedClock,
         options: TreeOptions,
     ) -> Result<Self, TreeError> {
         let stats = Arc::new(NodeStats::default());
-        // The supervisor spawns every child; each SpawnFn fills (or, on a
-        // restart, re-points) the child's mailbox slot, which the router and
-        // this handle read.
-        let slots = Slots::default();
+        let log = tlog.log.clone();
 
+        // Devices first: the router must know every device's state as of the
+        // log's head before it takes a reading.
+        let rebuilt: Rebuilt = rebuild_devices(&log, stores.checkpoints.as_ref(), tlog.now).await?;
+        let recovery = RecoveryStatus {
+            log_records: tlog.recovery.records,
+            log_bytes_cut: tlog.recovery.cut.as_ref().map_or(0, |c| c.bytes_cut),
+            log_cut: tlog.recovery.cut.as_ref().map(|c| c.to_string()),
+            log_scan_ms: tlog.recovery.elapsed.as_millis() as u64,
+            device_records_replayed: rebuilt.records_replayed,
+            device_rebuild_ms: rebuilt.elapsed.as_millis() as u64,
+        };
+        NodeStats::add(&stats.log_records_undecodable, rebuilt.records_undecodable);
+
+        // Each node jitters its retries differently (so nodes sharing a
+        // store do not retry in step), yet the same node replays the same.
+        let policy = RetryPolicy {
+            jitter_seed: cfg.node.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            }),
+            ..RetryPolicy::default()
+        };
+        let guard = |name: &'static str| SinkGuard::new(name, policy.clone(), clock.clone());
+        let g_timeseries = guard("timeseries");
+        let g_documents = guard("documents");
+        let g_dead_letters = guard("dead-letters");
+        let g_staging = guard("archive-staging");
+        let g_archive = guard("archive");
+        let g_checkpoints = guard("device-checkpoint");
+        let guards = vec![
+            g_timeseries.clone(),
+            g_documents.clone(),
+            g_dead_letters.clone(),
+            g_staging.clone(),
+            g_archive.clone(),
+            g_checkpoints.clone(),
+        ];
+        let rejects = Rejects {
+            store: stores.dead_letters.clone(),
+            guard: g_dead_letters.clone(),
+            stats: stats.clone(),
+        };
+        let consumer = |name: &'static str, mailbox_readings: u32| LogConsumer {
+            log: log.clone(),
+            positions: tlog.positions.clone(),
+            progress: Progress::new(name),
+            mailbox_readings: mailbox_readings as usize,
+            stats: stats.clone(),
+        };
+        let c_dead_letters = consumer("dead-letters", cfg.dead_letters.mailbox_readings);
+        let c_aggregator = consumer("aggregator", cfg.aggregator.mailbox_readings);
+        let c_stream_etl = consumer("stream-etl", cfg.stream_etl.mailbox_readings);
+        let c_archiver = consumer("archiver", cfg.archiver.mailbox_readings);
+        let c_checkpoint = consumer("device-checkpoint", cfg.aggregator.mailbox_readings);
+        let progress: Vec<Arc<Progress>> = [
+            &c_dead_letters,
+            &c_aggregator,
+            &c_stream_etl,
+            &c_archiver,
+            &c_checkpoint,
+        ]
+        .iter()
+        .map(|c| c.progress.clone())
+        .collect();
+
+        // The supervisor spawns every child; each SpawnFn fills (or, on a
+        // restart, re-points) the child's mailbox slot, which this handle
+        // reads to flush.
+        let slots: Vec<Slot<SubscriberMsg>> = (0..5).map(|_| Slot::default()).collect();
         let mut children: Vec<ChildSpec> = vec![
             restartable_child(
                 "dead-letter-office",
-                slots.dead_letters.clone(),
+                slots[0].clone(),
                 cfg.dead_letters.mailbox_readings,
                 DeadLetterOffice,
                 DeadLetterArgs {
                     store: stores.dead_letters.clone(),
+                    guard: g_dead_letters,
+                    consumer: c_dead_letters,
                     stats: stats.clone(),
                 },
             ),
             restartable_child(
                 "aggregator",
-                slots.aggregator.clone(),
+                slots[1].clone(),
                 cfg.aggregator.mailbox_readings,
                 Aggregator,
                 AggregatorArgs {
                     store: stores.timeseries.clone(),
+                    guard: g_timeseries,
+                    rejects: rejects.clone(),
+                    consumer: c_aggregator,
                     cfg: cfg.aggregator.clone(),
                     clock: clock.clone(),
                     stats: stats.clone(),
@@ -155,11 +312,14 @@ impl ActorTree {
             ),
             restartable_child(
                 "stream-etl",
-                slots.stream_etl.clone(),
+                slots[2].clone(),
                 cfg.stream_etl.mailbox_readings,
                 StreamEtl,
                 StreamEtlArgs {
                     store: stores.documents.clone(),
+                    guard: g_documents,
+                    rejects,
+                    consumer: c_stream_etl,
                     cfg: cfg.stream_etl.clone(),
                     clock: clock.clone(),
                     stats: stats.clone(),
@@ -168,24 +328,36 @@ impl ActorTree {
             ),
             restartable_child(
                 "archiver",
-                slots.archiver.clone(),
+                slots[3].clone(),
                 cfg.archiver.mailbox_readings,
                 Archiver,
                 ArchiverArgs {
                     staging: stores.staging.clone(),
                     archive: stores.archive.clone(),
+                    staging_guard: g_staging,
+                    archive_guard: g_archive,
+                    consumer: c_archiver,
                     cfg: cfg.archiver.clone(),
                     clock: clock.clone(),
                     stats: stats.clone(),
                     source: cfg.node.id.clone(),
                 },
             ),
+            restartable_child(
+                "device-checkpoint",
+                slots[4].clone(),
+                cfg.aggregator.mailbox_readings,
+                Checkpointer,
+                CheckpointArgs {
+                    store: stores.checkpoints.clone(),
+                    guard: g_checkpoints,
+                    consumer: c_checkpoint,
+                    interval: cfg.log.checkpoint_interval,
+                },
+            ),
         ];
-        // The router comes last: it needs the others' mailboxes, which the
-        // spawns above have filled by the time the supervisor calls this one.
         let router_slot: Arc<std::sync::Mutex<Option<ActorRef<RouterMsg>>>> = Default::default();
         {
-            let slots = slots.clone();
             let router_slot = router_slot.clone();
             let rules = Rules {
                 max_future_skew_ms: millis(cfg.device.max_future_skew),
@@ -195,34 +367,28 @@ impl ActorTree {
                 reorder_window: cfg.device.reorder_window,
                 reorder_max_hold_ms: millis(cfg.device.reorder_max_hold),
             };
+            let ctx = Arc::new(DeviceContext {
+                rules,
+                limits,
+                clock: clock.clone(),
+                log: log.clone(),
+                stats: stats.clone(),
+                crash_hook: options.crash_hook.clone(),
+            });
             let supervision = cfg.supervision.clone();
             let idle = cfg.device.idle_passivate_after;
             let mailbox_batches = cfg.device.mailbox_batches as usize;
-            let clock = clock.clone();
-            let stats = stats.clone();
-            let crash_hook = options.crash_hook.clone();
+            let initial = Arc::new(std::sync::Mutex::new(Some(rebuilt.devices)));
             let spawn: SpawnFn = Arc::new(move |parent| {
-                let slots = slots.clone();
                 let router_slot = router_slot.clone();
-                let rules = rules.clone();
-                let limits = limits.clone();
+                let ctx = ctx.clone();
                 let supervision = supervision.clone();
-                let clock = clock.clone();
-                let stats = stats.clone();
-                let crash_hook = crash_hook.clone();
+                let initial = initial
+                    .lock()
+                    .ok()
+                    .and_then(|mut g| g.take())
+                    .unwrap_or_default();
                 async move {
-                    let (subscribers, dead_letters) = slots.wired().ok_or_else(|| {
-                        ractor::SpawnErr::StartupFailed("subscribers not started".into())
-                    })?;
-                    let ctx = Arc::new(DeviceContext {
-                        rules,
-                        limits,
-                        clock,
-                        subscribers,
-                        dead_letters,
-                        stats,
-                        crash_hook,
-                    });
                     let (router, _) = Actor::spawn_linked(
                         None,
                         Router,
@@ -231,6 +397,7 @@ impl ActorTree {
                             supervision,
                             idle_passivate_after: idle,
                             mailbox_batches,
+                            initial,
                         },
                         parent,
                     )
@@ -244,8 +411,8 @@ impl ActorTree {
             });
             children.push(ChildSpec {
                 name: "router",
-                // The device table lives only in the router until the
-                // write-ahead log can rebuild it: a router failure is fatal.
+                // The device table is rebuilt from the log only at start-up:
+                // a router failure stops the node, which a restart recovers.
                 restartable: false,
                 spawn,
             });
@@ -267,13 +434,27 @@ impl ActorTree {
             .ok()
             .and_then(|g| g.clone())
             .ok_or(TreeError::Stopped)?;
-        let (subscribers, dead_letters) = slots.wired().ok_or(TreeError::Stopped)?;
+        let subscribers = slots
+            .iter()
+            .map(|s| s.lock().ok().and_then(|g| g.clone()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(TreeError::Stopped)?;
+        let truncator = tokio::spawn(truncate_behind_slowest(log.clone(), progress.clone()));
         let max_inflight = cfg.ingest.max_inflight_readings;
         Ok(Self {
             supervisor,
             router,
-            dead_letters,
             subscribers,
+            progress,
+            guards,
+            log,
+            unconsumed_bytes_max: cfg.log.unconsumed_bytes_max,
+            guarantee: match cfg.log.fsync {
+                LogFsync::Always => AckGuarantee::LocalLogSynced,
+                LogFsync::Interval(_) | LogFsync::Never => AckGuarantee::LocalLogWritten,
+            },
+            recovery,
+            truncator,
             inflight: Arc::new(Semaphore::new(
                 usize::try_from(max_inflight)
                     .unwrap_or(usize::MAX)
@@ -286,6 +467,22 @@ impl ActorTree {
             clock,
             flush_rounds: cfg.supervision.poison_attempts + 1,
         })
+    }
+
+    /// What an acknowledgement from this node means.
+    pub fn guarantee(&self) -> AckGuarantee {
+        self.guarantee
+    }
+
+    /// The slowest subscriber and how many log bytes it has not taken in.
+    /// (Not its committed position: that moves only at flushes and
+    /// checkpoints, so it lags by design; a stalled sink stops taking in.)
+    fn slowest(&self) -> Option<(&'static str, u64)> {
+        let head = self.log.visible_head().0;
+        self.progress
+            .iter()
+            .map(|p| (p.name, head.saturating_sub(p.folded())))
+            .max_by_key(|(_, lag)| *lag)
     }
 
     /// Takes one batch: every reading is accepted, a duplicate, or a dead
@@ -301,6 +498,9 @@ impl ActorTree {
         let results = self.route(readings, origin).await?;
         let mut ack = AckCounts::default();
         for (_, r) in results {
+            // Any group the log refused fails the call: the client sends the
+            // batch again, and the groups that were logged count as duplicates.
+            let r = r.map_err(|e| IngestError::Log(e.to_string()))?;
             ack.accepted += r.accepted;
             ack.duplicates += r.duplicates;
             ack.dead_lettered += r.dead_lettered;
@@ -314,9 +514,20 @@ impl ActorTree {
         &self,
         readings: Vec<RawReading>,
         origin: Origin,
-    ) -> Result<Vec<(Vec<usize>, GroupResult)>, IngestError> {
+    ) -> Result<Vec<(Vec<usize>, GroupOutcome)>, IngestError> {
         if readings.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some((slowest, lag)) = self.slowest()
+            && lag > self.unconsumed_bytes_max
+        {
+            NodeStats::add(&self.stats.batches_refused_overload, 1);
+            return Err(IngestError::Overloaded {
+                reason: format!(
+                    "{slowest} has {lag} log bytes unread, over log.unconsumed_bytes_max"
+                ),
+                retry_after: self.retry_after,
+            });
         }
         let n = u32::try_from(readings.len()).unwrap_or(u32::MAX);
         let permit = match self.inflight.clone().try_acquire_many_owned(n) {
@@ -324,7 +535,7 @@ impl ActorTree {
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 NodeStats::add(&self.stats.batches_refused_overload, 1);
                 return Err(IngestError::Overloaded {
-                    reason: "in-flight readings at max_inflight_readings",
+                    reason: "in-flight readings at ingest.max_inflight_readings".to_owned(),
                     retry_after: self.retry_after,
                 });
             }
@@ -376,7 +587,7 @@ impl ActorTree {
         if !arx.await.map_err(|_| IngestError::Stopped)? {
             NodeStats::add(&self.stats.batches_refused_overload, 1);
             return Err(IngestError::Overloaded {
-                reason: "a device's mailbox is full",
+                reason: "a device's mailbox is full".to_owned(),
                 retry_after: self.retry_after,
             });
         }
@@ -407,10 +618,17 @@ impl ActorTree {
         let results = match self.route(raws, Origin::Replay).await {
             Ok(r) => r,
             Err(IngestError::Stopped) => return Err(TreeError::Stopped),
-            Err(IngestError::Overloaded { .. }) => return Ok(ReplaySummary::default()),
+            Err(IngestError::Overloaded { .. } | IngestError::Log(_)) => {
+                return Ok(ReplaySummary::default());
+            }
         };
         let mut accepted_ids = Vec::new();
         for (positions, result) in results {
+            // A group the log refused stays pending, to be replayed again.
+            let Ok(result) = result else {
+                summary.attempted -= u32::try_from(positions.len()).unwrap_or(0);
+                continue;
+            };
             for (pos, refusal) in positions.into_iter().zip(result.refusals) {
                 let id = ids[pos];
                 match refusal {
@@ -434,8 +652,9 @@ impl ActorTree {
         Ok(summary)
     }
 
-    /// Pushes everything held through to the sinks: device reorder buffers,
-    /// subscribers' open windows and staged archive hours, dead letters.
+    /// Pushes everything held through to the sinks: device reorder buffers
+    /// into the log, then every subscriber up to the log's head, then their
+    /// open windows, staged archive hours and positions.
     pub async fn flush(&self) -> Result<(), TreeError> {
         // A device that crashes while flushing is restarted by the router
         // and flushed in the next round; a poison group ends that within
@@ -447,15 +666,34 @@ impl ActorTree {
                 _ => return Err(TreeError::Stopped),
             }
         }
-        self.subscribers
-            .flush()
-            .await
-            .map_err(|_| TreeError::Stopped)?;
-        self.dead_letters
-            .current()
-            .call(DeadLetterMsg::Flush, None)
-            .await
-            .map_err(|_| TreeError::Stopped)?;
+        let head = self.log.visible_head().0;
+        for p in &self.progress {
+            if tokio::time::timeout(FLUSH_WAIT_MAX, p.wait_folded(head))
+                .await
+                .is_err()
+            {
+                return Err(TreeError::FlushTimeout {
+                    subscriber: p.name,
+                    waited: FLUSH_WAIT_MAX,
+                });
+            }
+        }
+        for sub in &self.subscribers {
+            match sub
+                .current()
+                .call(SubscriberMsg::Flush, Some(FLUSH_WAIT_MAX))
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(())) => {}
+                Ok(ractor::rpc::CallResult::Timeout) => {
+                    return Err(TreeError::FlushTimeout {
+                        subscriber: sub.name(),
+                        waited: FLUSH_WAIT_MAX,
+                    });
+                }
+                _ => return Err(TreeError::Stopped),
+            }
+        }
         Ok(())
     }
 
@@ -464,11 +702,29 @@ impl ActorTree {
             Ok(ractor::rpc::CallResult::Success(s)) => s,
             _ => RouterStatus::default(),
         };
+        let head = self.log.visible_head().0;
         TreeStatus {
             router,
             inflight_readings: self
                 .max_inflight
                 .saturating_sub(self.inflight.available_permits() as u64),
+            log: self.log.stats(),
+            subscribers: self
+                .progress
+                .iter()
+                .map(|p| SubscriberStatus {
+                    name: p.name,
+                    committed: p.committed(),
+                    lag_bytes: head.saturating_sub(p.committed()),
+                    unread_bytes: head.saturating_sub(p.folded()),
+                })
+                .collect(),
+            sinks: self
+                .guards
+                .iter()
+                .map(|g| (g.name(), g.health().snapshot()))
+                .collect(),
+            recovery: self.recovery.clone(),
         }
     }
 
@@ -486,12 +742,17 @@ impl ActorTree {
         let _ = self.supervisor.get_cell().wait(None).await;
     }
 
-    /// Stops taking readings, flushes everything to the sinks, stops the tree.
+    /// Stops taking readings, flushes everything to the sinks, stops the
+    /// tree and closes the log.
     pub async fn shutdown(&self) -> Result<(), TreeError> {
         self.inflight.close();
         let flushed = self.flush().await;
         let _ = self.supervisor.call(SupervisorMsg::Shutdown, None).await;
         let _ = self.supervisor.stop_and_wait(None, None).await;
+        self.truncator.abort();
+        if let Err(e) = self.log.close().await {
+            tracing::error!(error = %e, "closing the write-ahead log");
+        }
         flushed
     }
 }
@@ -500,28 +761,30 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Mailboxes of the singletons, filled as the supervisor starts them and
-/// re-pointed when it restarts them.
-#[derive(Clone, Default)]
-struct Slots {
-    dead_letters: Slot<DeadLetterMsg>,
-    aggregator: Slot<SubscriberMsg>,
-    stream_etl: Slot<SubscriberMsg>,
-    archiver: Slot<SubscriberMsg>,
-}
-
+/// The mailbox of a singleton, filled as the supervisor starts it and
+/// re-pointed when it restarts it.
 type Slot<M> = Arc<std::sync::Mutex<Option<Bounded<M>>>>;
 
-impl Slots {
-    fn wired(&self) -> Option<(Subscribers, Bounded<DeadLetterMsg>)> {
-        let get = |s: &Slot<SubscriberMsg>| s.lock().ok().and_then(|g| g.clone());
-        let subs = vec![
-            get(&self.aggregator)?,
-            get(&self.stream_etl)?,
-            get(&self.archiver)?,
-        ];
-        let dl = self.dead_letters.lock().ok().and_then(|g| g.clone())?;
-        Some((Subscribers::new(subs), dl))
+/// Deletes log segments every subscriber has committed past.
+async fn truncate_behind_slowest(log: Log, progress: Vec<Arc<Progress>>) {
+    let mut tick = tokio::time::interval(TRUNCATE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(min) = progress.iter().map(|p| p.committed()).min() else {
+            return;
+        };
+        match log.truncate_before(Position(min)) {
+            Ok(t) if t.segments_removed > 0 => {
+                tracing::debug!(
+                    segments = t.segments_removed,
+                    bytes = t.bytes_removed,
+                    "log truncated"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "truncating the write-ahead log failed"),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod commands;
 pub mod factory;
 pub mod load;
+pub mod log;
 pub mod node;
 pub mod services;
 pub mod stores;

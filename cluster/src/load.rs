@@ -8,12 +8,17 @@
 //! acks to batches by `batch_id`, and on `RESOURCE_EXHAUSTED` waits for the
 //! node's retry hint, reopens the stream and re-sends what was not
 //! acknowledged with the same seqs (the node dedupes by `(device, seq)`).
+//! With [`LoadSpec::acks_out`] every acknowledged reading is also listed in
+//! a file (see [`acks_out`](self::acks_out)), so a test can check afterwards
+//! that the node kept what it acknowledged.
 //! Unlike the node, the load tool is a client: it reads the wall clock.
 
+mod acks_out;
 mod report;
 mod worker;
 
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +28,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
+use self::acks_out::AcksOut;
 pub use self::report::LoadReport;
 use self::report::{Counters, latency_histogram};
 use self::worker::WorkerPlan;
@@ -70,6 +76,9 @@ pub struct LoadSpec {
     pub seq_start: u64,
     /// Show a live progress line on stderr.
     pub progress: bool,
+    /// Append `{device_id} {seq}` for every reading of every acknowledged
+    /// batch (accepted, duplicate or dead-lettered) to this file.
+    pub acks_out: Option<PathBuf>,
 }
 
 impl Default for LoadSpec {
@@ -84,6 +93,7 @@ impl Default for LoadSpec {
             seed: 1,
             seq_start: 1,
             progress: false,
+            acks_out: None,
         }
     }
 }
@@ -161,8 +171,9 @@ pub(crate) fn share(total: u64, workers: u32, worker: u32) -> u64 {
 
 /// Runs the load described by `spec` and reports what happened.
 ///
-/// Errors only for an invalid spec or address; failures while running
-/// (refused connections, overload) are counted in the report instead.
+/// Errors for an invalid spec or address and when the `acks_out` file
+/// cannot be written; failures while running (refused connections,
+/// overload) are counted in the report instead.
 pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     spec.validate()?;
     let endpoint = Endpoint::from_shared(spec.addr.clone())
@@ -171,6 +182,14 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+
+    let (ack_sink, acks_out) = match &spec.acks_out {
+        Some(path) => {
+            let (sink, out) = AcksOut::open(path).await?;
+            (Some(sink), Some(out))
+        }
+        None => (None, None),
+    };
 
     let workers = spec.workers();
     let counters = Arc::new(Counters::default());
@@ -198,8 +217,11 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
             plan,
             channel,
             Arc::clone(&counters),
+            ack_sink.clone(),
         )));
     }
+    // The workers hold the only senders now: the writer ends when they do.
+    drop(ack_sink);
 
     let mut latency_us = latency_histogram();
     let mut joined = Ok(());
@@ -221,13 +243,19 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         let _ = stop.send(());
         bar.finish_and_clear();
     }
+    let acks_listed = match acks_out {
+        Some(out) => Some(out.finish().await?),
+        None => None,
+    };
     joined?;
-    Ok(LoadReport::new(
+    let mut report = LoadReport::new(
         &counters.totals(),
         &latency_us,
         elapsed,
         counters.last_error(),
-    ))
+    );
+    report.readings_acked_listed = acks_listed;
+    Ok(report)
 }
 
 /// A progress bar over the run's duration showing acked readings and the

@@ -78,6 +78,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Append `DEVICE_ID SEQ` to this file for every reading the node
+        /// acknowledged (created if missing, shared by several runs).
+        #[arg(long, value_name = "FILE")]
+        acks_out: Option<PathBuf>,
     },
     /// Configuration tools.
     Config {
@@ -143,6 +147,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             seed,
             seq_start,
             json,
+            acks_out,
         } => {
             let seq_start = seq_start.unwrap_or_else(|| {
                 let now_ms = chrono::Utc::now().timestamp_millis();
@@ -158,6 +163,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 seed,
                 seq_start,
                 progress: !json,
+                acks_out,
             })
             .await?;
             if json {

@@ -27,6 +27,9 @@ pub struct NodeOptions {
     /// Stores to use instead of opening the configured ones (tests,
     /// simulations with fault-injecting wrappers).
     pub stores: Option<TreeStores>,
+    /// Fault injection for tests and simulations only: makes the
+    /// write-ahead log's writes or fsyncs fail on demand.
+    pub log_fault: Option<vatio_wal::FaultHook>,
 }
 
 impl NodeOptions {
@@ -35,6 +38,7 @@ impl NodeOptions {
             clock,
             tree: TreeOptions::default(),
             stores: None,
+            log_fault: None,
         }
     }
 }
@@ -57,11 +61,13 @@ impl Node {
             Some(s) => s,
             None => crate::stores::open_embedded(&cfg)?,
         };
+        let log = crate::log::open(&cfg, options.log_fault.clone()).await?;
         let started_ms = options.clock.now_ms();
         let tree = Arc::new(
             ActorTree::start(
                 &cfg,
                 stores.clone(),
+                log,
                 options.clock.clone(),
                 options.tree.clone(),
             )

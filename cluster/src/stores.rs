@@ -9,8 +9,8 @@ use vatio_actors::TreeStores;
 use vatio_config::{Config, SqliteSync};
 use vatio_stores::archive::ParquetArchive;
 use vatio_stores::embedded::{
-    SqliteDeadLetters, SqliteDocuments, SqliteStaging, SqliteTimeSeries, Synchronous,
-    local_object_store,
+    SqliteCheckpoints, SqliteDeadLetters, SqliteDocuments, SqliteStaging, SqliteTimeSeries,
+    Synchronous, local_object_store,
 };
 
 pub fn open_embedded(cfg: &Config) -> anyhow::Result<TreeStores> {
@@ -31,6 +31,10 @@ pub fn open_embedded(cfg: &Config) -> anyhow::Result<TreeStores> {
         .context("opening the dead-letter store")?;
     let staging = SqliteStaging::open(&path("archive_staging.sqlite"), sync)
         .context("opening the archive staging store")?;
+    // The checkpoint decides where a restart replays the log from, so it
+    // always waits for the disk, whatever the sinks do.
+    let checkpoints = SqliteCheckpoints::open(&path("device_checkpoint.sqlite"), Synchronous::Full)
+        .context("opening the device checkpoint store")?;
     let primary_root = cfg.data_path(&cfg.archiver.primary_root);
     let replica_root = cfg.data_path(&cfg.archiver.replica_root);
     let primary = local_object_store(&primary_root)
@@ -43,5 +47,6 @@ pub fn open_embedded(cfg: &Config) -> anyhow::Result<TreeStores> {
         dead_letters: Arc::new(dead_letters),
         staging: Arc::new(staging),
         archive: Arc::new(ParquetArchive::new(primary, replica)),
+        checkpoints: Arc::new(checkpoints),
     })
 }

@@ -36,8 +36,9 @@ use serde::{Deserialize, Serialize};
 pub use errors::{ConfigErrors, Problem};
 pub use overrides::env_overrides;
 pub use sections::{
-    AggregatorConfig, ArchiverConfig, DeadLetterConfig, DeviceConfig, IngestConfig, NodeConfig,
-    SqliteSync, StoreBackend, StoresConfig, StreamEtlConfig, SupervisionConfig, Thresholds,
+    AggregatorConfig, ArchiverConfig, DeadLetterConfig, DeviceConfig, IngestConfig, LogConfig,
+    LogFsync, NodeConfig, SqliteSync, StoreBackend, StoresConfig, StreamEtlConfig,
+    SupervisionConfig, Thresholds,
 };
 
 /// The whole configuration of one node.
@@ -48,6 +49,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// Limits on the ingest path.
     pub ingest: IngestConfig,
+    /// The write-ahead log behind every acknowledgement.
+    pub log: LogConfig,
     /// Per-device actors.
     pub device: DeviceConfig,
     /// Restarting failed actors.

@@ -254,6 +254,107 @@ impl Default for ArchiverConfig {
     }
 }
 
+/// When the write-ahead log waits for the disk (`fsync`).
+///
+/// Written as `"always"`, `"never"` or `"interval(5ms)"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFsync {
+    /// Every group commit is fsynced before its batches are acknowledged:
+    /// an acknowledged reading survives a power loss.
+    #[default]
+    Always,
+    /// Batches are acknowledged once written; the log is fsynced at this
+    /// interval. Survives a process crash; a power loss may lose the last interval.
+    Interval(Duration),
+    /// Batches are acknowledged once written; the OS decides when to write
+    /// back. Survives a process crash only.
+    Never,
+}
+
+impl LogFsync {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => {
+                let inner = s
+                    .strip_prefix("interval(")
+                    .and_then(|rest| rest.strip_suffix(')'))
+                    .ok_or_else(|| {
+                        format!(
+                            "expected \"always\", \"never\" or \"interval(DURATION)\", got {s:?}"
+                        )
+                    })?;
+                let d = humantime::parse_duration(inner.trim())
+                    .map_err(|e| format!("bad interval {inner:?} in {s:?}: {e}"))?;
+                Ok(Self::Interval(d))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LogFsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Always => f.write_str("always"),
+            Self::Never => f.write_str("never"),
+            Self::Interval(d) => write!(f, "interval({})", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl Serialize for LogFsync {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFsync {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The node's write-ahead log: an ingest batch is acknowledged once its
+/// readings are in it, and every subscriber reads it from its own position.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Directory of the log's segment files and subscriber positions (relative to `node.data_dir`).
+    pub dir: PathBuf,
+    /// When acknowledged batches are fsynced: `always`, `interval(5ms)` or `never`.
+    pub fsync: LogFsync,
+    /// A segment file is closed and a new one started past this size (1 MiB to 4 GiB).
+    pub segment_bytes_max: u64,
+    /// Most bytes written by one group commit (64 KiB to 256 MiB).
+    pub group_bytes_max: u64,
+    /// Recent records kept in memory so subscribers that keep up never read the disk (> 0).
+    pub tail_cache_bytes_max: u64,
+    /// Log not yet consumed by every subscriber (the slowest sink's lag);
+    /// above it `Ingest` answers RESOURCE_EXHAUSTED instead of growing the log (>= 1 MiB).
+    pub unconsumed_bytes_max: u64,
+    /// How often the devices' sequencing state is checkpointed, so a restart
+    /// replays only the log after it (> 0).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("log"),
+            fsync: LogFsync::Always,
+            segment_bytes_max: 64 << 20,
+            group_bytes_max: 8 << 20,
+            tail_cache_bytes_max: 64 << 20,
+            unconsumed_bytes_max: 1 << 30,
+            checkpoint_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The dead-letter office.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

@@ -47,6 +47,40 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
         1024,
     );
 
+    let log = &config.log;
+    c.not_empty("log.dir", &log.dir);
+    c.between(
+        "log.segment_bytes_max",
+        log.segment_bytes_max,
+        1 << 20,
+        4 << 30,
+    );
+    c.between(
+        "log.group_bytes_max",
+        log.group_bytes_max,
+        64 << 10,
+        256 << 20,
+    );
+    c.positive("log.tail_cache_bytes_max", log.tail_cache_bytes_max);
+    if log.unconsumed_bytes_max < 1 << 20 {
+        c.fail(
+            "log.unconsumed_bytes_max",
+            format!(
+                "must be >= 1048576 (1 MiB), got {}",
+                log.unconsumed_bytes_max
+            ),
+        );
+    }
+    c.positive_duration("log.checkpoint_interval", log.checkpoint_interval);
+    if let crate::LogFsync::Interval(d) = log.fsync
+        && d.is_zero()
+    {
+        c.fail(
+            "log.fsync",
+            "interval must be > 0, got \"interval(0s)\"".to_owned(),
+        );
+    }
+
     let device = &config.device;
     c.positive_duration("device.idle_passivate_after", device.idle_passivate_after);
     c.between("device.reorder_window", device.reorder_window, 1, 65_536);
@@ -169,13 +203,13 @@ impl Checks<'_> {
         self.problems.push(Problem::new(key, message));
     }
 
-    fn positive(&mut self, key: &str, value: u32) {
-        if value == 0 {
+    fn positive(&mut self, key: &str, value: impl Into<u64>) {
+        if value.into() == 0 {
             self.fail(key, "must be > 0, got 0".to_owned());
         }
     }
 
-    fn between(&mut self, key: &str, value: u32, min: u32, max: u32) {
+    fn between<T: PartialOrd + Display + Copy>(&mut self, key: &str, value: T, min: T, max: T) {
         if !(min..=max).contains(&value) {
             self.fail(key, format!("must be between {min} and {max}, got {value}"));
         }

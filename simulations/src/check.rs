@@ -427,6 +427,7 @@ mod tests {
                 detail: String::new(),
                 source: "test".into(),
                 received_ms: 1,
+                key: None,
             },
             replayed_ms: None,
             replay_attempts: 0,

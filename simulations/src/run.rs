@@ -27,15 +27,17 @@ use tokio::sync::watch;
 use vatio_actors::device::CrashHook;
 use vatio_actors::stats::NodeStats;
 use vatio_actors::{
-    AckCounts, ActorTree, Clock, IngestError, ManualClock, SharedClock, TreeOptions, TreeStores,
+    AckCounts, ActorTree, Clock, IngestError, ManualClock, SharedClock, TreeLog, TreeOptions,
+    TreeStores,
 };
 use vatio_config::Config;
 use vatio_stores::RawReading;
 use vatio_stores::archive::ParquetArchive;
 use vatio_stores::embedded::{
-    SqliteDeadLetters, SqliteDocuments, SqliteStaging, SqliteTimeSeries, Synchronous,
-    local_object_store,
+    SqliteCheckpoints, SqliteDeadLetters, SqliteDocuments, SqliteStaging, SqliteTimeSeries,
+    Synchronous, local_object_store,
 };
+use vatio_wal::{Log, LogConfig, PositionStore};
 
 use crate::check::{self, Violation};
 use crate::model;
@@ -287,8 +289,25 @@ fn open_stores(cfg: &Config) -> anyhow::Result<(TreeStores, Arc<RecordingStaging
         )?),
         staging: staging.clone(),
         archive: Arc::new(ParquetArchive::new(primary, replica)),
+        checkpoints: Arc::new(SqliteCheckpoints::open(
+            &db.join("checkpoint.sqlite"),
+            sync,
+        )?),
     };
     Ok((stores, staging))
+}
+
+/// The node's write-ahead log in the run's data directory.
+pub(crate) fn open_log(cfg: &Config) -> anyhow::Result<TreeLog> {
+    let dir = cfg.data_path(&cfg.log.dir);
+    let (log, recovery) = Log::open(LogConfig::new(dir.join("segments")))
+        .with_context(|| format!("opening the log in {}", dir.display()))?;
+    Ok(TreeLog {
+        log,
+        positions: PositionStore::open(dir.join("positions"))?,
+        recovery: Arc::new(recovery),
+        now: std::time::Instant::now,
+    })
 }
 
 /// FAULT INJECTION: a device actor panics the first time it is handed one
@@ -322,6 +341,7 @@ async fn simulate(cfg: &Config, w: Arc<Workload>) -> anyhow::Result<(observe::Ob
         ActorTree::start(
             cfg,
             stores,
+            open_log(cfg)?,
             shared,
             TreeOptions {
                 crash_hook: crash_hook(&w.crash_points),
@@ -471,6 +491,9 @@ impl Client {
                         // Backoff on the runtime's timer, not the simulated
                         // clock: the schedule alone moves simulated time.
                         tokio::time::sleep(retry_after).await;
+                    }
+                    Err(IngestError::Log(e)) => {
+                        bail!("the log refused batch {}: {e}", batch.id)
                     }
                     Err(IngestError::Stopped) => {
                         bail!("the node stopped while batch {} was sent", batch.id)

@@ -7,14 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vatio_actors::{ActorTree, ManualClock, SharedClock, TreeOptions, TreeStores};
+use vatio_actors::{ActorTree, ManualClock, SharedClock, TreeLog, TreeOptions, TreeStores};
 use vatio_config::Config;
 use vatio_stores::archive::ParquetArchive;
 use vatio_stores::embedded::{
-    SqliteDeadLetters, SqliteDocuments, SqliteStaging, SqliteTimeSeries, Synchronous,
-    local_object_store,
+    SqliteCheckpoints, SqliteDeadLetters, SqliteDocuments, SqliteStaging, SqliteTimeSeries,
+    Synchronous, local_object_store,
 };
 use vatio_stores::{DeviceId, MINUTE_MS, Metric, RawReading};
+use vatio_wal::{Log, LogConfig, PositionStore};
 
 const T0: i64 = 1_795_687_200_000;
 
@@ -60,11 +61,20 @@ async fn flush_reaches_held_readings_of_a_device_whose_actor_is_restarting() -> 
             local_object_store(&dir.path().join("p"))?,
             local_object_store(&dir.path().join("r"))?,
         )),
+        checkpoints: Arc::new(SqliteCheckpoints::open(&db.join("cp"), s)?),
+    };
+    let (log, recovery) = Log::open(LogConfig::new(dir.path().join("log")))?;
+    let tlog = TreeLog {
+        log,
+        positions: PositionStore::open(dir.path().join("positions"))?,
+        recovery: Arc::new(recovery),
+        now: std::time::Instant::now,
     };
     let clock: SharedClock = Arc::new(ManualClock::new(T0));
     let tree = ActorTree::start(
         &cfg,
         stores,
+        tlog,
         clock,
         TreeOptions {
             crash_hook: Some(Arc::new(|r: &RawReading| r.value == 666.0)),

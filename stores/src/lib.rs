@@ -8,6 +8,8 @@
 //!   and replay.
 //! - [`ArchiveStaging`] + [`archive::ParquetArchive`]: hourly Parquet files in
 //!   two object stores (one per AZ) with a manifest, through `object_store`.
+//! - [`CheckpointStore`]: the devices' sequencing state as of one log
+//!   position (node-local, embedded only).
 //!
 //! Every write is idempotent: writing the same key twice leaves one copy.
 //! The embedded backends (SQLite via `rusqlite`, local filesystem) live in
@@ -136,7 +138,10 @@ pub struct DeadLetterFilter {
 /// The dead-letter office's storage.
 #[async_trait]
 pub trait DeadLetterStore: Send + Sync + 'static {
-    /// Stores refused readings; returns their ids in input order.
+    /// Stores refused readings and returns the ids of the letters it stored
+    /// now, in input order. A keyed letter whose key is already stored (or
+    /// appears earlier in `letters`) is skipped and has no id in the result;
+    /// unkeyed letters are always stored.
     async fn insert(&self, letters: &[NewDeadLetter]) -> Result<Vec<DeadLetterId>>;
     async fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
     /// Marks letters as replayed successfully at `at_ms` (they leave the pending set).
@@ -150,6 +155,26 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     ) -> Result<()>;
     /// Count per reason over all stored letters (pending and replayed), by reason name.
     async fn counts(&self) -> Result<Vec<(DeadLetterReason, u64)>>;
+}
+
+/// What [`CheckpointStore::load`] finds: the log position the checkpoint was
+/// taken at and every device's state as of that position.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    /// None if no checkpoint was ever saved (replay the whole log).
+    pub position: Option<u64>,
+    /// Each device's encoded state, ordered by device.
+    pub devices: Vec<(DeviceId, Vec<u8>)>,
+}
+
+/// The devices' sequencing state as of one log position, so a restarted node
+/// rebuilds it by replaying only the log after that position.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// The checkpoint's log position (None if never saved) and every device's encoded state.
+    async fn load(&self) -> Result<Checkpoint>;
+    /// Atomically: upserts `changed` device states and sets the position (all or nothing).
+    async fn save(&self, position: u64, changed: &[(DeviceId, Vec<u8>)]) -> Result<()>;
 }
 
 /// One hour of one device kind: the unit of archiving.

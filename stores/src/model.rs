@@ -223,6 +223,10 @@ pub struct MinutePoint {
     pub metric: Metric,
     pub minute_ms: UnixMs,
     pub stats: Stats,
+    /// Log position (end) of the last log record folded into this window; a
+    /// record at or below it is already counted. 0 when unknown.
+    #[serde(default)]
+    pub log_pos: u64,
 }
 
 /// Document: one device's minute, all metrics. `_id` is `"{device}/{minute_ms}"`;
@@ -233,6 +237,10 @@ pub struct MinuteDoc {
     pub kind: DeviceKind,
     pub minute_ms: UnixMs,
     pub metrics: BTreeMap<Metric, Stats>,
+    /// Log position (end) of the last log record folded into this window; a
+    /// record at or below it is already counted. 0 when unknown.
+    #[serde(default)]
+    pub log_pos: u64,
 }
 
 impl MinuteDoc {
@@ -344,10 +352,13 @@ pub enum DeadLetterReason {
     KindMismatch,
     /// Crashed the actor that handled it repeatedly.
     Poison,
+    /// A sink refused what was made of it (a minute point or document) as
+    /// malformed after bounded attempts.
+    SinkRejected,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 11] = [
+    pub const ALL: [DeadLetterReason; 12] = [
         Self::MissingField,
         Self::UnknownMetric,
         Self::UnknownUnit,
@@ -359,6 +370,7 @@ impl DeadLetterReason {
         Self::Late,
         Self::KindMismatch,
         Self::Poison,
+        Self::SinkRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -374,6 +386,7 @@ impl DeadLetterReason {
             Self::Late => "late",
             Self::KindMismatch => "kind_mismatch",
             Self::Poison => "poison",
+            Self::SinkRejected => "sink_rejected",
         }
     }
 
@@ -398,6 +411,11 @@ pub struct NewDeadLetter {
     /// Where it came from: the client's source label and peer address, or "replay".
     pub source: String,
     pub received_ms: UnixMs,
+    /// Identity of the letter when it can be delivered more than once (e.g.
+    /// `log:{position}:{index}`); inserting a letter whose key is already
+    /// stored is a no-op.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// Identifier of a stored dead letter.

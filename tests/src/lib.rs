@@ -3,6 +3,8 @@
 //! directory, and a manual clock so that time-dependent rules are exact.
 
 pub mod gate;
+pub mod outage;
+pub mod process;
 
 use std::sync::Arc;
 
@@ -46,6 +48,18 @@ impl TestNode {
         tree: TreeOptions,
         stores: Option<TreeStores>,
     ) -> anyhow::Result<Self> {
+        Self::start_full(dir, cfg, tree, stores, None).await
+    }
+
+    /// Like [`TestNode::start_with`], with FAULT INJECTION on the
+    /// write-ahead log's writes and fsyncs.
+    pub async fn start_full(
+        dir: TempDir,
+        cfg: Config,
+        tree: TreeOptions,
+        stores: Option<TreeStores>,
+        log_fault: Option<vatio_wal::FaultHook>,
+    ) -> anyhow::Result<Self> {
         let clock = Arc::new(ManualClock::new(T0_MS));
         let node = Node::start(
             cfg.clone(),
@@ -53,6 +67,7 @@ impl TestNode {
                 clock: clock.clone(),
                 tree,
                 stores,
+                log_fault,
             },
         )
         .await?;

@@ -68,7 +68,7 @@ async fn ack_counts_accepted_duplicates_and_dead_letters() -> anyhow::Result<()>
         .into_inner();
     assert_eq!(ack.batch_id, 1);
     assert_eq!((ack.accepted, ack.duplicates, ack.dead_lettered), (8, 1, 3));
-    assert_eq!(ack.guarantee, v1::AckGuarantee::InMemory as i32);
+    assert_eq!(ack.guarantee, v1::AckGuarantee::LocalLog as i32);
     t.node.shutdown().await?;
     Ok(())
 }

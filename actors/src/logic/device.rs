@@ -8,9 +8,17 @@
 //! buffer; [`release`] moves what may leave, in `seq` order; [`flush`] forces
 //! everything out. Call `release` after each `offer` (or each batch of
 //! offers) and again at [`next_deadline`].
+//!
+//! Every change to a [`DeviceState`] is an [`Op`], applied through
+//! [`DeviceState::apply`] and handed to a [`Recorder`]. The device actor
+//! writes a step's ops to the write-ahead log, so the state of every device
+//! is a fold of the log: a restarted node rebuilds it by applying the same
+//! ops again, and cannot end up with a state the log does not explain.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::mem::size_of;
+
+use serde::{Deserialize, Serialize};
 
 use vatio_stores::model::{DeadLetterReason, DeviceId, DeviceKind, Metric, RawReading, Reading};
 
@@ -22,15 +30,70 @@ use super::validate::{Refusal, Rules, kind_from_wire, validate};
 pub const SKIPPED_RANGES_MAX: usize = 32;
 
 /// A reading accepted but not yet released, with when it arrived.
-#[derive(Clone, Debug, PartialEq)]
-struct Pending {
-    reading: Reading,
-    arrived_ms: i64,
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub reading: Reading,
+    pub arrived_ms: i64,
+}
+
+/// One change to a device's state. A step of the device actor is a list of
+/// these; applying them in order to the state before the step gives the
+/// state after it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// The first accepted reading starts the sequence at `seq`; every seq
+    /// below it is given up.
+    Start { seq: u64 },
+    /// An accepted reading waits in the reorder buffer.
+    Hold(Pending),
+    /// The gap `[from, to)` is given up; the sequence continues at `to`.
+    GiveUp { from: u64, to: u64 },
+    /// A reading leaves the buffer, in seq order, for the sinks.
+    Emit(Reading),
+    /// A dead letter replayed and accepted: goes to the sinks but does not
+    /// touch sequencing (its seq was never accepted).
+    Replayed(Reading),
+}
+
+impl Op {
+    /// The reading this op sends to the sinks, if any.
+    pub fn released(&self) -> Option<&Reading> {
+        match self {
+            Self::Emit(r) | Self::Replayed(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Where a step's ops go as they happen.
+pub trait Recorder {
+    fn record(&mut self, op: Op);
+}
+
+/// The whole journal of a step, as the device actor logs it.
+impl Recorder for Vec<Op> {
+    fn record(&mut self, op: Op) {
+        self.push(op);
+    }
+}
+
+/// Only what leaves for the sinks.
+impl Recorder for Vec<Reading> {
+    fn record(&mut self, op: Op) {
+        if let Op::Emit(r) | Op::Replayed(r) = op {
+            self.push(r);
+        }
+    }
+}
+
+/// Drops every op: for callers that only need the state (tests, checks).
+impl Recorder for () {
+    fn record(&mut self, _op: Op) {}
 }
 
 /// Sequencing state of one device. Small and cloneable so the device actor
 /// can snapshot it when it passivates.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceState {
     /// Fixed by the first accepted reading.
     kind: Option<DeviceKind>,
@@ -111,14 +174,39 @@ impl DeviceState {
         seq < self.next_seq || self.last.as_ref().is_some_and(|l| l.seq >= seq)
     }
 
-    fn emit(&mut self, p: Pending, out: &mut Vec<Reading>) {
-        let r = p.reading;
-        self.next_seq = r.seq.saturating_add(1);
-        if r.metric == Metric::Energy {
-            self.last_energy = Some((r.seq, r.value));
+    /// Applies one op. The only way sequencing state changes, live or when
+    /// the state is rebuilt from the log.
+    pub fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Start { seq } => {
+                self.next_seq = *seq;
+                self.skip(1, *seq);
+            }
+            Op::Hold(p) => {
+                self.kind = Some(p.reading.kind);
+                self.pending.insert(p.reading.seq, p.clone());
+            }
+            Op::GiveUp { from, to } => {
+                self.skip(*from, *to);
+                self.next_seq = *to;
+            }
+            Op::Emit(r) => {
+                self.kind = Some(r.kind);
+                self.pending.remove(&r.seq);
+                self.next_seq = r.seq.saturating_add(1);
+                if r.metric == Metric::Energy {
+                    self.last_energy = Some((r.seq, r.value));
+                }
+                self.last = Some(r.clone());
+            }
+            Op::Replayed(_) => {}
         }
-        out.push(r.clone());
-        self.last = Some(r);
+    }
+
+    /// Applies `op` and hands it to `rec`.
+    fn change(&mut self, op: Op, rec: &mut impl Recorder) {
+        self.apply(&op);
+        rec.record(op);
     }
 }
 
@@ -161,8 +249,9 @@ pub fn offer(
     rules: &Rules,
     _limits: &Limits,
     now_ms: i64,
+    rec: &mut impl Recorder,
 ) -> Offer {
-    match sequence(state, device, raw, rules, now_ms) {
+    match sequence(state, device, raw, rules, now_ms, rec) {
         Ok(()) => Offer::Accepted,
         Err(None) => Offer::Duplicate,
         Err(Some(refusal)) => Offer::Refused(refusal),
@@ -176,6 +265,7 @@ fn sequence(
     raw: &RawReading,
     rules: &Rules,
     now_ms: i64,
+    rec: &mut impl Recorder,
 ) -> Result<(), Option<Refusal>> {
     let kind = kind_from_wire(raw.kind)?;
     let reading = validate(device, kind, raw, rules, now_ms)?;
@@ -213,16 +303,14 @@ fn sequence(
     if state.next_seq == 0 {
         // The first reading starts the sequence. Seqs below it were never
         // seen and never will be in order, so they are late, not duplicates.
-        state.next_seq = seq;
-        state.skip(1, seq);
+        state.change(Op::Start { seq }, rec);
     }
-    state.kind = Some(kind);
-    state.pending.insert(
-        seq,
-        Pending {
+    state.change(
+        Op::Hold(Pending {
             reading,
             arrived_ms: now_ms,
-        },
+        }),
+        rec,
     );
     Ok(())
 }
@@ -272,7 +360,7 @@ fn check_counter(state: &DeviceState, r: &Reading) -> Result<(), Option<Refusal>
 /// given up (recorded as skipped) when the buffer holds more than
 /// `reorder_window` readings or when some reading behind the gap has been
 /// held for `reorder_max_hold_ms` or longer.
-pub fn release(state: &mut DeviceState, limits: &Limits, now_ms: i64, out: &mut Vec<Reading>) {
+pub fn release(state: &mut DeviceState, limits: &Limits, now_ms: i64, out: &mut impl Recorder) {
     // Every gap below the newest expired reading must go, so that reading can
     // leave; gaps after it may still fill.
     let expired_up_to = state
@@ -290,22 +378,25 @@ pub fn release(state: &mut DeviceState, limits: &Limits, now_ms: i64, out: &mut 
                 break;
             }
             let from = state.next_seq;
-            state.skip(from, seq);
-            state.next_seq = seq;
+            state.change(Op::GiveUp { from, to: seq }, out);
         }
-        if let Some((_, p)) = state.pending.pop_first() {
-            state.emit(p, out);
+        if let Some(p) = state.pending.get(&seq) {
+            let r = p.reading.clone();
+            state.change(Op::Emit(r), out);
         }
     }
 }
 
 /// Releases everything pending regardless of gaps (shutdown, admin flush);
 /// the gaps become skipped, so stragglers from them are late.
-pub fn flush(state: &mut DeviceState, out: &mut Vec<Reading>) {
-    while let Some((seq, p)) = state.pending.pop_first() {
+pub fn flush(state: &mut DeviceState, out: &mut impl Recorder) {
+    while let Some((&seq, p)) = state.pending.first_key_value() {
+        let r = p.reading.clone();
         let from = state.next_seq;
-        state.skip(from, seq);
-        state.emit(p, out);
+        if from < seq {
+            state.change(Op::GiveUp { from, to: seq }, out);
+        }
+        state.change(Op::Emit(r), out);
     }
 }
 
@@ -360,7 +451,7 @@ mod tests {
     }
 
     fn offer_at(s: &mut DeviceState, r: &RawReading, now: i64) -> Offer {
-        offer(s, &dev(), r, &RULES, &LIMITS, now)
+        offer(s, &dev(), r, &RULES, &LIMITS, now, &mut ())
     }
 
     fn put(s: &mut DeviceState, r: &RawReading) -> Offer {
@@ -368,7 +459,7 @@ mod tests {
     }
 
     fn release_at(s: &mut DeviceState, now: i64) -> Vec<u64> {
-        let mut out = Vec::new();
+        let mut out: Vec<Reading> = Vec::new();
         release(s, &LIMITS, now, &mut out);
         out.iter().map(|r| r.seq).collect()
     }
@@ -409,7 +500,7 @@ mod tests {
     fn released_reading_is_validated_and_converted() {
         let mut s = DeviceState::new();
         assert_eq!(put(&mut s, &raw(1, "power", 2500.0, "W")), Offer::Accepted);
-        let mut out = Vec::new();
+        let mut out: Vec<Reading> = Vec::new();
         release(&mut s, &LIMITS, NOW, &mut out);
         assert_eq!(
             out,
@@ -582,9 +673,9 @@ mod tests {
             ..LIMITS
         };
         let mut s = DeviceState::new();
-        let mut out = Vec::new();
+        let mut out: Vec<Reading> = Vec::new();
         for seq in [1, 3, 2] {
-            let _ = offer(&mut s, &dev(), &power(seq), &RULES, &limits, NOW);
+            let _ = offer(&mut s, &dev(), &power(seq), &RULES, &limits, NOW, &mut ());
             release(&mut s, &limits, NOW, &mut out);
         }
         assert_eq!(out.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
@@ -646,7 +737,7 @@ mod tests {
         for seq in [6, 3, 4] {
             assert_eq!(put(&mut s, &power(seq)), Offer::Accepted);
         }
-        let mut out = Vec::new();
+        let mut out: Vec<Reading> = Vec::new();
         flush(&mut s, &mut out);
         assert_eq!(out.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4, 6]);
         assert!(s.is_idle());
@@ -661,7 +752,7 @@ mod tests {
     #[test]
     fn flush_of_an_empty_buffer_does_nothing() {
         let mut s = DeviceState::new();
-        let mut out = Vec::new();
+        let mut out: Vec<Reading> = Vec::new();
         flush(&mut s, &mut out);
         assert!(out.is_empty());
         assert_eq!(s, DeviceState::new());
@@ -670,7 +761,7 @@ mod tests {
     #[test]
     fn skipped_ranges_are_bounded_oldest_dropped() {
         let mut s = DeviceState::new();
-        let mut out = Vec::new();
+        let mut out: Vec<Reading> = Vec::new();
         // First at 2 skips [1, 2); then every even seq is missing.
         for i in 1..=40u64 {
             assert_eq!(put(&mut s, &power(2 * i)), Offer::Accepted);
@@ -797,7 +888,7 @@ mod tests {
     #[test]
     fn energy_after_given_up_gap_compares_with_last_released() {
         let mut s = DeviceState::new();
-        let mut out = Vec::new();
+        let mut out: Vec<Reading> = Vec::new();
         assert_eq!(put(&mut s, &energy(1, 10.0)), Offer::Accepted);
         assert_eq!(put(&mut s, &energy(3, 12.0)), Offer::Accepted);
         flush(&mut s, &mut out);
@@ -825,5 +916,45 @@ mod tests {
         assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
         assert_eq!(put(&mut s, &power(3)), Offer::Accepted);
         assert!(s.approx_bytes() >= empty + 2 * size_of::<Reading>());
+    }
+
+    /// The log's promise: folding a device's recorded ops over an empty
+    /// state gives exactly the live state, whatever the arrival order.
+    #[test]
+    fn folding_the_recorded_ops_rebuilds_the_state() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _round in 0..50 {
+            let mut live = DeviceState::new();
+            let mut ops: Vec<Op> = Vec::new();
+            let mut now = NOW;
+            for _ in 0..200 {
+                now += i64::try_from(next(700)).unwrap_or(0);
+                match next(10) {
+                    0 => flush(&mut live, &mut ops),
+                    1..=2 => release(&mut live, &LIMITS, now, &mut ops),
+                    _ => {
+                        let seq = 1 + next(120);
+                        let r = if next(3) == 0 {
+                            energy(seq, seq as f64 * 2.0 + next(3) as f64)
+                        } else {
+                            power(seq)
+                        };
+                        let _ = offer(&mut live, &dev(), &r, &RULES, &LIMITS, now, &mut ops);
+                        release(&mut live, &LIMITS, now, &mut ops);
+                    }
+                }
+            }
+            let mut rebuilt = DeviceState::new();
+            for op in &ops {
+                rebuilt.apply(op);
+            }
+            assert_eq!(rebuilt, live);
+        }
     }
 }

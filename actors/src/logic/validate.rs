@@ -147,6 +147,15 @@ pub fn validate(
     })
 }
 
+/// Maps [`DeviceKind`] to its wire value (`vatio.v1.DeviceKind` as i32).
+pub fn kind_to_wire(kind: DeviceKind) -> i32 {
+    match kind {
+        DeviceKind::ClimateSensor => 1,
+        DeviceKind::RobotArm => 2,
+        DeviceKind::ElectricityMeter => 3,
+    }
+}
+
 /// Maps the wire kind (`vatio.v1.DeviceKind` as i32) to [`DeviceKind`].
 pub fn kind_from_wire(kind: i32) -> Result<DeviceKind, Refusal> {
     match kind {

@@ -105,6 +105,7 @@ pub fn new_point(r: &Reading) -> MinutePoint {
         metric: r.metric,
         minute_ms: minute_of(r.ts_ms),
         stats: Stats::of(r),
+        log_pos: 0,
     }
 }
 
@@ -115,6 +116,7 @@ pub fn new_doc(r: &Reading) -> MinuteDoc {
         kind: r.kind,
         minute_ms: minute_of(r.ts_ms),
         metrics: BTreeMap::from([(r.metric, Stats::of(r))]),
+        log_pos: 0,
     }
 }
 
@@ -328,6 +330,7 @@ mod tests {
                 metric: Metric::Temperature,
                 minute_ms: T0,
                 stats: Stats::of(&r),
+                log_pos: 0,
             }
         );
         assert_eq!(
@@ -337,6 +340,7 @@ mod tests {
                 kind: DeviceKind::ClimateSensor,
                 minute_ms: T0,
                 metrics: BTreeMap::from([(Metric::Temperature, Stats::of(&r))]),
+                log_pos: 0,
             }
         );
     }

@@ -118,7 +118,8 @@ pub struct LoadReport {
     pub batches_sent: u64,
     /// Batches acknowledged.
     pub batches_acked: u64,
-    /// Times the node answered `RESOURCE_EXHAUSTED` and a worker backed off.
+    /// Times the node answered `RESOURCE_EXHAUSTED` (overload) and a worker
+    /// backed off for the node's retry hint.
     pub backoffs: u64,
     /// Other failures (connect, stream reset, unexpected status).
     pub errors: u64,
@@ -134,6 +135,10 @@ pub struct LoadReport {
     pub ack_latency_p999_ms: f64,
     /// Slowest ack.
     pub ack_latency_max_ms: f64,
+    /// Lines written to the `--acks-out` file: one per reading of every
+    /// acknowledged batch. Absent without `--acks-out`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readings_acked_listed: Option<u64>,
     /// The last error's text, if there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -182,6 +187,7 @@ impl LoadReport {
             } else {
                 latency_us.max() as f64 / 1_000.0
             },
+            readings_acked_listed: None,
             last_error,
         }
     }
@@ -217,7 +223,7 @@ impl fmt::Display for LoadReport {
             ),
             ("batches sent", grouped(self.batches_sent), ""),
             ("batches acked", grouped(self.batches_acked), ""),
-            ("backoffs", grouped(self.backoffs), ""),
+            ("told to back off", grouped(self.backoffs), "times"),
             ("errors", grouped(self.errors), ""),
             (
                 "ack latency p50",
@@ -243,6 +249,9 @@ impl fmt::Display for LoadReport {
         for (label, value, unit) in &rows {
             let gap = if unit.is_empty() { "" } else { " " };
             writeln!(f, "{label:<20}{value:>16}{gap}{unit}")?;
+        }
+        if let Some(listed) = self.readings_acked_listed {
+            writeln!(f, "{:<20}{:>16}", "acks listed", grouped(listed))?;
         }
         if let Some(error) = &self.last_error {
             writeln!(f, "{:<20}{error}", "last error")?;
@@ -330,6 +339,23 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("last error"));
+        assert!(
+            table.contains("told to back off                   2 times"),
+            "{table}"
+        );
+        assert!(!table.contains("acks listed"), "{table}");
+
+        let listed = LoadReport {
+            readings_acked_listed: Some(10_000),
+            ..report
+        };
+        let json = serde_json::to_value(&listed).expect("report serializes");
+        assert_eq!(json["readings_acked_listed"], 10_000);
+        let table = listed.to_string();
+        assert!(
+            table.contains("acks listed                   10,000"),
+            "{table}"
+        );
         // Values are right-aligned: each ends in the same column.
         for line in table.lines().filter(|l| !l.starts_with("last error")) {
             let end = line.chars().nth(VALUE_END_COLUMN - 1);
@@ -349,7 +375,9 @@ mod tests {
         assert_eq!(report.ack_latency_max_ms, 0.0);
         let json = serde_json::to_string(&report).expect("report serializes");
         assert!(
-            !json.contains("null") && !json.contains("last_error"),
+            !json.contains("null")
+                && !json.contains("last_error")
+                && !json.contains("readings_acked_listed"),
             "{json}"
         );
     }

@@ -6,7 +6,10 @@
 //! seqs), then sends new batches as the window and the rate allow while it
 //! matches acks. It ends on the node's `RESOURCE_EXHAUSTED` (back off for the
 //! retry hint), on any other failure (back off exponentially) or at the
-//! deadline (stop sending, wait briefly for outstanding acks).
+//! deadline (stop sending, wait briefly for outstanding acks). After the
+//! deadline a worker keeps reconnecting and re-sending what is still
+//! un-acknowledged for at most [`DRAIN_MAX`], so a node that was down or
+//! overloaded at that moment still gets to acknowledge every batch.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -25,6 +28,7 @@ use tonic::{Code, Status};
 use vatio_proto::v1::ingest_client::IngestClient;
 use vatio_proto::v1::{DeviceKind, IngestAck, IngestRequest, Reading};
 
+use super::acks_out::AckSink;
 use super::report::{Counters, latency_histogram};
 use super::{IN_FLIGHT_BATCHES_MAX, device_id};
 
@@ -37,7 +41,8 @@ const RETRY_AFTER_MAX_MS: u64 = 30_000;
 /// Backoff after other failures: doubles per failure in a row, reset by an ack.
 const ERROR_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How long a worker waits for outstanding acks after the deadline.
+/// How long a worker keeps trying to get its outstanding batches
+/// acknowledged after the deadline.
 const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 /// What one worker does.
@@ -233,6 +238,8 @@ struct Worker {
     source: String,
     /// Whether the current session got at least one ack (resets the backoff).
     acked_in_session: bool,
+    /// Where acknowledged readings are listed (`--acks-out`), if anywhere.
+    ack_sink: Option<AckSink>,
 }
 
 /// Runs one worker until its deadline; returns its ack latencies in µs.
@@ -240,6 +247,7 @@ pub(crate) async fn run(
     plan: WorkerPlan,
     channel: Channel,
     counters: Arc<Counters>,
+    ack_sink: Option<AckSink>,
 ) -> Histogram<u64> {
     let ticker = plan.rate.map(|rate| {
         let mut ticker = tokio::time::interval(batch_period(rate, plan.batch));
@@ -258,10 +266,19 @@ pub(crate) async fn run(
         ticker,
         latency_us: latency_histogram(),
         acked_in_session: false,
+        ack_sink,
     };
 
     let mut error_backoff = ERROR_BACKOFF_MIN;
-    while Instant::now() < worker.plan.deadline {
+    let drain_until = worker.plan.deadline + DRAIN_MAX;
+    loop {
+        // Before the deadline: send. After it: only while batches remain
+        // un-acknowledged, and not past the drain limit.
+        let now = Instant::now();
+        let pending = worker.window.len() > 0;
+        if now >= worker.plan.deadline && (!pending || now >= drain_until) {
+            break;
+        }
         worker.acked_in_session = false;
         let end = worker.session().await;
         if worker.acked_in_session {
@@ -286,7 +303,13 @@ pub(crate) async fn run(
                 wait
             }
         };
-        tokio::time::sleep_until((Instant::now() + wait).min(worker.plan.deadline)).await;
+        // Waiting past the deadline is only worth it with batches to re-send.
+        let wait_until = if worker.window.len() > 0 {
+            drain_until
+        } else {
+            worker.plan.deadline
+        };
+        tokio::time::sleep_until((Instant::now() + wait).min(wait_until)).await;
         if let Some(ticker) = &mut worker.ticker {
             ticker.reset();
         }
@@ -310,7 +333,7 @@ impl Worker {
         Counters::add(&self.counters.readings_sent, readings);
     }
 
-    fn on_ack(&mut self, ack: &IngestAck) {
+    async fn on_ack(&mut self, ack: &IngestAck) {
         let Some(batch) = self.window.ack(ack) else {
             tracing::debug!(
                 batch_id = ack.batch_id,
@@ -326,11 +349,16 @@ impl Worker {
         Counters::add(&c.readings_accepted, u64::from(ack.accepted));
         Counters::add(&c.readings_duplicate, u64::from(ack.duplicates));
         Counters::add(&c.readings_dead_lettered, u64::from(ack.dead_lettered));
+        if let Some(sink) = &self.ack_sink {
+            sink.record(batch.request.readings).await;
+        }
     }
 
-    /// One stream, from open to deadline, overload or failure.
+    /// One stream, from open to deadline (and then until every batch is
+    /// acknowledged, for at most [`DRAIN_MAX`]), overload or failure.
     async fn session(&mut self) -> SessionEnd {
         let deadline = self.plan.deadline;
+        let drain_until = deadline + DRAIN_MAX;
         let (tx, rx) = mpsc::channel::<IngestRequest>(IN_FLIGHT_BATCHES_MAX);
 
         // Re-send first, in the original order: same batch ids, same seqs.
@@ -343,6 +371,9 @@ impl Worker {
         // A stream with nothing on it may not be answered before the node
         // sees a first message, so open it with one.
         if self.window.len() == 0 {
+            if Instant::now() >= deadline {
+                return SessionEnd::Deadline;
+            }
             tokio::select! {
                 () = next_slot(&mut self.ticker) => self.send_new(&tx),
                 () = tokio::time::sleep_until(deadline) => return SessionEnd::Deadline,
@@ -351,7 +382,7 @@ impl Worker {
 
         let opened = tokio::select! {
             opened = self.client.ingest(ReceiverStream::new(rx)) => opened,
-            () = tokio::time::sleep_until(deadline) => return SessionEnd::Deadline,
+            () = tokio::time::sleep_until(drain_until) => return SessionEnd::Deadline,
         };
         let mut acks = match opened {
             Ok(response) => response.into_inner(),
@@ -363,7 +394,7 @@ impl Worker {
         let mut tx = Some(tx);
         // Pinned once rather than re-armed on every pass of the loop.
         let until_deadline = tokio::time::sleep_until(deadline);
-        let until_drained = tokio::time::sleep_until(deadline + DRAIN_MAX);
+        let until_drained = tokio::time::sleep_until(drain_until);
         tokio::pin!(until_deadline, until_drained);
         loop {
             let sending = tx.is_some();
@@ -371,9 +402,10 @@ impl Worker {
             tokio::select! {
                 biased;
                 item = acks.next() => match item {
-                    Some(Ok(ack)) => self.on_ack(&ack),
+                    Some(Ok(ack)) => self.on_ack(&ack).await,
                     Some(Err(status)) => return session_end(&status),
-                    None if sending => {
+                    // Ended early, or before acknowledging everything.
+                    None if sending || self.window.len() > 0 => {
                         return SessionEnd::Failed("the node closed the stream".to_owned());
                     }
                     None => return SessionEnd::Deadline,

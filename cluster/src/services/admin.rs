@@ -92,10 +92,52 @@ impl v1::admin_server::Admin for AdminService {
             inflight_readings: tree.inflight_readings,
             device_table_bytes: tree.router.table_bytes,
             events_written: NodeStats::get(&s.events_written),
-            sink_write_failures: NodeStats::get(&s.sink_write_failures),
+            sink_write_failures: tree.sinks.iter().map(|(_, h)| h.transient_failures).sum(),
             sink_writes_rejected: NodeStats::get(&s.sink_writes_rejected),
             devices_activated: NodeStats::get(&s.devices_activated),
             devices_passivated: NodeStats::get(&s.devices_passivated),
+            log: Some(v1::LogStatus {
+                start: tree.log.start.0,
+                head: tree.log.head.0,
+                size_bytes: tree.log.size_bytes,
+                segments: tree.log.segments,
+                appends: tree.log.appends,
+                groups: tree.log.groups,
+                fsyncs: tree.log.fsyncs,
+                fsync_micros_p50: tree.log.fsync_micros_p50,
+                fsync_micros_p99: tree.log.fsync_micros_p99,
+                fsync_micros_max: tree.log.fsync_micros_max,
+                write_errors: tree.log.write_errors,
+                append_failures: NodeStats::get(&s.log_append_failures),
+                recovered_records: tree.recovery.log_records,
+                recovered_bytes_cut: tree.recovery.log_bytes_cut,
+                recovered_cut: tree.recovery.log_cut.clone().unwrap_or_default(),
+                recovery_scan_ms: tree.recovery.log_scan_ms,
+                devices_records_replayed: tree.recovery.device_records_replayed,
+                devices_rebuild_ms: tree.recovery.device_rebuild_ms,
+                records_undecodable: NodeStats::get(&s.log_records_undecodable),
+            }),
+            subscribers: tree
+                .subscribers
+                .iter()
+                .map(|sub| v1::SubscriberStatus {
+                    name: sub.name.to_owned(),
+                    committed: sub.committed,
+                    lag_bytes: sub.lag_bytes,
+                    unread_bytes: sub.unread_bytes,
+                })
+                .collect(),
+            sinks: tree
+                .sinks
+                .iter()
+                .map(|(name, h)| v1::SinkStatus {
+                    name: (*name).to_owned(),
+                    breaker: breaker_name(h.breaker).to_owned(),
+                    transient_failures: h.transient_failures,
+                    rejections: h.rejections,
+                    breaker_opens: h.breaker_opens,
+                })
+                .collect(),
         }))
     }
 
@@ -143,5 +185,14 @@ impl v1::admin_server::Admin for AdminService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(v1::FlushResponse {}))
+    }
+}
+
+fn breaker_name(state: vatio_actors::sink_retry::BreakerState) -> &'static str {
+    use vatio_actors::sink_retry::BreakerState;
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open { .. } => "open",
+        BreakerState::HalfOpen => "half_open",
     }
 }

@@ -82,6 +82,10 @@ pub fn ingest_status(e: IngestError) -> Status {
             }
             status
         }
+        IngestError::Log(message) => Status::unavailable(format!(
+            "the write-ahead log did not take this batch ({message}); nothing of it that failed \
+             was applied, send it again"
+        )),
         IngestError::Stopped => Status::unavailable("node is stopping"),
     }
 }

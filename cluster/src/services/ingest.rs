@@ -51,7 +51,10 @@ impl IngestService {
             accepted: ack.accepted,
             duplicates: ack.duplicates,
             dead_lettered: ack.dead_lettered,
-            guarantee: AckGuarantee::InMemory as i32,
+            guarantee: match self.tree.guarantee() {
+                vatio_actors::AckGuarantee::LocalLogSynced => AckGuarantee::LocalLog,
+                vatio_actors::AckGuarantee::LocalLogWritten => AckGuarantee::LocalLogWritten,
+            } as i32,
         })
     }
 

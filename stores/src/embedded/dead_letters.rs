@@ -4,14 +4,19 @@
 //! A dead letter holds unvalidated input, so nothing about it may make the
 //! insert fail: `seq` is kept as its 64 bits in a signed column and a NaN
 //! value (which SQLite stores as NULL) reads back as NaN.
+//!
+//! A letter that may be delivered more than once (refused readings read
+//! again from vatio's log after a restart) carries a key; a unique index on
+//! it makes a second insert of the same letter a no-op. Unkeyed letters have
+//! a NULL key, which the index never treats as a duplicate.
 
 use std::path::Path;
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{Row, params, params_from_iter};
+use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 
-use super::sqlite::{SqliteDb, named};
+use super::sqlite::{AddedColumn, SqliteDb, named};
 use super::{Synchronous, limit_or_default};
 use crate::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterReason, DeadLetterStore, NewDeadLetter,
@@ -35,21 +40,33 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     source          TEXT    NOT NULL,
     received_ms     INTEGER NOT NULL,
     replayed_ms     INTEGER,
-    replay_attempts INTEGER NOT NULL DEFAULT 0
+    replay_attempts INTEGER NOT NULL DEFAULT 0,
+    key             TEXT
 );
+-- Unique as an index, not as a column constraint: ALTER TABLE cannot add a
+-- UNIQUE column to a file created before keys existed. NULLs never collide.
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_by_key ON dead_letters (key);
 CREATE INDEX IF NOT EXISTS dead_letters_by_reason ON dead_letters (reason, id);
 CREATE INDEX IF NOT EXISTS dead_letters_by_device ON dead_letters (device_id, id);
 ";
 
 const INSERT: &str = "
 INSERT INTO dead_letters
-    (device_id, seq, ts_ms, metric, value, unit, kind, reason, detail, source, received_ms)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+    (device_id, seq, ts_ms, metric, value, unit, kind, reason, detail, source, received_ms, key)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+ON CONFLICT (key) DO NOTHING
 RETURNING id
 ";
 
+/// Files created before letters had keys.
+const ADDED: &[AddedColumn] = &[AddedColumn {
+    table: "dead_letters",
+    column: "key",
+    definition: "TEXT",
+}];
+
 const COLUMNS: &str = "id, device_id, seq, ts_ms, metric, value, unit, kind, reason, detail, \
-                       source, received_ms, replayed_ms, replay_attempts";
+                       source, received_ms, replayed_ms, replay_attempts, key";
 
 /// [`DeadLetterStore`] in a SQLite file.
 #[derive(Clone)]
@@ -61,7 +78,7 @@ impl SqliteDeadLetters {
     /// Opens or creates the store's database at `path`.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Self> {
         Ok(Self {
-            db: SqliteDb::open(STORE, path, sync, SCHEMA)?,
+            db: SqliteDb::open(STORE, path, sync, SCHEMA, ADDED)?,
         })
     }
 }
@@ -92,6 +109,7 @@ fn letter_from(row: &Row<'_>) -> rusqlite::Result<DeadLetter> {
             detail: row.get(9)?,
             source: row.get(10)?,
             received_ms: row.get(11)?,
+            key: row.get(14)?,
         },
         replayed_ms: row.get(12)?,
         replay_attempts: row.get(13)?,
@@ -113,23 +131,28 @@ impl DeadLetterStore for SqliteDeadLetters {
                     let mut insert = tx.prepare_cached(INSERT)?;
                     for l in &letters {
                         let r = &l.reading;
-                        let id = insert.query_row(
-                            params![
-                                r.device_id,
-                                seq_to_column(r.seq),
-                                r.ts_ms,
-                                r.metric,
-                                r.value,
-                                r.unit,
-                                r.kind,
-                                l.reason.as_str(),
-                                l.detail,
-                                l.source,
-                                l.received_ms,
-                            ],
-                            |row| row.get(0),
-                        )?;
-                        ids.push(DeadLetterId(id));
+                        // No row back: a letter with this key is stored
+                        // already (maybe earlier in this same call).
+                        let id = insert
+                            .query_row(
+                                params![
+                                    r.device_id,
+                                    seq_to_column(r.seq),
+                                    r.ts_ms,
+                                    r.metric,
+                                    r.value,
+                                    r.unit,
+                                    r.kind,
+                                    l.reason.as_str(),
+                                    l.detail,
+                                    l.source,
+                                    l.received_ms,
+                                    l.key,
+                                ],
+                                |row| row.get(0),
+                            )
+                            .optional()?;
+                        ids.extend(id.map(DeadLetterId));
                     }
                 }
                 tx.commit()?;

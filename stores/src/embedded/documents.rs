@@ -3,7 +3,8 @@
 //!
 //! A minute document's metrics are kept as one JSON body (the shape a
 //! MongoDB document would have); the columns beside it exist to filter and
-//! to sweep by time.
+//! to sweep by time, and `log_pos`, the log position up to which the
+//! document's minute has counted readings.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use rusqlite::types::{Type, Value};
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
-use super::sqlite::{SqliteDb, named};
+use super::sqlite::{AddedColumn, SqliteDb, named};
 use super::{Synchronous, limit_or_default};
 use crate::{
     DeviceId, DeviceKind, DocumentStore, Event, EventFilter, EventType, Metric, MinuteDoc, Result,
@@ -27,7 +28,8 @@ CREATE TABLE IF NOT EXISTS minute_docs (
     device    TEXT    NOT NULL,
     kind      TEXT    NOT NULL,
     minute_ms INTEGER NOT NULL,
-    body      TEXT    NOT NULL
+    body      TEXT    NOT NULL,
+    log_pos   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS minute_docs_by_minute ON minute_docs (minute_ms);
 
@@ -50,13 +52,22 @@ CREATE INDEX IF NOT EXISTS events_by_type ON events (event_type, ts_ms);
 ";
 
 const UPSERT_DOC: &str = "
-INSERT INTO minute_docs (id, device, kind, minute_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)
+INSERT INTO minute_docs (id, device, kind, minute_ms, body, log_pos)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
 ON CONFLICT (id) DO UPDATE SET
     device = excluded.device,
     kind = excluded.kind,
     minute_ms = excluded.minute_ms,
-    body = excluded.body
+    body = excluded.body,
+    log_pos = excluded.log_pos
 ";
+
+/// Files created before documents kept their log position.
+const ADDED: &[AddedColumn] = &[AddedColumn {
+    table: "minute_docs",
+    column: "log_pos",
+    definition: "INTEGER NOT NULL DEFAULT 0",
+}];
 
 const UPSERT_EVENT: &str = "
 INSERT INTO events (id, device, kind, event_type, metric, value, threshold, ts_ms, seq)
@@ -82,7 +93,7 @@ impl SqliteDocuments {
     /// Opens or creates the store's database at `path`.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Self> {
         Ok(Self {
-            db: SqliteDb::open(STORE, path, sync, SCHEMA)?,
+            db: SqliteDb::open(STORE, path, sync, SCHEMA, ADDED)?,
         })
     }
 }
@@ -108,6 +119,7 @@ impl DocumentStore for SqliteDocuments {
                             doc.kind.as_str(),
                             doc.minute_ms,
                             body,
+                            doc.log_pos,
                         ])?;
                     }
                 }
@@ -126,8 +138,8 @@ impl DocumentStore for SqliteDocuments {
         let device = device.clone();
         self.db
             .run(move |conn| {
-                let mut stmt =
-                    conn.prepare_cached("SELECT kind, body FROM minute_docs WHERE id = ?1")?;
+                let mut stmt = conn
+                    .prepare_cached("SELECT kind, body, log_pos FROM minute_docs WHERE id = ?1")?;
                 stmt.query_row([minute_doc_id(&device, minute_ms)], |row| {
                     let body: String = row.get(1)?;
                     let metrics: BTreeMap<Metric, Stats> =
@@ -139,6 +151,7 @@ impl DocumentStore for SqliteDocuments {
                         kind: named(row, 0, "device kind", DeviceKind::parse)?,
                         minute_ms,
                         metrics,
+                        log_pos: row.get(2)?,
                     })
                 })
                 .optional()

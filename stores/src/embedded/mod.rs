@@ -5,6 +5,7 @@
 //! actors' runtime. The archive's object stores are plain local directories,
 //! one root per AZ, behind the same `object_store` trait the S3 backend uses.
 
+mod checkpoints;
 mod dead_letters;
 mod documents;
 mod sqlite;
@@ -19,6 +20,7 @@ use object_store::local::LocalFileSystem;
 
 use crate::{Error, Result};
 
+pub use checkpoints::SqliteCheckpoints;
 pub use dead_letters::SqliteDeadLetters;
 pub use documents::SqliteDocuments;
 pub use staging::SqliteStaging;

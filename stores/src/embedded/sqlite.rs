@@ -1,6 +1,7 @@
 //! Shared plumbing of the SQLite stores: opening a database file (WAL,
-//! `synchronous`, busy timeout, schema), running blocking work off the async
-//! runtime, and turning columns back into model types.
+//! `synchronous`, busy timeout, schema, columns added since a table first
+//! shipped), running blocking work off the async runtime, and turning columns
+//! back into model types.
 //!
 //! Every store owns one connection behind a mutex: SQLite serialises writers
 //! anyway, and one connection lets prepared statements stay cached.
@@ -32,6 +33,39 @@ CREATE TABLE IF NOT EXISTS schema_version (
 );
 ";
 
+/// A column added to a table after the table first shipped. `CREATE TABLE
+/// IF NOT EXISTS` leaves an existing table as it is, so opening a file whose
+/// table predates the column adds it with `ALTER TABLE` first; the schema's
+/// statements run after that and may index the column.
+pub(crate) struct AddedColumn {
+    pub(crate) table: &'static str,
+    pub(crate) column: &'static str,
+    /// Everything after the name, e.g. `INTEGER NOT NULL DEFAULT 0`. SQLite
+    /// can add a column only if it is nullable or has a non-null default, and
+    /// not as UNIQUE: uniqueness goes into an index in the schema.
+    pub(crate) definition: &'static str,
+}
+
+/// Adds each of `added` that an existing table lacks.
+fn add_missing_columns(conn: &Connection, added: &[AddedColumn]) -> rusqlite::Result<()> {
+    for c in added {
+        // No columns at all: the table does not exist yet and the schema
+        // creates it with the column.
+        let (columns, present): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(name = ?2), 0) FROM pragma_table_info(?1)",
+            [c.table, c.column],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        if columns > 0 && present == 0 {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {} ADD COLUMN {} {}",
+                c.table, c.column, c.definition
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 /// One SQLite database file used by one store.
 #[derive(Clone)]
 pub(crate) struct SqliteDb {
@@ -40,14 +74,16 @@ pub(crate) struct SqliteDb {
 }
 
 impl SqliteDb {
-    /// Opens (or creates) the database at `path` and creates `schema`
-    /// (statements written with `IF NOT EXISTS`). `store` names the store in
-    /// errors.
+    /// Opens (or creates) the database at `path`, adds the `added` columns
+    /// an existing table lacks, then creates `schema` (statements written
+    /// with `IF NOT EXISTS`), all in one transaction. `store` names the store
+    /// in errors.
     pub(crate) fn open(
         store: &'static str,
         path: &Path,
         sync: Synchronous,
         schema: &str,
+        added: &[AddedColumn],
     ) -> Result<Self> {
         let err = |source| Error::Sqlite { store, source };
         let mut conn = Connection::open(path).map_err(err)?;
@@ -96,6 +132,7 @@ impl SqliteDb {
             }
             Some(_) => {}
         }
+        add_missing_columns(&tx, added).map_err(err)?;
         tx.execute_batch(schema).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(Self {
@@ -164,6 +201,7 @@ mod tests {
             &path,
             Synchronous::Full,
             "CREATE TABLE IF NOT EXISTS t (x INTEGER);",
+            &[],
         )
         .expect("open");
         let conn = db.conn.lock().expect("lock");
@@ -179,7 +217,7 @@ mod tests {
         drop(db);
 
         // Reopening keeps a single version row.
-        let db = SqliteDb::open("test", &path, Synchronous::Off, "").expect("reopen");
+        let db = SqliteDb::open("test", &path, Synchronous::Off, "", &[]).expect("reopen");
         let conn = db.conn.lock().expect("lock");
         let versions: Vec<i64> = conn
             .prepare("SELECT version FROM schema_version")
@@ -188,17 +226,76 @@ mod tests {
         assert_eq!(versions, vec![SCHEMA_VERSION]);
     }
 
+    const ADDED: &[AddedColumn] = &[AddedColumn {
+        table: "t",
+        column: "y",
+        definition: "INTEGER NOT NULL DEFAULT 0",
+    }];
+
+    fn columns(db: &SqliteDb) -> Vec<String> {
+        let conn = db.conn.lock().expect("lock");
+        conn.prepare("SELECT name FROM pragma_table_info('t') ORDER BY cid")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("columns")
+    }
+
+    #[test]
+    fn an_added_column_is_added_to_an_older_table_and_indexable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.sqlite");
+        {
+            let db = SqliteDb::open(
+                "test",
+                &path,
+                Synchronous::Normal,
+                "CREATE TABLE IF NOT EXISTS t (x INTEGER);",
+                &[],
+            )
+            .expect("open as first shipped");
+            let conn = db.conn.lock().expect("lock");
+            conn.execute("INSERT INTO t (x) VALUES (7)", [])
+                .expect("old row");
+        }
+        let schema = "CREATE TABLE IF NOT EXISTS t (x INTEGER, y INTEGER NOT NULL DEFAULT 0);
+                      CREATE INDEX IF NOT EXISTS t_by_y ON t (y);";
+        let db = SqliteDb::open("test", &path, Synchronous::Normal, schema, ADDED)
+            .expect("open with the added column");
+        assert_eq!(columns(&db), vec!["x", "y"]);
+        {
+            let conn = db.conn.lock().expect("lock");
+            let old: (i64, i64) = conn
+                .query_row("SELECT x, y FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("old row");
+            assert_eq!(old, (7, 0), "the old row gets the default");
+        }
+        drop(db);
+
+        // Reopening adds nothing twice; a fresh file gets the column from
+        // the schema itself.
+        let db = SqliteDb::open("test", &path, Synchronous::Normal, schema, ADDED).expect("reopen");
+        assert_eq!(columns(&db), vec!["x", "y"]);
+        let fresh = SqliteDb::open(
+            "test",
+            &dir.path().join("fresh.sqlite"),
+            Synchronous::Normal,
+            schema,
+            ADDED,
+        )
+        .expect("fresh");
+        assert_eq!(columns(&fresh), vec!["x", "y"]);
+    }
+
     #[test]
     fn newer_schema_version_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("t.sqlite");
         {
-            let db = SqliteDb::open("test", &path, Synchronous::Normal, "").expect("open");
+            let db = SqliteDb::open("test", &path, Synchronous::Normal, "", &[]).expect("open");
             let conn = db.conn.lock().expect("lock");
             conn.execute("UPDATE schema_version SET version = 99", [])
                 .expect("bump");
         }
-        let err = SqliteDb::open("test", &path, Synchronous::Normal, "")
+        let err = SqliteDb::open("test", &path, Synchronous::Normal, "", &[])
             .err()
             .expect("refused");
         assert!(matches!(err, Error::Rejected { .. }), "{err}");

@@ -63,7 +63,7 @@ impl SqliteStaging {
     /// Opens or creates the store's database at `path`.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Self> {
         Ok(Self {
-            db: SqliteDb::open(STORE, path, sync, SCHEMA)?,
+            db: SqliteDb::open(STORE, path, sync, SCHEMA, &[])?,
         })
     }
 }

@@ -4,13 +4,17 @@
 //! Windows coarser than a minute are merged at query time from the stored
 //! minute statistics (counts and sums add, min/max combine, `last` comes from
 //! the latest minute), which is exact.
+//!
+//! Each point also keeps `log_pos`, the log position up to which its minute
+//! has counted readings, so an aggregator that reopens the minute after a
+//! restart skips the log records already in it.
 
 use std::path::Path;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::sqlite::{SqliteDb, named};
+use super::sqlite::{AddedColumn, SqliteDb, named};
 use super::{Synchronous, limit_or_default};
 use crate::{
     DeviceId, DeviceKind, Error, LatestFilter, LatestValue, MINUTE_MS, Metric, MinutePoint,
@@ -32,6 +36,7 @@ CREATE TABLE IF NOT EXISTS minute_points (
     last       REAL    NOT NULL,
     last_ts_ms INTEGER NOT NULL,
     last_seq   INTEGER NOT NULL,
+    log_pos    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device, metric, minute_ms)
 ) WITHOUT ROWID;
 -- The power-flow query scans one kind and metric over a time range.
@@ -41,8 +46,8 @@ CREATE INDEX IF NOT EXISTS minute_points_by_kind_metric_minute
 
 const UPSERT: &str = "
 INSERT INTO minute_points
-    (device, metric, minute_ms, kind, count, min, max, sum, last, last_ts_ms, last_seq)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+    (device, metric, minute_ms, kind, count, min, max, sum, last, last_ts_ms, last_seq, log_pos)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT (device, metric, minute_ms) DO UPDATE SET
     kind = excluded.kind,
     count = excluded.count,
@@ -51,8 +56,16 @@ ON CONFLICT (device, metric, minute_ms) DO UPDATE SET
     sum = excluded.sum,
     last = excluded.last,
     last_ts_ms = excluded.last_ts_ms,
-    last_seq = excluded.last_seq
+    last_seq = excluded.last_seq,
+    log_pos = excluded.log_pos
 ";
+
+/// Files created before points kept their log position.
+const ADDED: &[AddedColumn] = &[AddedColumn {
+    table: "minute_points",
+    column: "log_pos",
+    definition: "INTEGER NOT NULL DEFAULT 0",
+}];
 
 /// [`TimeSeriesStore`] in a SQLite file.
 #[derive(Clone)]
@@ -64,7 +77,7 @@ impl SqliteTimeSeries {
     /// Opens or creates the store's database at `path`.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Self> {
         Ok(Self {
-            db: SqliteDb::open(STORE, path, sync, SCHEMA)?,
+            db: SqliteDb::open(STORE, path, sync, SCHEMA, ADDED)?,
         })
     }
 }
@@ -157,6 +170,7 @@ impl TimeSeriesStore for SqliteTimeSeries {
                             s.last,
                             s.last_ts_ms,
                             s.last_seq,
+                            p.log_pos,
                         ])?;
                     }
                 }
@@ -175,7 +189,7 @@ impl TimeSeriesStore for SqliteTimeSeries {
         self.db
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT kind, count, min, max, sum, last, last_ts_ms, last_seq
+                    "SELECT kind, count, min, max, sum, last, last_ts_ms, last_seq, log_pos
                      FROM minute_points WHERE device = ?1 AND metric = ?2 AND minute_ms = ?3",
                 )?;
                 stmt.query_row(
@@ -187,6 +201,7 @@ impl TimeSeriesStore for SqliteTimeSeries {
                             metric,
                             minute_ms,
                             stats: stats_from(row, 1)?,
+                            log_pos: row.get(8)?,
                         })
                     },
                 )

@@ -1,6 +1,7 @@
 //! [`DeadLetterStore`] conformance: every field of a refused reading is
-//! kept, lists filter and come newest first, replays are recorded, counts
-//! group by reason.
+//! kept, a keyed letter is stored once however often it is delivered, lists
+//! filter and come newest first, replays are recorded, counts group by
+//! reason.
 
 use vatio_stores::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterReason, DeadLetterStore, NewDeadLetter,
@@ -24,6 +25,16 @@ fn letter(device: &str, seq: u64, reason: DeadLetterReason) -> NewDeadLetter {
         detail: format!("{reason} for {device}/{seq}"),
         source: "gateway-7 10.0.0.7:5000".to_owned(),
         received_ms: T0 + 10_000 + seq as i64,
+        key: None,
+    }
+}
+
+/// A letter as the dead-letter office files it from a log record: keyed by
+/// the record's position and the reading's index in it.
+fn keyed(device: &str, seq: u64, position: u64, index: u32) -> NewDeadLetter {
+    NewDeadLetter {
+        key: Some(format!("log:{position}:{index}")),
+        ..letter(device, seq, DeadLetterReason::OutOfRange)
     }
 }
 
@@ -45,6 +56,7 @@ pub async fn every_field_reads_back_and_ids_follow_input_order(store: &dyn DeadL
     odd.reading.metric = String::new();
     let mut inf = letter("c1", 2, NotFinite);
     inf.reading.value = f64::NEG_INFINITY;
+    inf.key = Some("log:4096:2".to_owned());
     let letters = vec![letter("c1", 1, OutOfRange), odd.clone(), inf.clone()];
 
     let ids = store.insert(&letters).await.expect("insert");
@@ -74,6 +86,83 @@ pub async fn every_field_reads_back_and_ids_follow_input_order(store: &dyn DeadL
     assert_eq!(nan_free, odd);
 
     assert!(store.insert(&[]).await.expect("empty insert").is_empty());
+}
+
+pub async fn a_keyed_letter_is_stored_once(store: &dyn DeadLetterStore) {
+    let first = keyed("c1", 1, 4096, 0);
+    let second = keyed("c1", 2, 4096, 1);
+
+    // Twice within one call: the second copy is skipped and has no id.
+    let ids = store
+        .insert(&[first.clone(), first.clone()])
+        .await
+        .expect("insert");
+    assert_eq!(ids.len(), 1);
+
+    // Delivered again after a restart, next to a new letter: only the new
+    // one is stored and only its id comes back.
+    let again = store
+        .insert(&[first.clone(), second.clone(), first.clone()])
+        .await
+        .expect("insert again");
+    assert_eq!(again.len(), 1);
+    assert!(again[0] > ids[0]);
+
+    let stored = store.list(&pending()).await.expect("list");
+    assert_eq!(
+        stored.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![again[0], ids[0]]
+    );
+    assert_eq!(stored[0].letter, second);
+    assert_eq!(stored[1].letter, first, "the first copy, key included");
+    assert_eq!(
+        store.counts().await.expect("counts"),
+        vec![(DeadLetterReason::OutOfRange, 2)]
+    );
+
+    // The key alone identifies the letter: different contents under a
+    // stored key are a redelivery too.
+    let mut changed = first.clone();
+    changed.detail = "filed again with other words".to_owned();
+    assert!(store.insert(&[changed]).await.expect("insert").is_empty());
+    assert_eq!(store.list(&pending()).await.expect("list").len(), 2);
+}
+
+pub async fn a_keyed_letter_delivered_after_its_replay_stays_replayed(store: &dyn DeadLetterStore) {
+    let l = keyed("c1", 1, 8192, 0);
+    let ids = store
+        .insert(std::slice::from_ref(&l))
+        .await
+        .expect("insert");
+    store
+        .mark_replayed(&ids, T0 + 60_000)
+        .await
+        .expect("replayed");
+    assert!(store.insert(&[l]).await.expect("redeliver").is_empty());
+    assert!(store.list(&pending()).await.expect("list").is_empty());
+    let all = store
+        .list(&DeadLetterFilter {
+            include_replayed: true,
+            ..pending()
+        })
+        .await
+        .expect("list all");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].replayed_ms, Some(T0 + 60_000));
+}
+
+pub async fn unkeyed_letters_are_never_deduplicated(store: &dyn DeadLetterStore) {
+    let l = letter("c1", 1, DeadLetterReason::Late);
+    let ids = store.insert(&[l.clone(), l.clone()]).await.expect("insert");
+    assert_eq!(ids.len(), 2);
+    let more = store
+        .insert(&[l.clone(), keyed("c1", 1, 0, 0)])
+        .await
+        .expect("insert again");
+    assert_eq!(more.len(), 2);
+    let stored = store.list(&pending()).await.expect("list");
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored.iter().filter(|s| s.letter == l).count(), 3);
 }
 
 pub async fn list_filters_by_reason_device_and_pending(store: &dyn DeadLetterStore) {

@@ -1,5 +1,6 @@
-//! [`DocumentStore`] conformance: minute documents and events upserted by
-//! stable id, event filters and order, and the retention sweep.
+//! [`DocumentStore`] conformance: minute documents (with their log
+//! positions) and events upserted by stable id, event filters and order, and
+//! the retention sweep.
 
 use std::collections::BTreeMap;
 
@@ -7,10 +8,13 @@ use vatio_stores::{
     DeviceKind, DocumentStore, Event, EventFilter, EventType, MINUTE_MS, Metric, MinuteDoc, UnixMs,
 };
 
-use super::{T0, dev, stats_of};
+use super::{T0, dev, log_end, stats_of};
 
+/// The document of one minute's readings, with the log position of the last
+/// of them.
 fn doc(device: &str, minute: i64, metrics: &[(Metric, &[f64])]) -> MinuteDoc {
     let minute_ms = T0 + minute * MINUTE_MS;
+    let readings = metrics.iter().map(|(_, values)| values.len()).sum();
     MinuteDoc {
         device: dev(device),
         kind: DeviceKind::ClimateSensor,
@@ -19,6 +23,7 @@ fn doc(device: &str, minute: i64, metrics: &[(Metric, &[f64])]) -> MinuteDoc {
             .iter()
             .map(|(m, values)| (*m, stats_of(minute_ms, values)))
             .collect::<BTreeMap<_, _>>(),
+        log_pos: log_end(minute, readings),
     }
 }
 
@@ -72,6 +77,7 @@ pub async fn upserting_a_minute_doc_replaces_it(store: &dyn DocumentStore) {
             (Metric::Humidity, &[45.0]),
         ],
     );
+    assert!(fuller.log_pos > first.log_pos);
     store
         .upsert_minute_docs(std::slice::from_ref(&fuller))
         .await
@@ -97,6 +103,31 @@ pub async fn upserting_a_minute_doc_replaces_it(store: &dyn DocumentStore) {
             .expect("get other device"),
         None
     );
+}
+
+pub async fn a_minute_docs_log_position_reads_back_as_written(store: &dyn DocumentStore) {
+    // 0 is "unknown" (a document written before positions were kept); the
+    // largest position every backend keeps is i64::MAX.
+    let positions = [0, 1, log_end(7, 3), (1 << 40) + 17, i64::MAX as u64];
+    let docs: Vec<_> = positions
+        .iter()
+        .enumerate()
+        .map(|(i, &log_pos)| {
+            let mut d = doc("c1", i as i64, &[(Metric::Temperature, &[20.0])]);
+            d.log_pos = log_pos;
+            d
+        })
+        .collect();
+    store.upsert_minute_docs(&docs).await.expect("upsert");
+    for d in &docs {
+        let stored = store
+            .minute_doc(&d.device, d.minute_ms)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(stored.log_pos, d.log_pos);
+        assert_eq!(&stored, d);
+    }
 }
 
 pub async fn upserting_an_event_replaces_it(store: &dyn DocumentStore) {

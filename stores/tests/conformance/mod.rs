@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each backend's test file runs the suites it implements
 
 pub mod archive;
+pub mod checkpoints;
 pub mod dead_letters;
 pub mod documents;
 pub mod staging;
@@ -55,7 +56,23 @@ pub fn stats_of(start_ms: UnixMs, values: &[f64]) -> Stats {
     stats
 }
 
-/// The point of `values` in minute `minute` after [`T0`].
+/// Length of every record in the tests' log.
+pub const RECORD_BYTES: u64 = 64;
+
+/// Records of the tests' log per minute: minute `m` after [`T0`] holds the
+/// records `100 m + 1 ..= 100 m + 100`.
+pub const RECORDS_PER_MINUTE: u64 = 100;
+
+/// The log position (end) of the `readings`-th record of minute `minute`:
+/// what a window that folded in that minute's first `readings` readings
+/// stores as its `log_pos`.
+pub fn log_end(minute: i64, readings: usize) -> u64 {
+    let minute = u64::try_from(minute).expect("test minutes are after T0");
+    (minute * RECORDS_PER_MINUTE + readings as u64) * RECORD_BYTES
+}
+
+/// The point of `values` in minute `minute` after [`T0`], with the log
+/// position of its last reading.
 pub fn point(
     device: &str,
     kind: DeviceKind,
@@ -70,5 +87,6 @@ pub fn point(
         metric,
         minute_ms,
         stats: stats_of(minute_ms, values),
+        log_pos: log_end(minute, values.len()),
     }
 }

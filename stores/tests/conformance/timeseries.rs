@@ -1,11 +1,11 @@
-//! [`TimeSeriesStore`] conformance: idempotent minute points, latest values,
-//! windowed series and the plant's power flow.
+//! [`TimeSeriesStore`] conformance: idempotent minute points with their log
+//! positions, latest values, windowed series and the plant's power flow.
 
 use vatio_stores::{
     DeviceKind, LatestFilter, MINUTE_MS, Metric, PowerFlowMinute, SeriesPoint, TimeSeriesStore,
 };
 
-use super::{T0, dev, point};
+use super::{T0, dev, log_end, point};
 
 const METER: DeviceKind = DeviceKind::ElectricityMeter;
 const CLIMATE: DeviceKind = DeviceKind::ClimateSensor;
@@ -27,8 +27,10 @@ pub async fn writing_a_point_twice_keeps_one_copy_with_the_new_values(store: &dy
         .expect("point");
     assert_eq!(stored, Some(first.clone()));
 
-    // A reopened minute is written again with more readings: it replaces.
+    // A reopened minute is written again with more readings: it replaces,
+    // log position included.
     let reopened = point("m1", METER, Metric::Power, 0, &[10.0, 20.0, 40.0]);
+    assert!(reopened.log_pos > first.log_pos);
     store
         .write_points(std::slice::from_ref(&reopened))
         .await
@@ -37,7 +39,8 @@ pub async fn writing_a_point_twice_keeps_one_copy_with_the_new_values(store: &dy
         .point(&dev("m1"), Metric::Power, first.minute_ms)
         .await
         .expect("point");
-    assert_eq!(stored, Some(reopened));
+    assert_eq!(stored, Some(reopened.clone()));
+    assert_eq!(stored.map(|p| p.log_pos), Some(log_end(0, 3)));
 
     let series = store
         .series(&dev("m1"), Metric::Power, T0, T0 + MINUTE_MS, 1)
@@ -45,6 +48,31 @@ pub async fn writing_a_point_twice_keeps_one_copy_with_the_new_values(store: &dy
         .expect("series");
     assert_eq!(series.len(), 1);
     assert_eq!(series[0].count, 3, "one copy of the minute, the new one");
+}
+
+pub async fn a_points_log_position_reads_back_as_written(store: &dyn TimeSeriesStore) {
+    // 0 is "unknown" (a point written before positions were kept); the
+    // largest position every backend keeps is i64::MAX.
+    let positions = [0, 1, log_end(7, 3), (1 << 40) + 17, i64::MAX as u64];
+    let points: Vec<_> = positions
+        .iter()
+        .enumerate()
+        .map(|(i, &log_pos)| {
+            let mut p = point("m1", METER, Metric::Power, i as i64, &[1.0, 2.0]);
+            p.log_pos = log_pos;
+            p
+        })
+        .collect();
+    store.write_points(&points).await.expect("write");
+    for p in &points {
+        let stored = store
+            .point(&p.device, p.metric, p.minute_ms)
+            .await
+            .expect("point")
+            .expect("stored");
+        assert_eq!(stored.log_pos, p.log_pos);
+        assert_eq!(&stored, p);
+    }
 }
 
 pub async fn a_missing_point_is_none(store: &dyn TimeSeriesStore) {

@@ -1,0 +1,190 @@
+//! How a subscriber reads the write-ahead log: each one (aggregator,
+//! stream-ETL, archiver, dead-letter office, device checkpoint) has its own
+//! durable position, a feed task that reads records from there into its
+//! bounded mailbox, and a [`Progress`] the tree reads to flush, to report
+//! lag and to truncate the log behind the slowest subscriber.
+//!
+//! A subscriber commits a position only once everything before it is in its
+//! sink, so a restart (of the actor or the node) resumes there and sees some
+//! records again: at-least-once, made exactly-once by idempotent sinks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ractor::ActorRef;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vatio_wal::{Log, LogError, Position, PositionStore};
+
+use crate::journal::StepRecord;
+use crate::mailbox::Bounded;
+use crate::pipeline::{LoggedStep, SubscriberMsg};
+use crate::stats::NodeStats;
+
+/// Most record bytes a feed reads from the log at a time.
+const READ_BYTES_MAX: usize = 1 << 20;
+/// Wait before a feed retries after a log read error.
+const READ_RETRY: Duration = Duration::from_secs(1);
+
+/// How far one subscriber has got in the log.
+#[derive(Debug)]
+pub struct Progress {
+    pub name: &'static str,
+    /// End of the last record folded into the subscriber's state (not yet
+    /// necessarily in its sink).
+    folded: watch::Sender<u64>,
+    /// Durable position: everything before it is in the sink.
+    committed: AtomicU64,
+}
+
+impl Progress {
+    pub fn new(name: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            folded: watch::Sender::new(0),
+            committed: AtomicU64::new(0),
+        })
+    }
+
+    pub fn folded(&self) -> u64 {
+        *self.folded.borrow()
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    pub fn set_folded(&self, end: u64) {
+        self.folded.send_if_modified(|v| {
+            let moved = end > *v;
+            if moved {
+                *v = end;
+            }
+            moved
+        });
+    }
+
+    pub fn set_committed(&self, end: u64) {
+        self.committed.fetch_max(end, Ordering::AcqRel);
+        self.set_folded(end);
+    }
+
+    /// Waits until the subscriber has folded everything before `target`.
+    pub async fn wait_folded(&self, target: u64) {
+        let mut rx = self.folded.subscribe();
+        // The sender lives in `self`, so this only ends by reaching the target.
+        let _ = rx.wait_for(|v| *v >= target).await;
+    }
+}
+
+/// What a subscriber needs to read the log and keep its position.
+#[derive(Clone)]
+pub struct LogConsumer {
+    pub log: Log,
+    pub positions: PositionStore,
+    pub progress: Arc<Progress>,
+    /// Bound of the subscriber's mailbox, in readings.
+    pub mailbox_readings: usize,
+    pub stats: Arc<NodeStats>,
+}
+
+impl LogConsumer {
+    pub fn name(&self) -> &'static str {
+        self.progress.name
+    }
+
+    /// Where this subscriber resumes: its committed position, or the start
+    /// of the log for a new subscriber.
+    pub fn resume_position(&self) -> Result<u64, LogError> {
+        let start = self.log.start().0;
+        let pos = match self.positions.load(self.name())? {
+            Some(p) => p.0,
+            None => start,
+        };
+        self.progress.set_committed(pos);
+        Ok(pos)
+    }
+
+    /// Starts the feed of records from `from` into the subscriber's mailbox.
+    pub fn start_feed(&self, actor: ActorRef<SubscriberMsg>, from: u64) -> Result<Feed, LogError> {
+        let reader = self.log.reader(Position(from))?;
+        let mailbox = Bounded::new(self.name(), actor, self.mailbox_readings);
+        let name = self.name();
+        let stats = self.stats.clone();
+        Ok(Feed(tokio::spawn(run_feed(name, reader, mailbox, stats))))
+    }
+
+    /// Makes `end` the subscriber's durable position.
+    pub async fn commit(&self, end: u64) -> Result<(), LogError> {
+        if end <= self.progress.committed() {
+            return Ok(());
+        }
+        self.positions
+            .commit_async(self.name(), Position(end))
+            .await?;
+        self.progress.set_committed(end);
+        Ok(())
+    }
+}
+
+/// A running feed; stops when dropped (with the subscriber's state).
+pub struct Feed(JoinHandle<()>);
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run_feed(
+    name: &'static str,
+    mut reader: vatio_wal::LogReader,
+    mailbox: Bounded<SubscriberMsg>,
+    stats: Arc<NodeStats>,
+) {
+    loop {
+        let records = match reader.next_batch(READ_BYTES_MAX).await {
+            Ok(r) => r,
+            Err(LogError::Closed) => return,
+            Err(e) => {
+                NodeStats::add(&stats.log_read_errors, 1);
+                tracing::error!(subscriber = name, error = %e, "reading the write-ahead log failed; retrying");
+                tokio::time::sleep(READ_RETRY).await;
+                continue;
+            }
+        };
+        let mut steps = Vec::with_capacity(records.len());
+        let mut weight = 0usize;
+        for rec in records {
+            match StepRecord::decode(&rec.payload) {
+                Ok(step) => {
+                    weight += step.released_len() + step.letters.len() + 1;
+                    steps.push(LoggedStep {
+                        end: rec.end.0,
+                        step: Arc::new(step),
+                    });
+                }
+                Err(e) => {
+                    // The checksum held, so the bytes are as written: another
+                    // version wrote them. Counted and reported, never silent.
+                    NodeStats::add(&stats.log_records_undecodable, 1);
+                    tracing::error!(subscriber = name, position = rec.position.0, error = %e, "skipping an undecodable log record");
+                    steps.push(LoggedStep {
+                        end: rec.end.0,
+                        step: Arc::new(StepRecord::empty()),
+                    });
+                }
+            }
+        }
+        if steps.is_empty() {
+            continue;
+        }
+        let sent = mailbox
+            .send(weight, |permit| SubscriberMsg::Steps { steps, permit })
+            .await;
+        if sent.is_err() {
+            return;
+        }
+    }
+}

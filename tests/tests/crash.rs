@@ -1,0 +1,439 @@
+//! The crash test: an acknowledged reading survives `kill -9` of the node.
+//!
+//! Real processes: one `vatio node` on a data directory and a fixed port,
+//! and one `vatio load` feeding it for the whole test while the node is
+//! killed with SIGKILL and restarted on the same data, a few times, at
+//! seeded random moments. The load generator reconnects and re-sends what
+//! was not acknowledged by itself, and lists every reading it saw
+//! acknowledged (`--acks-out`). Then the node is flushed and stopped
+//! cleanly, and its stores are read directly from disk:
+//!
+//! - every acknowledged reading is in the Parquet archive, exactly once,
+//!   and each file keeps a device's readings in seq order;
+//! - the replica archive holds byte-identical files;
+//! - each (device, minute) of the archive is counted exactly as often in
+//!   the time-series point and in the minute document as it has archived
+//!   readings: a reading counted twice or lost in a crash shows there.
+//!
+//! Needs the `vatio` binary: `cargo build -p vatio-cluster --bin vatio`
+//! (`scripts/test.sh` does it), or `VATIO_BIN=/path/to/vatio`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+use tokio::time::Instant;
+use vatio_stores::archive::Side;
+use vatio_stores::{DeviceId, HourKey, Metric, hour_of, minute_of};
+use vatio_tests::process::{
+    NodeFiles, NodeProcess, Process, archived_files, files_under, flush, free_port, vatio_bin,
+    vatio_command,
+};
+
+/// Seed of the kill schedule (how long to wait before each kill).
+const KILL_SEED: u64 = 0x7661_7469_6f00_0001;
+/// Seed of the load generator's values.
+const LOAD_SEED: u64 = 20_261_126;
+/// SIGKILLs of the node during the load.
+const KILLS: usize = 4;
+/// Wait before each kill, drawn uniformly from this range, in ms.
+const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 500..=2_500;
+
+const DEVICES: u32 = 20;
+const RATE_READINGS_PER_S: u32 = 2_000;
+const BATCH_READINGS: u32 = 50;
+const CONCURRENCY: u32 = 4;
+/// Long enough to cover every kill and restart, with healthy time after.
+const LOAD_DURATION: Duration = Duration::from_secs(20);
+
+/// Liveness bounds only; never asserted as performance.
+const TEST_DEADLINE: Duration = Duration::from_secs(240);
+const NODE_START_MAX: Duration = Duration::from_secs(60);
+const LOAD_EXIT_AFTER_DURATION_MAX: Duration = Duration::from_secs(60);
+const FLUSH_MAX: Duration = Duration::from_secs(60);
+const NODE_STOP_MAX: Duration = Duration::from_secs(60);
+
+/// Examples listed per kind of problem.
+const EXAMPLES_MAX: usize = 10;
+
+/// Small flush delays so the sinks see readings soon after they arrive.
+const NODE_CONFIG_EXTRA: &str = "\
+[aggregator]
+flush_max_delay = \"200ms\"
+
+[stream_etl]
+flush_max_delay = \"200ms\"
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_readings_survive_kill_9_of_the_node() -> anyhow::Result<()> {
+    eprintln!(
+        "crash test: kill seed {KILL_SEED}, load seed {LOAD_SEED}, {KILLS} kills, \
+         {DEVICES} devices at {RATE_READINGS_PER_S} readings/s for {LOAD_DURATION:?}"
+    );
+    // Dropping the run (deadline or failure) drops its processes, which
+    // kills them.
+    match tokio::time::timeout(TEST_DEADLINE, run()).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("crash test did not finish within {TEST_DEADLINE:?}"),
+    }
+}
+
+/// What the load generator reported (`--json`), the fields this test reads.
+#[derive(Debug, Default)]
+struct LoadTotals {
+    sent: u64,
+    acked: u64,
+    dead_lettered: u64,
+    backoffs: u64,
+    errors: u64,
+    listed: Option<u64>,
+}
+
+impl LoadTotals {
+    fn parse(json: &str) -> anyhow::Result<Self> {
+        let v: serde_json::Value =
+            serde_json::from_str(json).with_context(|| format!("load report: {json}"))?;
+        let field = |name: &str| {
+            v[name]
+                .as_u64()
+                .with_context(|| format!("load report has no {name}: {json}"))
+        };
+        Ok(Self {
+            sent: field("readings_sent")?,
+            acked: field("readings_acked")?,
+            dead_lettered: field("readings_dead_lettered")?,
+            backoffs: field("backoffs")?,
+            errors: field("errors")?,
+            listed: v["readings_acked_listed"].as_u64(),
+        })
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let bin = vatio_bin()?;
+    let dir = tempfile::tempdir()?;
+    let result = run_in(&bin, dir.path()).await;
+    if result.is_err() {
+        // Its processes are gone by now; their logs and data stay behind.
+        let kept = dir.keep();
+        eprintln!(
+            "crash test: kept {} (node-run*/load logs, data/, acks.txt) for inspection",
+            kept.display()
+        );
+    }
+    result
+}
+
+async fn run_in(bin: &Path, root: &Path) -> anyhow::Result<()> {
+    let port = free_port()?;
+    let files = NodeFiles::write(root, port, NODE_CONFIG_EXTRA)?;
+    let acks_path = root.join("acks.txt");
+    eprintln!("crash test: working in {}", root.display());
+
+    let mut node = NodeProcess::start(bin, &files, root, NODE_START_MAX).await?;
+    let load_args = [
+        "load".to_owned(),
+        "--addr".to_owned(),
+        files.endpoint(),
+        "--devices".to_owned(),
+        DEVICES.to_string(),
+        "--rate".to_owned(),
+        RATE_READINGS_PER_S.to_string(),
+        "--batch".to_owned(),
+        BATCH_READINGS.to_string(),
+        "--concurrency".to_owned(),
+        CONCURRENCY.to_string(),
+        "--duration".to_owned(),
+        format!("{}s", LOAD_DURATION.as_secs()),
+        "--seed".to_owned(),
+        LOAD_SEED.to_string(),
+        "--seq-start".to_owned(),
+        "1".to_owned(),
+        "--acks-out".to_owned(),
+        acks_path.display().to_string(),
+        "--json".to_owned(),
+    ];
+    let load_args: Vec<&str> = load_args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut load = Process::spawn("load", vatio_command(bin, &load_args), root)?;
+
+    let mut rng = SmallRng::seed_from_u64(KILL_SEED);
+    for round in 1..=KILLS {
+        let wait = Duration::from_millis(rng.random_range(KILL_AFTER_MS));
+        tokio::time::sleep(wait).await;
+        if let Some(status) = load.try_exit()? {
+            anyhow::bail!(
+                "the load generator exited ({status}) before kill {round}\n{}",
+                load.logs()
+            );
+        }
+        let at = started.elapsed();
+        node.kill_and_restart(NODE_START_MAX).await?;
+        eprintln!(
+            "crash test: kill {round}/{KILLS} at {:.2}s (after {wait:?}); serving again after {:.2}s",
+            at.as_secs_f64(),
+            (started.elapsed() - at).as_secs_f64()
+        );
+    }
+
+    let load_left = LOAD_DURATION.saturating_sub(started.elapsed());
+    let status = load.wait(load_left + LOAD_EXIT_AFTER_DURATION_MAX).await?;
+    anyhow::ensure!(
+        status.success(),
+        "the load generator failed ({status})\n{}",
+        load.logs()
+    );
+    let report_json = std::fs::read_to_string(load.stdout_path())?;
+    let totals = LoadTotals::parse(&report_json)?;
+    eprintln!("crash test: load report {report_json}");
+
+    tokio::time::timeout(FLUSH_MAX, flush(&files.endpoint()))
+        .await
+        .context("Admin.Flush did not return in time")?
+        .context("Admin.Flush")?;
+    let stopped = node.process().terminate(NODE_STOP_MAX).await?;
+    anyhow::ensure!(
+        stopped.success(),
+        "the node did not stop cleanly on SIGTERM ({stopped})\n{}",
+        node.process().logs()
+    );
+
+    verify(&files, &acks_path, &totals).await
+}
+
+/// The acknowledged readings: one `{device} {seq}` line each.
+fn read_acks(path: &Path) -> anyhow::Result<(u64, HashSet<(String, u64)>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = 0u64;
+    let mut acked = HashSet::new();
+    for line in text.lines() {
+        let (device, seq) = line
+            .split_once(' ')
+            .with_context(|| format!("malformed ack line {line:?}"))?;
+        let seq = seq
+            .parse::<u64>()
+            .with_context(|| format!("malformed seq in ack line {line:?}"))?;
+        acked.insert((device.to_owned(), seq));
+        lines += 1;
+    }
+    Ok((lines, acked))
+}
+
+/// Problems found, grouped by kind, with a few examples each.
+#[derive(Default)]
+struct Findings {
+    kinds: BTreeMap<&'static str, (u64, Vec<String>)>,
+}
+
+impl Findings {
+    fn add(&mut self, kind: &'static str, example: impl FnOnce() -> String) {
+        let (count, examples) = self.kinds.entry(kind).or_default();
+        *count += 1;
+        if examples.len() < EXAMPLES_MAX {
+            examples.push(example());
+        }
+    }
+
+    fn count(&self, kind: &'static str) -> u64 {
+        self.kinds.get(kind).map_or(0, |(count, _)| *count)
+    }
+
+    fn report(&self) -> String {
+        let mut out = String::new();
+        for (kind, (count, examples)) in &self.kinds {
+            let _ = writeln!(out, "{count} {kind}; first {}:", examples.len());
+            for example in examples {
+                let _ = writeln!(out, "    {example}");
+            }
+        }
+        out
+    }
+}
+
+async fn verify(files: &NodeFiles, acks_path: &Path, totals: &LoadTotals) -> anyhow::Result<()> {
+    let cfg = files.load()?;
+    let mut findings = Findings::default();
+
+    let (ack_lines, acked) = read_acks(acks_path)?;
+    if ack_lines != acked.len() as u64 {
+        findings.add("readings listed as acknowledged more than once", || {
+            format!("{ack_lines} lines for {} distinct readings", acked.len())
+        });
+    }
+    if totals.listed != Some(ack_lines) || totals.acked != ack_lines {
+        findings.add("load report disagreeing with its --acks-out file", || {
+            format!(
+                "{ack_lines} lines, report says {} acked and {:?} listed",
+                totals.acked, totals.listed
+            )
+        });
+    }
+    if totals.dead_lettered > 0 {
+        findings.add(
+            "acknowledged readings dead-lettered (never archived)",
+            || format!("{} readings", totals.dead_lettered),
+        );
+    }
+
+    // The archive: every row of every hour file of the primary root.
+    let primary_root = cfg.data_path(&cfg.archiver.primary_root);
+    let replica_root = cfg.data_path(&cfg.archiver.replica_root);
+    let mut archived: HashMap<(String, u64), u32> = HashMap::new();
+    // (device, minute) → archived readings in it.
+    let mut per_minute: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    let mut hours = BTreeSet::new();
+    for (file, rows) in archived_files(&primary_root)? {
+        let mut last_seq: HashMap<&DeviceId, u64> = HashMap::new();
+        for row in &rows {
+            if let Some(before) = last_seq.insert(&row.device, row.seq)
+                && before >= row.seq
+            {
+                findings.add("rows out of seq order within a file", || {
+                    format!(
+                        "{}: {} seq {} after {before}",
+                        file.display(),
+                        row.device,
+                        row.seq
+                    )
+                });
+            }
+            hours.insert(HourKey {
+                kind: row.kind,
+                hour_ms: hour_of(row.ts_ms),
+            });
+            *archived
+                .entry((row.device.to_string(), row.seq))
+                .or_default() += 1;
+            *per_minute
+                .entry((row.device.to_string(), minute_of(row.ts_ms)))
+                .or_default() += 1;
+        }
+    }
+    for ((device, seq), times) in &archived {
+        if *times > 1 {
+            findings.add("readings archived more than once", || {
+                format!("{device} {seq} ({times} times)")
+            });
+        }
+    }
+    let mut missing: Vec<&(String, u64)> = acked
+        .iter()
+        .filter(|key| !archived.contains_key(*key))
+        .collect();
+    missing.sort();
+    for (device, seq) in missing {
+        findings.add("acknowledged readings missing from the archive", || {
+            format!("{device} {seq}")
+        });
+    }
+
+    // The replica: the same files, byte for byte, manifests included.
+    let primary_files = files_under(&primary_root)?;
+    let replica_files = files_under(&replica_root)?;
+    for file in primary_files.iter().chain(&replica_files) {
+        let a = std::fs::read(primary_root.join(file)).ok();
+        let b = std::fs::read(replica_root.join(file)).ok();
+        if a != b {
+            findings.add(
+                "archive files differing between primary and replica",
+                || {
+                    let side = match (&a, &b) {
+                        (None, _) => "missing from the primary",
+                        (_, None) => "missing from the replica",
+                        _ => "different bytes",
+                    };
+                    format!("{}: {side}", file.display())
+                },
+            );
+        }
+    }
+
+    // Stores, read directly: the node is stopped.
+    let stores = vatio_cluster::stores::open_embedded(&cfg)?;
+    for side in Side::BOTH {
+        for hour in &hours {
+            if let Err(e) = stores.archive.verify(side, *hour).await {
+                findings.add("hour files not matching their manifest", || {
+                    format!("{} {hour:?}: {e}", side.as_str())
+                });
+            }
+        }
+    }
+    for ((device, minute_ms), count) in &per_minute {
+        let id = DeviceId::new(device.as_str());
+        let point = stores
+            .timeseries
+            .point(&id, Metric::Power, *minute_ms)
+            .await?;
+        let stored = point.map(|p| p.stats.count);
+        if stored != Some(*count) {
+            findings.add("time-series minutes miscounted", || {
+                format!("{device} minute {minute_ms}: {count} archived, point counts {stored:?}")
+            });
+        }
+        let doc = stores.documents.minute_doc(&id, *minute_ms).await?;
+        let stored = doc.and_then(|d| d.metrics.get(&Metric::Power).map(|s| s.count));
+        if stored != Some(*count) {
+            findings.add("minute documents miscounted", || {
+                format!("{device} minute {minute_ms}: {count} archived, document counts {stored:?}")
+            });
+        }
+    }
+
+    eprintln!(
+        "crash test: sent {} acked {} archived {} over {KILLS} kills \
+         (kill seed {KILL_SEED}, load seed {LOAD_SEED}); told to back off {} times, {} stream errors (reconnects)",
+        totals.sent,
+        acked.len(),
+        archived.len(),
+        totals.backoffs,
+        totals.errors
+    );
+    eprintln!(
+        "crash test: {} of {} acknowledged readings missing from the archive",
+        findings.count("acknowledged readings missing from the archive"),
+        acked.len()
+    );
+    anyhow::ensure!(
+        !acked.is_empty(),
+        "the load generator saw nothing acknowledged"
+    );
+    anyhow::ensure!(
+        findings.kinds.is_empty(),
+        "crash test found problems (kill seed {KILL_SEED}, load seed {LOAD_SEED}):\n{}",
+        findings.report()
+    );
+    Ok(())
+}
+
+/// Problems are counted per kind with the first few examples, so a failure
+/// reads as "how many, and which".
+#[test]
+fn findings_group_examples_by_kind() {
+    let mut findings = Findings::default();
+    for seq in 0..(EXAMPLES_MAX as u64 + 5) {
+        findings.add("acknowledged readings missing from the archive", || {
+            format!("load-000001 {seq}")
+        });
+    }
+    findings.add("readings archived more than once", || {
+        "load-000002 7 (2 times)".to_owned()
+    });
+    let report = findings.report();
+    assert!(
+        report.contains("15 acknowledged readings missing from the archive; first 10:"),
+        "{report}"
+    );
+    assert!(report.contains("load-000001 9") && !report.contains("load-000001 10"));
+    assert!(report.contains("1 readings archived more than once; first 1:"));
+    assert_eq!(
+        findings.count("acknowledged readings missing from the archive"),
+        15
+    );
+}

@@ -1,0 +1,154 @@
+//! Readers: arbitrary start positions, the tail cache versus the files, and
+//! waiting at the head.
+
+use bytes::Bytes;
+use vatio_wal::{HEADER_BYTES, Log, LogConfig, LogError, Position};
+
+use crate::common::*;
+
+async fn log_with_records(
+    dir: &std::path::Path,
+    tail_cache_bytes_max: usize,
+    count: usize,
+) -> (Log, Vec<Bytes>, Vec<vatio_wal::Appended>) {
+    let mut cfg = small_segments(dir, 2048);
+    cfg.tail_cache_bytes_max = tail_cache_bytes_max;
+    let (log, _) = Log::open(cfg).expect("open");
+    let payloads: Vec<Bytes> = (0..count).map(|i| payload(i, 40 + i % 60)).collect();
+    let acks = append_all(&log, &payloads).await;
+    (log, payloads, acks)
+}
+
+#[tokio::test]
+async fn a_reader_starts_at_any_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, payloads, acks) = log_with_records(dir.path(), 1 << 20, 120).await;
+    for k in [0, 1, 37, 63, 119] {
+        let records = read_to_head(&log, acks[k].position, 300).await;
+        assert_eq!(records[0].position, acks[k].position);
+        assert_eq!(
+            payloads_of(&records),
+            payloads[k..].to_vec(),
+            "from record {k}"
+        );
+    }
+    // A record's end works as a start too, also where it is a segment's end.
+    let records = read_to_head(&log, acks[63].end, 300).await;
+    assert_eq!(payloads_of(&records), payloads[64..].to_vec());
+    log.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn readers_behind_a_tiny_cache_read_the_files_and_check_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, payloads, acks) = log_with_records(dir.path(), 256, 120).await;
+    assert!(log.stats().tail_cache_bytes <= 256);
+    // Everything but the last few records must come from the files.
+    let records = read_to_head(&log, log.start(), 500).await;
+    assert_eq!(payloads_of(&records), payloads);
+
+    // The files are what is served: a flipped payload byte is caught on read.
+    let (base, path) = segment_of(dir.path(), acks[3].position);
+    flip_byte(&path, acks[3].position.0 - base + 8 + 2, 0x40);
+    let mut reader = log.reader(acks[2].position).expect("reader");
+    let batch = within("batch", reader.next_batch(1))
+        .await
+        .expect("record 2 is fine");
+    assert_eq!(batch[0].payload, payloads[2]);
+    let err = within("batch", reader.next_batch(1 << 20))
+        .await
+        .expect_err("corrupt");
+    match err {
+        LogError::Corrupt {
+            path: p,
+            offset,
+            detail,
+        } => {
+            assert_eq!(p, path);
+            assert_eq!(offset, acks[3].position.0 - base);
+            assert!(detail.contains("checksum"), "{detail}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    log.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn readers_near_the_head_are_served_from_the_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, payloads, acks) = log_with_records(dir.path(), 1 << 20, 120).await;
+    // Damage the first segment on disk: a reader served from memory never sees it.
+    let (base, path) = segment_of(dir.path(), acks[3].position);
+    flip_byte(&path, acks[3].position.0 - base + 8 + 2, 0x40);
+    let records = read_to_head(&log, log.start(), 500).await;
+    assert_eq!(payloads_of(&records), payloads);
+    assert!(log.stats().tail_cache_bytes > 0);
+    log.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_reader_at_the_head_wakes_on_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _, _) = log_with_records(dir.path(), 1 << 20, 3).await;
+    let mut reader = log.reader(log.visible_head()).expect("reader");
+    let mut batch = Box::pin(reader.next_batch(1 << 20));
+    assert!(
+        futures::poll!(&mut batch).is_pending(),
+        "nothing to read yet"
+    );
+    let ack = log
+        .append(Bytes::from_static(b"wake up"))
+        .await
+        .expect("append");
+    let records = within("the waiting reader", batch).await.expect("batch");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].position, ack.position);
+    assert_eq!(records[0].payload, Bytes::from_static(b"wake up"));
+    log.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_reader_at_the_head_of_a_closed_log_gets_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _, _) = log_with_records(dir.path(), 1 << 20, 3).await;
+    let mut reader = log.reader(log.start()).expect("reader");
+    let mut waiting = log.reader(log.visible_head()).expect("reader");
+    let mut batch = Box::pin(waiting.next_batch(100));
+    assert!(futures::poll!(&mut batch).is_pending());
+    log.close().await.expect("close");
+    assert!(matches!(
+        within("closed", batch).await,
+        Err(LogError::Closed)
+    ));
+    assert_eq!(
+        within("rest", reader.next_batch(1 << 20))
+            .await
+            .expect("rest")
+            .len(),
+        3
+    );
+    assert!(matches!(
+        within("end", reader.next_batch(1 << 20)).await,
+        Err(LogError::Closed)
+    ));
+}
+
+#[tokio::test]
+async fn readers_cannot_start_past_the_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _) = Log::open(LogConfig::new(dir.path())).expect("open");
+    let head = log.visible_head();
+    assert_eq!(head, Position(HEADER_BYTES));
+    assert!(
+        log.reader(Position(0)).is_ok(),
+        "the base of the first segment means its start"
+    );
+    match log.reader(Position(head.0 + 1)) {
+        Err(LogError::BeyondHead { requested, head: h }) => {
+            assert_eq!(requested, Position(head.0 + 1));
+            assert_eq!(h, head);
+        }
+        other => panic!("expected BeyondHead, got {:?}", other.err()),
+    }
+    log.close().await.expect("close");
+}
