@@ -82,22 +82,104 @@ pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
             json!(s.sink_writes_rejected),
         ),
     ];
+    let log = s.log.clone().unwrap_or_default();
+    let log_fields: Vec<(&str, &str, Value)> = vec![
+        ("log_size_bytes", "log bytes", json!(log.size_bytes)),
+        ("log_segments", "log segments", json!(log.segments)),
+        ("log_appends", "log appends", json!(log.appends)),
+        ("log_groups", "log group commits", json!(log.groups)),
+        ("log_fsyncs", "log fsyncs", json!(log.fsyncs)),
+        (
+            "log_fsync_p50_us",
+            "log fsync p50 (µs)",
+            json!(log.fsync_micros_p50),
+        ),
+        (
+            "log_fsync_p99_us",
+            "log fsync p99 (µs)",
+            json!(log.fsync_micros_p99),
+        ),
+        (
+            "log_fsync_max_us",
+            "log fsync max (µs)",
+            json!(log.fsync_micros_max),
+        ),
+        (
+            "log_write_errors",
+            "log write errors",
+            json!(log.write_errors),
+        ),
+        (
+            "log_append_failures",
+            "ingest steps the log refused",
+            json!(log.append_failures),
+        ),
+        (
+            "log_recovered_records",
+            "log records at start-up",
+            json!(log.recovered_records),
+        ),
+        (
+            "log_recovered_bytes_cut",
+            "log bytes cut at start-up",
+            json!(log.recovered_bytes_cut),
+        ),
+        (
+            "log_recovered_cut",
+            "log cut at start-up",
+            json!(log.recovered_cut),
+        ),
+        (
+            "log_recovery_scan_ms",
+            "log scan at start-up (ms)",
+            json!(log.recovery_scan_ms),
+        ),
+        (
+            "devices_records_replayed",
+            "records replayed for device state",
+            json!(log.devices_records_replayed),
+        ),
+        (
+            "devices_rebuild_ms",
+            "device state rebuild (ms)",
+            json!(log.devices_rebuild_ms),
+        ),
+    ];
+    let mut fields: Vec<(String, String, Value)> = fields
+        .into_iter()
+        .chain(log_fields)
+        .map(|(k, l, v)| (k.to_owned(), l.to_owned(), v))
+        .collect();
+    for sub in &s.subscribers {
+        fields.push((
+            format!("lag_bytes_{}", sub.name),
+            format!("{} lag (log bytes)", sub.name),
+            json!(sub.lag_bytes),
+        ));
+    }
+    for sink in &s.sinks {
+        fields.push((
+            format!("breaker_{}", sink.name),
+            format!("{} breaker", sink.name),
+            json!(sink.breaker),
+        ));
+    }
     if as_json {
         let object: serde_json::Map<String, Value> = fields
             .into_iter()
-            .map(|(key, _, value)| (key.to_string(), value))
+            .map(|(key, _, value)| (key, value))
             .collect();
         println!("{}", serde_json::to_string_pretty(&object)?);
         return Ok(());
     }
     let mut t = table::new(&["counter", "value"]);
     for (key, label, value) in fields {
-        let shown = match (key, &value) {
+        let shown = match (key.as_str(), &value) {
             ("started_unix_ms", _) => table::time(s.started_unix_ms),
             (_, Value::String(text)) => text.clone(),
             (_, other) => other.to_string(),
         };
-        t.add_row(vec![label.to_string(), shown]);
+        t.add_row(vec![label, shown]);
     }
     println!("{t}");
     Ok(())
