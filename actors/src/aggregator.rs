@@ -42,8 +42,6 @@ pub struct AggregatorState {
     args: AggregatorArgs,
     windows: Windows<PointKey, MinutePoint>,
     dirty_since_ms: Option<i64>,
-    /// End of the last log record folded in.
-    folded: u64,
     _feed: Feed,
 }
 
@@ -66,12 +64,10 @@ impl Actor for Aggregator {
         let lateness = i64::try_from(args.cfg.window_lateness.as_millis()).unwrap_or(0);
         let tick = (args.cfg.flush_max_delay / 4).max(Duration::from_millis(10));
         myself.send_interval(tick, || SubscriberMsg::Tick);
-        let from = args.consumer.resume_position()?;
-        let feed = args.consumer.start_feed(myself, from)?;
+        let feed = args.consumer.resume(myself)?;
         Ok(AggregatorState {
             windows: Windows::new(lateness, horizon),
             dirty_since_ms: None,
-            folded: from,
             _feed: feed,
             args,
         })
@@ -90,10 +86,9 @@ impl Actor for Aggregator {
                     for r in logged.step.released() {
                         st.absorb(r, logged.end, &mut folding).await?;
                     }
-                    st.folded = logged.end;
                 }
                 drop(permit);
-                st.args.consumer.progress.set_folded(st.folded);
+                st.args.consumer.folded(&steps);
                 if st.windows.dirty_len() >= st.args.cfg.flush_max_points as usize {
                     st.flush().await?;
                 }
@@ -108,7 +103,7 @@ impl Actor for Aggregator {
                     st.flush().await?;
                 } else if st.dirty_since_ms.is_none() {
                     // Nothing buffered: everything folded is in the store.
-                    st.args.consumer.commit(st.folded).await?;
+                    st.args.consumer.commit_folded().await?;
                 }
                 st.windows.evict(now);
             }
@@ -191,31 +186,19 @@ impl AggregatorState {
             .into_iter()
             .map(|(_, p)| p)
             .collect();
-        if !points.is_empty() {
-            let store = self.args.store.clone();
-            match self.args.guard.call(|| store.write_points(&points)).await {
-                Ok(()) => NodeStats::add(&self.args.stats.points_written, points.len() as u64),
-                Err(rejected) => {
-                    // One malformed point must not hold the rest back: write
-                    // them one by one and dead-letter only those refused.
-                    tracing::error!(error = %rejected, points = points.len(), "time-series store rejected a batch; writing points one by one");
-                    for p in &points {
-                        let one = std::slice::from_ref(p);
-                        match self.args.guard.call(|| store.write_points(one)).await {
-                            Ok(()) => NodeStats::add(&self.args.stats.points_written, 1),
-                            Err(e) => {
-                                NodeStats::add(&self.args.stats.sink_writes_rejected, 1);
-                                self.args
-                                    .rejects
-                                    .dead_letter(point_letter(p, &e.to_string()))
-                                    .await?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        self.args.consumer.commit(self.folded).await?;
+        let written = self
+            .args
+            .rejects
+            .write_or_split(
+                &self.args.guard,
+                self.args.store.as_ref(),
+                &points,
+                |store, batch| store.write_points(batch),
+                |p, error| vec![point_letter(p, error)],
+            )
+            .await?;
+        NodeStats::add(&self.args.stats.points_written, written);
+        self.args.consumer.commit_folded().await?;
         Ok(())
     }
 }

@@ -51,8 +51,6 @@ pub struct ArchiverState {
     buffer: Vec<Reading>,
     next_seal_ms: i64,
     next_purge_ms: i64,
-    /// End of the last log record buffered.
-    folded: u64,
     _feed: Feed,
 }
 
@@ -79,10 +77,8 @@ impl Actor for Archiver {
             SubscriberMsg::Tick
         });
         let now = args.clock.now_ms();
-        let from = args.consumer.resume_position()?;
-        let feed = args.consumer.start_feed(myself, from)?;
+        let feed = args.consumer.resume(myself)?;
         Ok(ArchiverState {
-            folded: from,
             _feed: feed,
             args,
             buffer: Vec::new(),
@@ -101,10 +97,9 @@ impl Actor for Archiver {
             SubscriberMsg::Steps { steps, permit } => {
                 for logged in &steps {
                     st.buffer.extend(logged.step.released().cloned());
-                    st.folded = logged.end;
                 }
                 drop(permit);
-                st.args.consumer.progress.set_folded(st.folded);
+                st.args.consumer.folded(&steps);
                 if st.buffer.len() >= STAGE_BATCH {
                     st.stage().await?;
                 }
@@ -154,7 +149,7 @@ impl ArchiverState {
                 .call(|| staging.stage(&rows))
                 .await?;
         }
-        self.args.consumer.commit(self.folded).await?;
+        self.args.consumer.commit_folded().await?;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use vatio_stores::{CheckpointStore, DeviceId};
 
 use crate::feed::{Feed, LogConsumer};
-use crate::journal::encode_state;
+use crate::journal::{StepRecord, decode_state, encode_state};
 use crate::logic::device::DeviceState;
 use crate::pipeline::SubscriberMsg;
 use crate::sink_retry::SinkGuard;
@@ -30,9 +30,7 @@ pub struct Checkpointer;
 
 pub struct CheckpointState {
     args: CheckpointArgs,
-    devices: HashMap<DeviceId, DeviceState>,
-    changed: HashSet<DeviceId>,
-    folded: u64,
+    table: DeviceTable,
     _feed: Feed,
 }
 
@@ -51,18 +49,15 @@ impl Actor for Checkpointer {
         // too).
         let store = args.store.clone();
         let saved = args.guard.call(|| store.load()).await?;
-        let folded = saved
+        let position = saved
             .position
             .unwrap_or_else(|| args.consumer.log.start().0);
-        let devices = decode_devices(saved.devices)?;
-        args.consumer.progress.set_committed(folded);
+        let table = DeviceTable::decode(saved.devices)?;
         myself.send_interval(args.interval, || SubscriberMsg::Tick);
-        let feed = args.consumer.start_feed(myself, folded)?;
+        let feed = args.consumer.start_feed(myself, position)?;
         Ok(CheckpointState {
             args,
-            devices,
-            changed: HashSet::new(),
-            folded,
+            table,
             _feed: feed,
         })
     }
@@ -76,18 +71,10 @@ impl Actor for Checkpointer {
         match msg {
             SubscriberMsg::Steps { steps, permit } => {
                 for logged in &steps {
-                    let step = &logged.step;
-                    if !step.ops.is_empty() {
-                        let state = st.devices.entry(step.device.clone()).or_default();
-                        for op in &step.ops {
-                            state.apply(op);
-                        }
-                        st.changed.insert(step.device.clone());
-                    }
-                    st.folded = logged.end;
+                    st.table.fold(&logged.step);
                 }
                 drop(permit);
-                st.args.consumer.progress.set_folded(st.folded);
+                st.args.consumer.folded(&steps);
             }
             SubscriberMsg::Tick => st.save().await?,
             SubscriberMsg::Flush(reply) => {
@@ -100,39 +87,79 @@ impl Actor for Checkpointer {
 }
 
 impl CheckpointState {
+    /// Saves the changed devices with the position they are folded to, in
+    /// one transaction; that position is this subscriber's commit.
     async fn save(&mut self) -> Result<(), ActorProcessingErr> {
-        if self.folded <= self.args.consumer.progress.committed() {
+        let progress = &self.args.consumer.progress;
+        let position = progress.folded();
+        if position <= progress.committed() {
             return Ok(());
         }
-        let mut changed = Vec::with_capacity(self.changed.len());
-        for device in &self.changed {
-            if let Some(state) = self.devices.get(device) {
-                let bytes = encode_state(state)
-                    .map_err(|e| format!("encoding the state of device {device}: {e}"))?;
-                changed.push((device.clone(), bytes));
-            }
-        }
+        let changed = self.table.encode_changed()?;
         let store = self.args.store.clone();
-        let position = self.folded;
         self.args
             .guard
             .call(|| store.save(position, &changed))
             .await?;
-        self.changed.clear();
-        self.args.consumer.progress.set_committed(position);
+        self.table.clear_changed();
+        progress.set_committed(position);
         Ok(())
     }
 }
 
-/// Decodes a loaded checkpoint's device states.
-pub fn decode_devices(
-    saved: Vec<(DeviceId, Vec<u8>)>,
-) -> Result<HashMap<DeviceId, DeviceState>, String> {
-    let mut devices = HashMap::with_capacity(saved.len());
-    for (device, bytes) in saved {
-        let state = crate::journal::decode_state(&bytes)
-            .map_err(|e| format!("checkpoint of device {device}: {e}"))?;
-        devices.insert(device, state);
+/// Device states as a fold of logged steps, and which of them changed
+/// since the last save. Shared by the checkpointer and start-up recovery.
+#[derive(Debug, Default)]
+pub struct DeviceTable {
+    devices: HashMap<DeviceId, DeviceState>,
+    changed: HashSet<DeviceId>,
+}
+
+impl DeviceTable {
+    /// The table a checkpoint holds; nothing changed yet.
+    pub fn decode(saved: Vec<(DeviceId, Vec<u8>)>) -> Result<Self, String> {
+        let mut devices = HashMap::with_capacity(saved.len());
+        for (device, bytes) in saved {
+            let state =
+                decode_state(&bytes).map_err(|e| format!("checkpoint of device {device}: {e}"))?;
+            devices.insert(device, state);
+        }
+        Ok(Self {
+            devices,
+            changed: HashSet::new(),
+        })
     }
-    Ok(devices)
+
+    /// Applies one logged step.
+    pub fn fold(&mut self, step: &StepRecord) {
+        if step.ops.is_empty() {
+            return;
+        }
+        let state = self.devices.entry(step.device.clone()).or_default();
+        for op in &step.ops {
+            state.apply(op);
+        }
+        self.changed.insert(step.device.clone());
+    }
+
+    /// The changed devices' states, encoded for the checkpoint store.
+    pub fn encode_changed(&self) -> Result<Vec<(DeviceId, Vec<u8>)>, String> {
+        self.changed
+            .iter()
+            .filter_map(|device| self.devices.get(device).map(|state| (device, state)))
+            .map(|(device, state)| {
+                encode_state(state)
+                    .map(|bytes| (device.clone(), bytes))
+                    .map_err(|e| format!("encoding the state of device {device}: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn clear_changed(&mut self) {
+        self.changed.clear();
+    }
+
+    pub fn into_devices(self) -> HashMap<DeviceId, DeviceState> {
+        self.devices
+    }
 }

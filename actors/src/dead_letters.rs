@@ -46,9 +46,8 @@ impl Actor for DeadLetterOffice {
         myself: ActorRef<Self::Msg>,
         args: DeadLetterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let from = args.consumer.resume_position()?;
         myself.send_interval(COMMIT_INTERVAL, || SubscriberMsg::Tick);
-        let feed = args.consumer.start_feed(myself, from)?;
+        let feed = args.consumer.resume(myself)?;
         Ok(DeadLetterState { args, _feed: feed })
     }
 
@@ -61,7 +60,6 @@ impl Actor for DeadLetterOffice {
         match msg {
             SubscriberMsg::Steps { steps, permit } => {
                 let mut letters: Vec<NewDeadLetter> = Vec::new();
-                let mut end = 0;
                 for logged in &steps {
                     for (i, letter) in logged.step.letters.iter().enumerate() {
                         letters.push(NewDeadLetter {
@@ -69,7 +67,6 @@ impl Actor for DeadLetterOffice {
                             ..letter.clone()
                         });
                     }
-                    end = logged.end;
                 }
                 if !letters.is_empty() {
                     let store = st.args.store.clone();
@@ -81,20 +78,16 @@ impl Actor for DeadLetterOffice {
                     }
                 }
                 drop(permit);
-                st.args.consumer.progress.set_folded(end);
+                st.args.consumer.folded(&steps);
                 // Only commit when letters were stored, or rarely: a
                 // position write costs an fsync.
                 if !letters.is_empty() {
-                    st.args.consumer.commit(end).await?;
+                    st.args.consumer.commit_folded().await?;
                 }
             }
-            SubscriberMsg::Tick => {
-                let folded = st.args.consumer.progress.folded();
-                st.args.consumer.commit(folded).await?;
-            }
+            SubscriberMsg::Tick => st.args.consumer.commit_folded().await?,
             SubscriberMsg::Flush(reply) => {
-                let folded = st.args.consumer.progress.folded();
-                st.args.consumer.commit(folded).await?;
+                st.args.consumer.commit_folded().await?;
                 let _ = reply.send(());
             }
         }

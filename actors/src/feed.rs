@@ -70,6 +70,13 @@ impl Progress {
         self.set_folded(end);
     }
 
+    /// A (re)started subscriber resumes at `pos`: what an earlier instance
+    /// folded but did not commit is folded again, so `folded` moves back.
+    pub fn resume_at(&self, pos: u64) {
+        self.committed.fetch_max(pos, Ordering::AcqRel);
+        self.folded.send_replace(pos);
+    }
+
     /// Waits until the subscriber has folded everything before `target`.
     pub async fn wait_folded(&self, target: u64) {
         let mut rx = self.folded.subscribe();
@@ -94,25 +101,38 @@ impl LogConsumer {
         self.progress.name
     }
 
-    /// Where this subscriber resumes: its committed position, or the start
-    /// of the log for a new subscriber.
-    pub fn resume_position(&self) -> Result<u64, LogError> {
-        let start = self.log.start().0;
+    /// Resumes the subscriber at its committed position (the start of the
+    /// log for a new one) and starts its feed from there.
+    pub fn resume(&self, actor: ActorRef<SubscriberMsg>) -> Result<Feed, LogError> {
         let pos = match self.positions.load(self.name())? {
             Some(p) => p.0,
-            None => start,
+            None => self.log.start().0,
         };
-        self.progress.set_committed(pos);
-        Ok(pos)
+        self.start_feed(actor, pos)
     }
 
-    /// Starts the feed of records from `from` into the subscriber's mailbox.
+    /// Starts the feed of records from `from` into the subscriber's mailbox,
+    /// for a subscriber that keeps its position elsewhere (the checkpoint).
     pub fn start_feed(&self, actor: ActorRef<SubscriberMsg>, from: u64) -> Result<Feed, LogError> {
+        self.progress.resume_at(from);
         let reader = self.log.reader(Position(from))?;
         let mailbox = Bounded::new(self.name(), actor, self.mailbox_readings);
         let name = self.name();
         let stats = self.stats.clone();
         Ok(Feed(tokio::spawn(run_feed(name, reader, mailbox, stats))))
+    }
+
+    /// Records that every step up to `steps`' last is folded in.
+    pub fn folded(&self, steps: &[LoggedStep]) {
+        if let Some(last) = steps.last() {
+            self.progress.set_folded(last.end);
+        }
+    }
+
+    /// Makes everything folded so far the subscriber's durable position:
+    /// call once the sink has it.
+    pub async fn commit_folded(&self) -> Result<(), LogError> {
+        self.commit(self.progress.folded()).await
     }
 
     /// Makes `end` the subscriber's durable position.
@@ -186,5 +206,24 @@ async fn run_feed(
         if sent.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restarted subscriber folds again from its committed position, so
+    /// its progress must not keep reporting what the old instance folded.
+    #[test]
+    fn resuming_moves_folded_back_to_the_committed_position() {
+        let p = Progress::new("aggregator");
+        p.set_committed(100);
+        p.set_folded(500);
+        assert_eq!(p.folded(), 500);
+        p.resume_at(100);
+        assert_eq!((p.committed(), p.folded()), (100, 100));
+        p.set_folded(90);
+        assert_eq!(p.folded(), 100, "folded only moves forward while running");
     }
 }

@@ -65,10 +65,7 @@ impl StepRecord {
     }
 
     pub fn encode(&self) -> Result<Bytes, RecordError> {
-        let mut out = vec![VERSION];
-        let body = postcard::to_allocvec(self)?;
-        out.extend_from_slice(&body);
-        Ok(Bytes::from(out))
+        Ok(Bytes::from(encode_versioned(self)?))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
@@ -78,9 +75,13 @@ impl StepRecord {
 
 /// A device's sequencing state as the checkpoint stores it.
 pub fn encode_state(state: &DeviceState) -> Result<Vec<u8>, RecordError> {
-    let mut out = vec![VERSION];
-    out.extend_from_slice(&postcard::to_allocvec(state)?);
-    Ok(out)
+    encode_versioned(state)
+}
+
+/// The version byte, then the value, in one allocation (this runs for
+/// every device step).
+fn encode_versioned<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
+    Ok(postcard::to_extend(value, vec![VERSION])?)
 }
 
 pub fn decode_state(bytes: &[u8]) -> Result<DeviceState, RecordError> {

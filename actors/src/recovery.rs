@@ -4,14 +4,14 @@
 //! reading accepted before a crash is a duplicate after it, and the
 //! subscribers replay the log from their own positions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use vatio_stores::{CheckpointStore, DeviceId};
 use vatio_wal::{Log, Position};
 
-use crate::checkpoint::decode_devices;
-use crate::journal::{StepRecord, encode_state};
+use crate::checkpoint::DeviceTable;
+use crate::journal::StepRecord;
 use crate::logic::device::DeviceState;
 
 /// Most record bytes read at a time while replaying.
@@ -66,13 +66,12 @@ pub async fn rebuild_devices(
         Some(p) => p,
         None => start,
     };
-    let mut devices = decode_devices(saved.devices).map_err(RecoveryError::Checkpoint)?;
+    let mut table = DeviceTable::decode(saved.devices).map_err(RecoveryError::Checkpoint)?;
     let head = log.visible_head().0;
     let mut out = Rebuilt {
         position: head,
         ..Rebuilt::default()
     };
-    let mut changed: HashSet<DeviceId> = HashSet::new();
     if from < head {
         let mut reader = log.reader(Position(from))?;
         while reader.position().0 < head {
@@ -80,14 +79,7 @@ pub async fn rebuild_devices(
                 out.records_replayed += 1;
                 out.bytes_replayed += rec.end.0 - rec.position.0;
                 match StepRecord::decode(&rec.payload) {
-                    Ok(step) if !step.ops.is_empty() => {
-                        let state = devices.entry(step.device.clone()).or_default();
-                        for op in &step.ops {
-                            state.apply(op);
-                        }
-                        changed.insert(step.device);
-                    }
-                    Ok(_) => {}
+                    Ok(step) => table.fold(&step),
                     Err(e) => {
                         out.records_undecodable += 1;
                         tracing::error!(position = rec.position.0, error = %e, "skipping an undecodable log record while rebuilding device state");
@@ -97,17 +89,10 @@ pub async fn rebuild_devices(
         }
     }
     if from < head || saved.position.is_none() {
-        let mut encoded = Vec::with_capacity(changed.len());
-        for device in &changed {
-            if let Some(state) = devices.get(device) {
-                let bytes = encode_state(state)
-                    .map_err(|e| RecoveryError::Checkpoint(format!("encoding {device}: {e}")))?;
-                encoded.push((device.clone(), bytes));
-            }
-        }
-        store.save(head, &encoded).await?;
+        let changed = table.encode_changed().map_err(RecoveryError::Checkpoint)?;
+        store.save(head, &changed).await?;
     }
-    out.devices = devices;
+    out.devices = table.into_devices();
     out.elapsed = now().saturating_duration_since(began);
     tracing::info!(
         devices = out.devices.len(),

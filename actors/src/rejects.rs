@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use vatio_stores::{
     DeadLetterReason, DeadLetterStore, MinuteDoc, MinutePoint, NewDeadLetter, RawReading,
 };
@@ -22,6 +24,42 @@ pub struct Rejects {
 }
 
 impl Rejects {
+    /// Writes `items` in one call. If the sink refuses that as malformed,
+    /// writes them one at a time, so one bad item cannot hold the rest
+    /// back, and dead-letters each item refused on its own. Returns how
+    /// many items the sink took.
+    pub async fn write_or_split<S: ?Sized, T>(
+        &self,
+        guard: &SinkGuard,
+        store: &S,
+        items: &[T],
+        write: impl for<'a> Fn(&'a S, &'a [T]) -> BoxFuture<'a, vatio_stores::Result<()>>,
+        letters: impl Fn(&T, &str) -> Vec<NewDeadLetter>,
+    ) -> Result<u64, SinkFailure> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let rejected = match guard.call(|| write(store, items)).await {
+            Ok(()) => return Ok(items.len() as u64),
+            Err(e) => e,
+        };
+        tracing::error!(sink = guard.name(), error = %rejected, items = items.len(), "sink refused a batch; writing its items one by one");
+        let mut written = 0;
+        for item in items {
+            let one = std::slice::from_ref(item);
+            match guard.call(|| write(store, one)).await {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    NodeStats::add(&self.stats.sink_writes_rejected, 1);
+                    for letter in letters(item, &e.to_string()) {
+                        self.dead_letter(letter).await?;
+                    }
+                }
+            }
+        }
+        Ok(written)
+    }
+
     pub async fn dead_letter(&self, letter: NewDeadLetter) -> Result<(), SinkFailure> {
         let store = self.store.clone();
         let letters = [letter];

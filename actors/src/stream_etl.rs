@@ -45,8 +45,6 @@ pub struct StreamEtlState {
     events: Vec<Event>,
     dirty_since_ms: Option<i64>,
     next_sweep_ms: i64,
-    /// End of the last log record folded in.
-    folded: u64,
     _feed: Feed,
 }
 
@@ -78,10 +76,8 @@ impl Actor for StreamEtl {
             power_spike_factor: t.power_spike_factor,
             power_spike_min_kw: t.power_spike_min_kw,
         };
-        let from = args.consumer.resume_position()?;
-        let feed = args.consumer.start_feed(myself, from)?;
+        let feed = args.consumer.resume(myself)?;
         Ok(StreamEtlState {
-            folded: from,
             _feed: feed,
             thresholds,
             windows: Windows::new(lateness, horizon),
@@ -107,10 +103,9 @@ impl Actor for StreamEtl {
                     for r in logged.step.released() {
                         st.absorb(r, logged.end, &mut folding).await?;
                     }
-                    st.folded = logged.end;
                 }
                 drop(permit);
-                st.args.consumer.progress.set_folded(st.folded);
+                st.args.consumer.folded(&steps);
                 if st.windows.dirty_len() + st.events.len() >= st.args.cfg.flush_max_docs as usize {
                     st.flush().await?;
                 }
@@ -125,7 +120,7 @@ impl Actor for StreamEtl {
                     st.flush().await?;
                 } else if st.dirty_since_ms.is_none() {
                     // Nothing buffered: everything folded is in the store.
-                    st.args.consumer.commit(st.folded).await?;
+                    st.args.consumer.commit_folded().await?;
                 }
                 st.windows.evict(now);
                 if now >= st.next_sweep_ms {
@@ -212,44 +207,31 @@ impl StreamEtlState {
             .collect();
         let events = std::mem::take(&mut self.events);
         let store = self.args.store.clone();
-        if !docs.is_empty() {
-            match self
-                .args
-                .guard
-                .call(|| store.upsert_minute_docs(&docs))
-                .await
-            {
-                Ok(()) => NodeStats::add(&self.args.stats.documents_written, docs.len() as u64),
-                Err(rejected) => {
-                    // One malformed document must not hold the rest back.
-                    tracing::error!(error = %rejected, docs = docs.len(), "document store rejected a batch; writing documents one by one");
-                    for d in &docs {
-                        let one = std::slice::from_ref(d);
-                        match self.args.guard.call(|| store.upsert_minute_docs(one)).await {
-                            Ok(()) => NodeStats::add(&self.args.stats.documents_written, 1),
-                            Err(e) => {
-                                NodeStats::add(&self.args.stats.sink_writes_rejected, 1);
-                                for letter in doc_letters(d, &e.to_string()) {
-                                    self.args.rejects.dead_letter(letter).await?;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let written = self
+            .args
+            .rejects
+            .write_or_split(
+                &self.args.guard,
+                store.as_ref(),
+                &docs,
+                |store, batch| store.upsert_minute_docs(batch),
+                doc_letters,
+            )
+            .await?;
+        NodeStats::add(&self.args.stats.documents_written, written);
         if !events.is_empty() {
             match self.args.guard.call(|| store.upsert_events(&events)).await {
                 Ok(()) => NodeStats::add(&self.args.stats.events_written, events.len() as u64),
                 Err(e) => {
                     // Events are derived from readings that are stored; a
-                    // refused one is counted and reported, not retried.
+                    // batch refused after the guard's attempts is counted
+                    // and reported, not dead-lettered.
                     NodeStats::add(&self.args.stats.sink_writes_rejected, events.len() as u64);
                     tracing::error!(error = %e, events = events.len(), "document store rejected events");
                 }
             }
         }
-        self.args.consumer.commit(self.folded).await?;
+        self.args.consumer.commit_folded().await?;
         Ok(())
     }
 

@@ -31,7 +31,7 @@ pub async fn open(cfg: &Config, fault: Option<FaultHook>) -> anyhow::Result<Tree
         tracing::warn!(%cut, "the write-ahead log had a torn or corrupt tail; it was cut");
     }
     tracing::info!(%recovery, "write-ahead log opened");
-    let positions = PositionStore::open(cfg.data_path(&cfg.log.dir).join("positions"))
+    let positions = PositionStore::open(dir.join("positions"))
         .context("opening the log subscribers' positions")?;
     Ok(TreeLog {
         log,

@@ -113,6 +113,23 @@ impl TestNode {
             .into_inner())
     }
 
+    /// Polls the status (bounded: about twenty seconds) until `done` holds,
+    /// and returns that status; an error names `what` it waited for.
+    pub async fn wait_for_status(
+        &self,
+        what: &str,
+        done: impl Fn(&v1::StatusResponse) -> bool,
+    ) -> anyhow::Result<v1::StatusResponse> {
+        for _ in 0..1_000 {
+            let s = self.status().await?;
+            if done(&s) {
+                return Ok(s);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        anyhow::bail!("timed out waiting until {what}")
+    }
+
     /// The stored power point of `device` for the minute starting at `minute_ms`.
     pub async fn power_point(&self, device: &str, minute_ms: i64) -> anyhow::Result<MinutePoint> {
         self.stores()

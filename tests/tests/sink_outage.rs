@@ -44,22 +44,6 @@ fn subscriber<'a>(s: &'a v1::StatusResponse, name: &str) -> &'a v1::SubscriberSt
         .unwrap_or_else(|| panic!("status lists subscriber {name}"))
 }
 
-/// Polls the status (bounded: about ten seconds) until `done` holds.
-async fn wait_until(
-    t: &TestNode,
-    what: &str,
-    done: impl Fn(&v1::StatusResponse) -> bool,
-) -> anyhow::Result<v1::StatusResponse> {
-    for _ in 0..1_000 {
-        let s = t.status().await?;
-        if done(&s) {
-            return Ok(s);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    anyhow::bail!("timed out waiting until {what}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_time_series_outage_is_caught_up_from_the_log() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -86,10 +70,11 @@ async fn a_time_series_outage_is_caught_up_from_the_log() -> anyhow::Result<()> 
     t.clock.advance(1_000);
 
     // The other sinks keep up while the time series is down.
-    let s = wait_until(&t, "stream-etl and archiver have committed the head", |s| {
-        subscriber(s, "stream-etl").lag_bytes == 0 && subscriber(s, "archiver").lag_bytes == 0
-    })
-    .await?;
+    let s = t
+        .wait_for_status("stream-etl and archiver have committed the head", |s| {
+            subscriber(s, "stream-etl").lag_bytes == 0 && subscriber(s, "archiver").lag_bytes == 0
+        })
+        .await?;
     let doc = t
         .stores()
         .documents
@@ -118,7 +103,7 @@ async fn a_time_series_outage_is_caught_up_from_the_log() -> anyhow::Result<()> 
     // Back up: the breaker's open period runs on the node's clock.
     outage.set_down(false);
     t.clock.advance(60_000);
-    wait_until(&t, "the aggregator has caught up", |s| {
+    t.wait_for_status("the aggregator has caught up", |s| {
         subscriber(s, "aggregator").lag_bytes == 0
     })
     .await?;
