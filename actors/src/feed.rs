@@ -113,7 +113,24 @@ impl LogConsumer {
 
     /// Starts the feed of records from `from` into the subscriber's mailbox,
     /// for a subscriber that keeps its position elsewhere (the checkpoint).
+    ///
+    /// A position past the log's head means start-up cut records this
+    /// subscriber had already taken (corruption of acknowledged data):
+    /// they stay in its sink, and it goes on from the head, loudly.
     pub fn start_feed(&self, actor: ActorRef<SubscriberMsg>, from: u64) -> Result<Feed, LogError> {
+        let head = self.log.visible_head().0;
+        let from = if from > head {
+            NodeStats::add(&self.stats.log_positions_past_head, 1);
+            tracing::error!(
+                subscriber = self.name(),
+                position = from,
+                head,
+                "subscriber position is past the log's head: the log lost records it had taken; going on from the head"
+            );
+            head
+        } else {
+            from
+        };
         self.progress.resume_at(from);
         let reader = self.log.reader(Position(from))?;
         let mailbox = Bounded::new(self.name(), actor, self.mailbox_readings);

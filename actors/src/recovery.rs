@@ -28,6 +28,8 @@ pub struct Rebuilt {
     pub bytes_replayed: u64,
     /// Records that could not be decoded (written by another version).
     pub records_undecodable: u64,
+    /// The checkpoint was past the log's head: the log lost records.
+    pub checkpoint_past_head: bool,
     pub elapsed: Duration,
 }
 
@@ -70,8 +72,14 @@ pub async fn rebuild_devices(
     let head = log.visible_head().0;
     let mut out = Rebuilt {
         position: head,
+        checkpoint_past_head: from > head,
         ..Rebuilt::default()
     };
+    if out.checkpoint_past_head {
+        // The log lost records after the checkpoint took them: device state
+        // keeps them (a resend counts as a duplicate), and it is reported.
+        out_of_log_warning(from, head);
+    }
     if from < head {
         let mut reader = log.reader(Position(from))?;
         while reader.position().0 < head {
@@ -88,7 +96,7 @@ pub async fn rebuild_devices(
             }
         }
     }
-    if from < head || saved.position.is_none() {
+    if from != head || saved.position.is_none() {
         let changed = table.encode_changed().map_err(RecoveryError::Checkpoint)?;
         store.save(head, &changed).await?;
     }
@@ -102,4 +110,13 @@ pub async fn rebuild_devices(
         "device state rebuilt from the checkpoint and the log"
     );
     Ok(out)
+}
+
+fn out_of_log_warning(checkpoint: u64, head: u64) {
+    tracing::error!(
+        checkpoint,
+        head,
+        "the device checkpoint is past the log's head: the log lost records it had taken; \
+         going on from the head with the checkpointed state"
+    );
 }

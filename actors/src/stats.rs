@@ -25,6 +25,9 @@ pub struct NodeStats {
     pub log_read_errors: AtomicU64,
     /// Log records whose checksum held but which no decoder understood.
     pub log_records_undecodable: AtomicU64,
+    /// Subscribers (or the device checkpoint) found past the log's head at
+    /// start: the log lost records they had already taken.
+    pub log_positions_past_head: AtomicU64,
 }
 
 impl NodeStats {

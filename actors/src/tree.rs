@@ -226,6 +226,10 @@ impl ActorTree {
             device_rebuild_ms: rebuilt.elapsed.as_millis() as u64,
         };
         NodeStats::add(&stats.log_records_undecodable, rebuilt.records_undecodable);
+        NodeStats::add(
+            &stats.log_positions_past_head,
+            u64::from(rebuilt.checkpoint_past_head),
+        );
 
         // Each node jitters its retries differently (so nodes sharing a
         // store do not retry in step), yet the same node replays the same.

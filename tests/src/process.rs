@@ -292,6 +292,12 @@ impl NodeProcess {
     /// `SIGKILL` the node, start it again on the same data and port, and
     /// wait at most `timeout` until it serves.
     pub async fn kill_and_restart(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.kill()?;
+        self.restart(timeout).await
+    }
+
+    /// `SIGKILL` the node; it must still have been running.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.process.try_exit()? {
             anyhow::bail!(
                 "{} exited on its own ({status}) before it was killed\n{}",
@@ -299,7 +305,12 @@ impl NodeProcess {
                 self.process.logs()
             );
         }
-        self.process.kill()?;
+        self.process.kill()
+    }
+
+    /// Starts the node again on the same data and port (after [`Self::kill`])
+    /// and waits at most `timeout` until it serves.
+    pub async fn restart(&mut self, timeout: Duration) -> anyhow::Result<()> {
         self.runs += 1;
         self.process = Self::spawn(&self.bin, &self.files, &self.log_dir, self.runs)?;
         self.wait_serving(timeout).await

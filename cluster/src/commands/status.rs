@@ -144,6 +144,16 @@ pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
             "device state rebuild (ms)",
             json!(log.devices_rebuild_ms),
         ),
+        (
+            "log_positions_past_head",
+            "positions past the log head at start-up",
+            json!(log.positions_past_head),
+        ),
+        (
+            "log_records_undecodable",
+            "undecodable log records",
+            json!(log.records_undecodable),
+        ),
     ];
     let mut fields: Vec<(String, String, Value)> = fields
         .into_iter()

@@ -116,6 +116,7 @@ impl v1::admin_server::Admin for AdminService {
                 devices_records_replayed: tree.recovery.device_records_replayed,
                 devices_rebuild_ms: tree.recovery.device_rebuild_ms,
                 records_undecodable: NodeStats::get(&s.log_records_undecodable),
+                positions_past_head: NodeStats::get(&s.log_positions_past_head),
             }),
             subscribers: tree
                 .subscribers
