@@ -5,12 +5,14 @@
 //! - [`factory`]: the simulated plant behind `vatio demo`.
 //! - [`load`]: the load generator behind `vatio load`.
 
+pub mod certs;
 pub mod clock;
 pub mod commands;
 pub mod factory;
 pub mod load;
 pub mod log;
 pub mod node;
+pub mod placement;
 pub mod services;
 pub mod stores;
 pub mod table;

@@ -93,6 +93,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Certificates for mutual TLS between nodes and for clients.
+    Certs {
+        #[command(subcommand)]
+        command: commands::certs::CertsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,5 +184,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config { .. } => Ok(()),
+        Command::Certs { command } => commands::certs::run(command),
     }
 }

@@ -40,6 +40,7 @@ pub use sections::{
     LogFsync, NodeConfig, SqliteSync, StoreBackend, StoresConfig, StreamEtlConfig,
     SupervisionConfig, Thresholds,
 };
+pub use validate::{NAME_RULE, is_valid_name};
 
 /// The whole configuration of one node.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

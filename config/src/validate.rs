@@ -8,6 +8,20 @@ use std::time::Duration;
 
 use crate::{Config, ConfigErrors, Problem};
 
+/// The rule for node ids, AZ names (and the names certificates carry), as
+/// the error messages state it.
+pub const NAME_RULE: &str = "1 to 64 characters from [A-Za-z0-9_-]";
+
+/// Whether `value` follows [`NAME_RULE`]: safe in URIs, file names and
+/// log lines without escaping.
+pub fn is_valid_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     let mut problems = Vec::new();
     check(config, &mut problems);
@@ -234,17 +248,8 @@ impl Checks<'_> {
 
     /// Node and AZ names: 1 to 64 characters from `[A-Za-z0-9_-]`.
     fn name(&mut self, key: &str, value: &str) {
-        let valid_chars = value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if value.is_empty() || value.len() > 64 || !valid_chars {
-            self.fail(
-                key,
-                format!(
-                    "must be 1 to 64 characters from [A-Za-z0-9_-], got {}",
-                    quoted(value)
-                ),
-            );
+        if !is_valid_name(value) {
+            self.fail(key, format!("must be {NAME_RULE}, got {}", quoted(value)));
         }
     }
 

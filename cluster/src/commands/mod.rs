@@ -1,5 +1,6 @@
 //! One module per `vatio` subcommand.
 
+pub mod certs;
 pub mod config_check;
 pub mod demo;
 pub mod dlq;
