@@ -11,6 +11,7 @@ pub mod commands;
 pub mod factory;
 pub mod load;
 pub mod log;
+pub mod membership;
 pub mod node;
 pub mod placement;
 pub mod services;
