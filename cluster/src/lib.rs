@@ -9,6 +9,7 @@ pub mod certs;
 pub mod clock;
 pub mod commands;
 pub mod factory;
+pub mod join;
 pub mod load;
 pub mod log;
 pub mod membership;

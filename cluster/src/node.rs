@@ -14,6 +14,7 @@ use vatio_actors::{ActorTree, SharedClock, TreeOptions, TreeStores};
 use vatio_config::Config;
 use vatio_proto::v1;
 
+use crate::membership::Membership;
 use crate::services::{admin::AdminService, ingest::IngestService, query::QueryService};
 
 /// Largest gRPC message the node decodes (a full batch is far below this).
@@ -46,6 +47,8 @@ impl NodeOptions {
 pub struct Node {
     addr: SocketAddr,
     tree: Arc<ActorTree>,
+    /// Gossip membership, when the node is configured to join a cluster.
+    membership: Option<Arc<Membership>>,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -78,6 +81,7 @@ impl Node {
             .await
             .with_context(|| format!("binding node.listen {}", cfg.node.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let membership = crate::join::join(&cfg, addr).await?.map(Arc::new);
 
         let ingest = IngestService::new(
             tree.clone(),
@@ -91,6 +95,7 @@ impl Node {
             cfg.node.az.clone(),
             started_ms,
             cfg.dead_letters.list_limit_max,
+            membership.clone(),
         );
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
@@ -120,9 +125,13 @@ impl Node {
             );
         let server = tokio::spawn(server);
         tracing::info!(node = %cfg.node.id, az = %cfg.node.az, %addr, "node serving");
+        if let Some(m) = &membership {
+            m.set_ready(true).await;
+        }
         Ok(Self {
             addr,
             tree,
+            membership,
             stop_server: Some(stop_tx),
             server: Some(server),
         })
@@ -135,6 +144,11 @@ impl Node {
     /// `http://ADDR`, for gRPC clients.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The UDP address peers gossip with, when the node is in a cluster.
+    pub fn gossip_addr(&self) -> Option<SocketAddr> {
+        self.membership.as_ref().map(|m| m.gossip_addr())
     }
 
     pub fn tree(&self) -> &ActorTree {
@@ -150,6 +164,10 @@ impl Node {
     /// Stops taking new calls, lets running ones finish, then flushes every
     /// reading the node acknowledged into the sinks and stops the actors.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        // Peers stop counting on this node first.
+        if let Some(m) = &self.membership {
+            m.set_ready(false).await;
+        }
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
@@ -163,6 +181,11 @@ impl Node {
             .shutdown()
             .await
             .context("stopping the actor tree")?;
+        // The server (and its Admin service's handle) is gone by now, so
+        // this is the last handle; otherwise dropping it stops gossip too.
+        if let Some(m) = self.membership.take().and_then(|m| Arc::try_unwrap(m).ok()) {
+            m.shutdown().await.context("leaving the cluster gossip")?;
+        }
         Ok(())
     }
 }

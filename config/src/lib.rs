@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 pub use errors::{ConfigErrors, Problem};
 pub use overrides::env_overrides;
 pub use sections::{
-    AggregatorConfig, ArchiverConfig, DeadLetterConfig, DeviceConfig, IngestConfig, LogConfig,
-    LogFsync, NodeConfig, SqliteSync, StoreBackend, StoresConfig, StreamEtlConfig,
+    AggregatorConfig, ArchiverConfig, ClusterConfig, DeadLetterConfig, DeviceConfig, IngestConfig,
+    LogConfig, LogFsync, NodeConfig, SqliteSync, StoreBackend, StoresConfig, StreamEtlConfig,
     SupervisionConfig, Thresholds,
 };
 pub use validate::{NAME_RULE, is_valid_name};
@@ -52,6 +52,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The write-ahead log behind every acknowledgement.
     pub log: LogConfig,
+    /// Gossip membership with the other nodes, if any.
+    pub cluster: ClusterConfig,
     /// Per-device actors.
     pub device: DeviceConfig,
     /// Restarting failed actors.

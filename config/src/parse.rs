@@ -93,6 +93,7 @@ pub(crate) fn deserialize_sections(mut table: Table, problems: &mut Vec<Problem>
         node: section("node", t, p),
         ingest: section("ingest", t, p),
         log: section("log", t, p),
+        cluster: section("cluster", t, p),
         device: section("device", t, p),
         supervision: section("supervision", t, p),
         aggregator: section("aggregator", t, p),

@@ -254,6 +254,44 @@ impl Default for ArchiverConfig {
     }
 }
 
+/// Membership of a node cluster: gossip over UDP between the nodes.
+/// Empty `gossip_listen` runs the node on its own.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// UDP address gossip binds, e.g. "0.0.0.0:7401"; empty: no cluster.
+    pub gossip_listen: String,
+    /// UDP address peers send gossip to, when it differs from gossip_listen
+    /// (needed when that is a wildcard address); empty: gossip_listen.
+    pub gossip_advertise: String,
+    /// Gossip addresses of nodes to contact first ("host:port"); one reachable one is enough.
+    pub seeds: Vec<String>,
+    /// Name of the cluster; nodes only gossip with nodes of the same name.
+    pub cluster_id: String,
+    /// How often a node gossips with a few peers (> 0).
+    #[serde(with = "humantime_serde")]
+    pub gossip_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            gossip_listen: String::new(),
+            gossip_advertise: String::new(),
+            seeds: Vec::new(),
+            cluster_id: "vatio".to_owned(),
+            gossip_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node joins a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.gossip_listen.trim().is_empty()
+    }
+}
+
 /// When the write-ahead log waits for the disk (`fsync`).
 ///
 /// Written as `"always"`, `"never"` or `"interval(5ms)"`.

@@ -329,6 +329,22 @@ fn every_semantic_check_names_its_key_and_quotes_the_value() {
             r#"stream_etl.retention: must be > 0, got "0s""#,
         ),
         (
+            "[cluster]\ngossip_listen = \"localhost\"",
+            r#"cluster.gossip_listen: must be an address like "127.0.0.1:7401", got "localhost""#,
+        ),
+        (
+            "[cluster]\nseeds = [\"10.0.0.1:7401\", \"nowhere\"]",
+            r#"cluster.seeds[1]: must be an address like "127.0.0.1:7401", got "nowhere""#,
+        ),
+        (
+            "[cluster]\ngossip_listen = \"127.0.0.1:7401\"\ncluster_id = \"a b\"",
+            r#"cluster.cluster_id: must be 1 to 64 characters from [A-Za-z0-9_-], got "a b""#,
+        ),
+        (
+            "[log]\nfsync = \"interval(0s)\"",
+            r#"log.fsync: interval must be > 0, got "interval(0s)""#,
+        ),
+        (
             "[stream_etl]\nsweep_interval = \"0s\"",
             r#"stream_etl.sweep_interval: must be > 0, got "0s""#,
         ),

@@ -95,6 +95,20 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
         );
     }
 
+    let cluster = &config.cluster;
+    c.socket_addr("cluster.gossip_listen", &cluster.gossip_listen, true);
+    c.socket_addr("cluster.gossip_advertise", &cluster.gossip_advertise, true);
+    for (i, seed) in cluster.seeds.iter().enumerate() {
+        c.socket_addr(&format!("cluster.seeds[{i}]"), seed, false);
+    }
+    if cluster.enabled() && !is_valid_name(&cluster.cluster_id) {
+        c.fail(
+            "cluster.cluster_id",
+            format!("must be {NAME_RULE}, got {}", quoted(&cluster.cluster_id)),
+        );
+    }
+    c.positive_duration("cluster.gossip_interval", cluster.gossip_interval);
+
     let device = &config.device;
     c.positive_duration("device.idle_passivate_after", device.idle_passivate_after);
     c.between("device.reorder_window", device.reorder_window, 1, 65_536);
@@ -250,6 +264,22 @@ impl Checks<'_> {
     fn name(&mut self, key: &str, value: &str) {
         if !is_valid_name(value) {
             self.fail(key, format!("must be {NAME_RULE}, got {}", quoted(value)));
+        }
+    }
+
+    /// An "ip:port" address; empty only where `empty_ok`.
+    fn socket_addr(&mut self, key: &str, value: &str, empty_ok: bool) {
+        if empty_ok && value.trim().is_empty() {
+            return;
+        }
+        if value.trim().parse::<std::net::SocketAddr>().is_err() {
+            self.fail(
+                key,
+                format!(
+                    "must be an address like \"127.0.0.1:7401\", got {}",
+                    quoted(value)
+                ),
+            );
         }
     }
 

@@ -167,6 +167,18 @@ pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
             json!(sub.lag_bytes),
         ));
     }
+    for m in &s.members {
+        fields.push((
+            format!("member_{}", m.node_id),
+            format!("member {}", m.node_id),
+            json!(format!(
+                "{} {} {}",
+                m.az,
+                m.grpc_addr,
+                if m.ready { "ready" } else { "not ready" }
+            )),
+        ));
+    }
     for sink in &s.sinks {
         fields.push((
             format!("breaker_{}", sink.name),

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::membership::Membership;
+
 use tonic::{Request, Response, Status};
 use vatio_actors::ActorTree;
 use vatio_actors::stats::NodeStats;
@@ -17,6 +19,7 @@ pub struct AdminService {
     az: String,
     started_ms: i64,
     list_limit_max: u32,
+    membership: Option<Arc<Membership>>,
 }
 
 impl AdminService {
@@ -26,6 +29,7 @@ impl AdminService {
         az: String,
         started_ms: i64,
         list_limit_max: u32,
+        membership: Option<Arc<Membership>>,
     ) -> Self {
         Self {
             tree,
@@ -33,7 +37,25 @@ impl AdminService {
             az,
             started_ms,
             list_limit_max,
+            membership,
         }
+    }
+
+    /// The cluster as gossip shows it, every known member with its state.
+    fn members(&self) -> Vec<v1::ClusterMember> {
+        let Some(m) = &self.membership else {
+            return Vec::new();
+        };
+        m.view()
+            .members()
+            .iter()
+            .map(|member| v1::ClusterMember {
+                node_id: member.id.to_string(),
+                az: member.az.to_string(),
+                grpc_addr: member.addr.to_string(),
+                ready: member.ready,
+            })
+            .collect()
     }
 
     fn filter(
@@ -139,6 +161,7 @@ impl v1::admin_server::Admin for AdminService {
                     breaker_opens: h.breaker_opens,
                 })
                 .collect(),
+            members: self.members(),
         }))
     }
 
