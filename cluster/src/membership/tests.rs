@@ -50,6 +50,21 @@ async fn three_members() -> [Membership; 3] {
     [a, b, c]
 }
 
+/// [`three_members`], once every one sees all three ready.
+async fn three_ready_members() -> [Membership; 3] {
+    let members = three_members().await;
+    for member in &members {
+        wait_for_view(
+            &mut member.watch(),
+            CONVERGE_WITHIN,
+            "all three members ready",
+            all_ready(&["node-a", "node-b", "node-c"]),
+        )
+        .await;
+    }
+    members
+}
+
 /// Waits until the view satisfies `until`, and returns that view.
 async fn wait_for_view(
     rx: &mut watch::Receiver<View>,
@@ -137,16 +152,7 @@ async fn three_members_seeded_from_the_first_converge_on_one_view_and_place_devi
 
 #[tokio::test]
 async fn a_member_set_not_ready_is_seen_not_ready_and_placement_skips_it() {
-    let [a, b, c] = three_members().await;
-    for member in [&a, &b, &c] {
-        wait_for_view(
-            &mut member.watch(),
-            CONVERGE_WITHIN,
-            "all three members ready",
-            all_ready(&["node-a", "node-b", "node-c"]),
-        )
-        .await;
-    }
+    let [a, b, c] = three_ready_members().await;
 
     c.set_ready(false).await;
     let c_id = NodeId::from("node-c");
@@ -182,16 +188,7 @@ async fn a_member_set_not_ready_is_seen_not_ready_and_placement_skips_it() {
 
 #[tokio::test]
 async fn a_member_shut_down_leaves_the_others_views_within_the_detection_bound() {
-    let [a, b, c] = three_members().await;
-    for member in [&a, &b, &c] {
-        wait_for_view(
-            &mut member.watch(),
-            CONVERGE_WITHIN,
-            "all three members ready",
-            all_ready(&["node-a", "node-b", "node-c"]),
-        )
-        .await;
-    }
+    let [a, b, c] = three_ready_members().await;
 
     c.shutdown().await.expect("membership stops");
     for member in [&a, &b] {
@@ -210,16 +207,7 @@ async fn a_member_shut_down_leaves_the_others_views_within_the_detection_bound()
 
 #[tokio::test]
 async fn a_member_restarted_with_a_higher_generation_on_the_same_address_rejoins() {
-    let [a, b, c] = three_members().await;
-    for member in [&a, &b, &c] {
-        wait_for_view(
-            &mut member.watch(),
-            CONVERGE_WITHIN,
-            "all three members ready",
-            all_ready(&["node-a", "node-b", "node-c"]),
-        )
-        .await;
-    }
+    let [a, b, c] = three_ready_members().await;
     let c_gossip = c.gossip_addr();
     c.shutdown().await.expect("membership stops");
 
