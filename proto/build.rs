@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "vatio/v1/common.proto",
     "vatio/v1/ingest.proto",
     "vatio/v1/query.proto",
     "vatio/v1/admin.proto",
+    "vatio/v1/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use vatio_stores::{CheckpointStore, DeviceId};
 
 use crate::feed::{Feed, LogConsumer};
-use crate::journal::{StepRecord, decode_state, encode_state};
+use crate::journal::{ReplicaStep, StepRecord, decode_state, encode_state};
 use crate::logic::device::DeviceState;
 use crate::pipeline::SubscriberMsg;
 use crate::sink_retry::SinkGuard;
@@ -23,6 +23,8 @@ pub struct CheckpointArgs {
     pub guard: SinkGuard,
     pub consumer: LogConsumer,
     pub interval: Duration,
+    /// This node's id: own steps are noted under it in device state.
+    pub node: Arc<str>,
 }
 
 #[derive(Clone, Copy)]
@@ -71,7 +73,10 @@ impl Actor for Checkpointer {
         match msg {
             SubscriberMsg::Steps { steps, permit } => {
                 for logged in &steps {
-                    st.table.fold(&logged.step);
+                    match &logged.replica {
+                        Some(replica) => st.table.fold_replica(replica),
+                        None => st.table.fold(&logged.step, &st.args.node, logged.end),
+                    }
                 }
                 drop(permit);
                 st.args.consumer.folded(&steps);
@@ -131,7 +136,8 @@ impl DeviceTable {
     }
 
     /// Applies one logged step.
-    pub fn fold(&mut self, step: &StepRecord) {
+    /// Applies one of this node's (`node`) own steps, logged ending at `end`.
+    pub fn fold(&mut self, step: &StepRecord, node: &str, end: u64) {
         if step.ops.is_empty() {
             return;
         }
@@ -139,7 +145,15 @@ impl DeviceTable {
         for op in &step.ops {
             state.apply(op);
         }
+        state.note_step(node, end);
         self.changed.insert(step.device.clone());
+    }
+
+    /// Applies one step kept as another node's replica.
+    pub fn fold_replica(&mut self, replica: &ReplicaStep) {
+        let device = &replica.step.device;
+        replica.fold_into(self.devices.entry(device.clone()).or_default());
+        self.changed.insert(device.clone());
     }
 
     /// The changed devices' states, encoded for the checkpoint store.

@@ -19,7 +19,7 @@ use crate::clock::SharedClock;
 use crate::journal::StepRecord;
 use crate::logic::device::{self as seqlogic, DeviceState, Limits, Offer, Op};
 use crate::logic::validate::{self, Refusal, Rules};
-use crate::router::RouterMsg;
+use crate::router::{ClusterMsg, RouterMsg};
 use crate::stats::NodeStats;
 
 /// Fault injection for tests and simulations only: a device actor panics on
@@ -34,6 +34,8 @@ pub struct DeviceContext {
     pub log: vatio_wal::Log,
     pub stats: Arc<NodeStats>,
     pub crash_hook: Option<CrashHook>,
+    /// This node's id: each logged step is noted under it in the state.
+    pub node: Arc<str>,
 }
 
 /// How a batch entered the node.
@@ -44,6 +46,19 @@ pub enum Origin {
     /// Re-submitted from the dead-letter office: validated again but not
     /// sequenced (its seq was never accepted, so it cannot be a duplicate).
     Replay,
+    /// No readings: the node became the device's owner and takes over the
+    /// state another node held for it.
+    Adopt(Arc<Adoption>),
+}
+
+/// How a new owner takes over a device's state.
+#[derive(Clone, Debug)]
+pub enum Adoption {
+    /// A copy further on than this node's own ([`Op::Adopt`]).
+    Further(DeviceState),
+    /// The cluster's copy, replacing this node's, which a replica reported
+    /// off the line ([`Op::Reset`]).
+    Reset(DeviceState),
 }
 
 /// What became of one device's part of a batch.
@@ -54,6 +69,11 @@ pub struct GroupResult {
     pub dead_lettered: u32,
     /// Replays only: per reading, `None` if accepted or the refusal.
     pub refusals: Vec<Option<Refusal>>,
+    /// Log position after the device's last logged step once this group
+    /// was handled: the group's readings (or, for duplicates, the earlier
+    /// step that took them) are in the log before it. A replicated ack
+    /// waits until the replica has everything before it.
+    pub end: u64,
 }
 
 /// The write-ahead log did not take a step: nothing of it was applied, and
@@ -62,8 +82,18 @@ pub struct GroupResult {
 #[error("write-ahead log: {0}")]
 pub struct LogFailure(pub String);
 
-/// A group's result, or why it could not be logged.
-pub type GroupOutcome = Result<GroupResult, LogFailure>;
+/// Why a group was not handled; nothing of it was applied either way.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum GroupFailure {
+    #[error(transparent)]
+    Log(#[from] LogFailure),
+    /// Another node claimed the device before its actor got to the group.
+    #[error("device {0} was taken over by another node")]
+    Moved(DeviceId),
+}
+
+/// A group's result, or why it was not handled.
+pub type GroupOutcome = Result<GroupResult, GroupFailure>;
 
 /// Where a group's result goes; answered exactly once, by the device actor
 /// or, for a poison batch, by the router.
@@ -106,6 +136,12 @@ pub enum DeviceMsg {
     Tick,
     /// Release everything pending (admin flush, shutdown), then reply.
     Flush(RpcReplyPort<()>),
+    /// Another node claimed the device: report the final state to the
+    /// router (after every group queued before this) and stop, so no timer
+    /// releases anything here any more.
+    Handover {
+        claim: u64,
+    },
 }
 
 pub struct DeviceActor;
@@ -115,6 +151,9 @@ pub struct DeviceArgs {
     pub state: DeviceState,
     pub ctx: Arc<DeviceContext>,
     pub router: ActorRef<RouterMsg>,
+    /// Log position after the device's last logged step (or a position at
+    /// or after it).
+    pub last_end: u64,
 }
 
 pub struct DeviceActorState {
@@ -123,6 +162,7 @@ pub struct DeviceActorState {
     ctx: Arc<DeviceContext>,
     router: ActorRef<RouterMsg>,
     tick_at_ms: Option<i64>,
+    last_end: u64,
 }
 
 impl Actor for DeviceActor {
@@ -141,6 +181,7 @@ impl Actor for DeviceActor {
             ctx: args.ctx,
             router: args.router,
             tick_at_ms: None,
+            last_end: args.last_end,
         })
     }
 
@@ -180,6 +221,18 @@ impl Actor for DeviceActor {
                     st.report_state();
                 }
                 let _ = reply.send(());
+            }
+            DeviceMsg::Handover { claim } => {
+                // Casts from one actor arrive in order, so the router has
+                // every DeviceDone of this actor before this.
+                let _ = st.router.cast(RouterMsg::Cluster(ClusterMsg::HandedOver {
+                    claim,
+                    device: st.device.clone(),
+                    state: st.state.clone(),
+                    last_end: st.last_end,
+                }));
+                myself.stop(Some("handed over".into()));
+                return Ok(());
             }
         }
         st.schedule_tick(&myself);
@@ -244,10 +297,21 @@ impl DeviceActorState {
                     }
                 }
             }
+            Origin::Adopt(adopted) => {
+                let op = match &**adopted {
+                    Adoption::Further(s) => Op::Adopt(Box::new(s.clone())),
+                    Adoption::Reset(s) => Op::Reset(Box::new(s.clone())),
+                };
+                next.apply(&op);
+                if next != self.state {
+                    ops.push(op);
+                }
+            }
         }
         let letter_reasons: Vec<_> = letters.iter().map(|l| l.reason).collect();
         let outcome = match self.commit(next, ops, letters).await {
             Ok(()) => {
+                result.end = self.last_end;
                 NodeStats::add(&ctx.stats.readings_accepted, u64::from(result.accepted));
                 NodeStats::add(&ctx.stats.readings_duplicate, u64::from(result.duplicates));
                 for reason in letter_reasons {
@@ -255,7 +319,7 @@ impl DeviceActorState {
                 }
                 Ok(result)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         // Reported either way: the router takes the batch off its list, and
         // the state is the one the log explains.
@@ -264,6 +328,7 @@ impl DeviceActorState {
                 device: self.device.clone(),
                 no: batch.no,
                 state: self.state.clone(),
+                last_end: self.last_end,
             })
             .map_err(|_| ActorProcessingErr::from("router stopped"))?;
         batch.reply.send(outcome);
@@ -274,7 +339,7 @@ impl DeviceActorState {
     /// device's state. A step that changed nothing is not written.
     async fn commit(
         &mut self,
-        next: DeviceState,
+        mut next: DeviceState,
         ops: Vec<Op>,
         letters: Vec<NewDeadLetter>,
     ) -> Result<(), LogFailure> {
@@ -287,10 +352,16 @@ impl DeviceActorState {
             let bytes = step
                 .encode()
                 .map_err(|e| LogFailure(format!("encoding a step of {}: {e}", self.device)))?;
-            if let Err(e) = self.ctx.log.append(bytes).await {
-                NodeStats::add(&self.ctx.stats.log_append_failures, 1);
-                tracing::warn!(device = %self.device, error = %e, "write-ahead log refused a step");
-                return Err(LogFailure(e.to_string()));
+            match self.ctx.log.append(bytes).await {
+                Ok(appended) => {
+                    self.last_end = appended.end.0;
+                    next.note_step(&self.ctx.node, appended.end.0);
+                }
+                Err(e) => {
+                    NodeStats::add(&self.ctx.stats.log_append_failures, 1);
+                    tracing::warn!(device = %self.device, error = %e, "write-ahead log refused a step");
+                    return Err(LogFailure(e.to_string()));
+                }
             }
         }
         self.state = next;
@@ -316,6 +387,7 @@ impl DeviceActorState {
         let _ = self.router.cast(RouterMsg::DeviceState {
             device: self.device.clone(),
             state: self.state.clone(),
+            last_end: self.last_end,
         });
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vatio_wal::{Log, LogError, Position, PositionStore};
 
-use crate::journal::StepRecord;
+use crate::journal::{LogRecord, StepRecord};
 use crate::mailbox::Bounded;
 use crate::pipeline::{LoggedStep, SubscriberMsg};
 use crate::stats::NodeStats;
@@ -94,6 +94,16 @@ pub struct LogConsumer {
     /// Bound of the subscriber's mailbox, in readings.
     pub mailbox_readings: usize,
     pub stats: Arc<NodeStats>,
+    /// In a cluster: what the subscriber may read (see [`Gate`]).
+    pub gate: Option<Gate>,
+}
+
+/// In a cluster, a subscriber reads only steps settled with the replicas,
+/// and skips the ones dropped as orphaned (see [`crate::void`]).
+#[derive(Clone)]
+pub struct Gate {
+    pub deliverable: watch::Receiver<u64>,
+    pub void: Arc<crate::void::VoidSet>,
 }
 
 impl LogConsumer {
@@ -136,7 +146,10 @@ impl LogConsumer {
         let mailbox = Bounded::new(self.name(), actor, self.mailbox_readings);
         let name = self.name();
         let stats = self.stats.clone();
-        Ok(Feed(tokio::spawn(run_feed(name, reader, mailbox, stats))))
+        let gate = self.gate.clone();
+        Ok(Feed(tokio::spawn(run_feed(
+            name, reader, mailbox, stats, gate,
+        ))))
     }
 
     /// Records that every step up to `steps`' last is folded in.
@@ -179,6 +192,7 @@ async fn run_feed(
     mut reader: vatio_wal::LogReader,
     mailbox: Bounded<SubscriberMsg>,
     stats: Arc<NodeStats>,
+    mut gate: Option<Gate>,
 ) {
     loop {
         let records = match reader.next_batch(READ_BYTES_MAX).await {
@@ -191,15 +205,42 @@ async fn run_feed(
                 continue;
             }
         };
+        if let (Some(gate), Some(last)) = (&mut gate, records.last()) {
+            let end = last.end.0;
+            // Ends only when settled or when the node stops.
+            if gate.deliverable.wait_for(|d| *d >= end).await.is_err() {
+                return;
+            }
+        }
         let mut steps = Vec::with_capacity(records.len());
         let mut weight = 0usize;
         for rec in records {
-            match StepRecord::decode(&rec.payload) {
-                Ok(step) => {
+            let voided = gate.as_ref().is_some_and(|g| g.void.contains(rec.end.0));
+            match LogRecord::decode(&rec.payload) {
+                Ok(LogRecord::Own(_)) if voided => {
+                    steps.push(LoggedStep {
+                        end: rec.end.0,
+                        step: Arc::new(StepRecord::empty()),
+                        replica: None,
+                        payload: rec.payload.clone(),
+                    });
+                }
+                Ok(LogRecord::Own(step)) => {
                     weight += step.released_len() + step.letters.len() + 1;
                     steps.push(LoggedStep {
                         end: rec.end.0,
                         step: Arc::new(step),
+                        replica: None,
+                        payload: rec.payload.clone(),
+                    });
+                }
+                Ok(LogRecord::Replica(replica)) => {
+                    weight += 1;
+                    steps.push(LoggedStep {
+                        end: rec.end.0,
+                        step: Arc::new(StepRecord::empty()),
+                        replica: Some(Arc::new(replica)),
+                        payload: rec.payload.clone(),
                     });
                 }
                 Err(e) => {
@@ -210,6 +251,8 @@ async fn run_feed(
                     steps.push(LoggedStep {
                         end: rec.end.0,
                         step: Arc::new(StepRecord::empty()),
+                        replica: None,
+                        payload: rec.payload.clone(),
                     });
                 }
             }

@@ -1,19 +1,82 @@
-//! What the device actors write to the node's write-ahead log, and how it
-//! is encoded. One record is one step of one device actor: the sequencing
-//! ops it applied (readings held, gaps given up, readings released) and the
-//! readings it refused. Subscribers take released readings and dead letters
-//! from these records; the device checkpoint folds the ops; a restarted
-//! node rebuilds every device's state from them.
+//! What the node writes to its write-ahead log, and how it is encoded.
+//!
+//! Most records are one step of one of this node's device actors: the
+//! sequencing ops it applied (readings held, gaps given up, readings
+//! released) and the readings it refused. Subscribers take released readings
+//! and dead letters from these records; the device checkpoint folds the ops;
+//! a restarted node rebuilds every device's state from them.
+//!
+//! In a cluster a node also logs [`ReplicaStep`]s: steps another node took
+//! as a device's owner, kept here as its replica in the other AZ. They are
+//! folded into device state (so this node can hand the device on if the
+//! owner goes) but never sent to this node's sinks: the owner does that.
+//!
+//! The first byte of a record says what follows: [`OWN_STEP`] or
+//! [`REPLICA_STEP`] (each with its own format version).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use vatio_stores::{DeviceId, NewDeadLetter, Reading};
 
-use crate::logic::device::{DeviceState, Op};
+use crate::logic::device::{DeviceState, DeviceStateV1, Op};
 
-/// Format version, the first byte of every record. Bumped when the
-/// encoding changes; a node refuses records of a version it does not know.
+/// First byte of an own step (format version 1), and of encoded states.
+/// A node refuses records it does not know.
 const VERSION: u8 = 1;
+/// First byte of an own step.
+pub const OWN_STEP: u8 = VERSION;
+/// First byte of a replica step (format version 1).
+pub const REPLICA_STEP: u8 = 2;
+
+/// A step another node logged as a device's owner, as this node (its
+/// replica) logs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaStep {
+    /// Node id of the owner that took the step.
+    pub from: String,
+    /// End of the step in the owner's log.
+    pub end: u64,
+    /// The device's state as the owner held it when it shipped the step,
+    /// when this node may not hold the device's earlier steps. Folded
+    /// before the step's ops.
+    pub seed: Option<DeviceState>,
+    pub step: StepRecord,
+}
+
+/// One record of the log, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogRecord {
+    Own(StepRecord),
+    Replica(ReplicaStep),
+}
+
+impl LogRecord {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        match bytes.split_first() {
+            None => Err(RecordError::Empty),
+            Some((&OWN_STEP, body)) => Ok(Self::Own(postcard::from_bytes(body)?)),
+            Some((&REPLICA_STEP, body)) => Ok(Self::Replica(postcard::from_bytes(body)?)),
+            Some((&v, _)) => Err(RecordError::Version(v)),
+        }
+    }
+}
+
+impl ReplicaStep {
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        Ok(Bytes::from(postcard::to_extend(self, vec![REPLICA_STEP])?))
+    }
+
+    /// The device's state after folding this step onto `state`.
+    pub fn fold_into(&self, state: &mut DeviceState) {
+        if let Some(seed) = &self.seed {
+            state.apply(&Op::Adopt(Box::new(seed.clone())));
+        }
+        for op in &self.step.ops {
+            state.apply(op);
+        }
+        state.note_step(&self.from, self.end);
+    }
+}
 
 /// One device actor step, as logged.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,7 +95,9 @@ pub struct StepRecord {
 pub enum RecordError {
     #[error("empty log record")]
     Empty,
-    #[error("log record format version {0}, this node reads version {VERSION}")]
+    #[error(
+        "log record type/version {0}; this node reads {OWN_STEP} (own step) and {REPLICA_STEP} (replica step)"
+    )]
     Version(u8),
     #[error("undecodable log record: {0}")]
     Decode(#[from] postcard::Error),
@@ -73,9 +138,13 @@ impl StepRecord {
     }
 }
 
+/// Format version of an encoded device state (the checkpoint, seeds and
+/// claim answers); version 1 had no owners.
+const STATE_VERSION: u8 = 2;
+
 /// A device's sequencing state as the checkpoint stores it.
 pub fn encode_state(state: &DeviceState) -> Result<Vec<u8>, RecordError> {
-    encode_versioned(state)
+    Ok(postcard::to_extend(state, vec![STATE_VERSION])?)
 }
 
 /// The version byte, then the value, in one allocation (this runs for
@@ -85,7 +154,12 @@ fn encode_versioned<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
 }
 
 pub fn decode_state(bytes: &[u8]) -> Result<DeviceState, RecordError> {
-    decode_versioned(bytes)
+    match bytes.split_first() {
+        None => Err(RecordError::Empty),
+        Some((&STATE_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+        Some((1, body)) => Ok(postcard::from_bytes::<DeviceStateV1>(body)?.into()),
+        Some((&v, _)) => Err(RecordError::Version(v)),
+    }
 }
 
 fn decode_versioned<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {

@@ -20,6 +20,7 @@ pub mod mailbox;
 pub mod pipeline;
 pub mod recovery;
 pub mod rejects;
+pub mod replication;
 pub mod router;
 pub mod sink_retry;
 pub mod stats;
@@ -27,8 +28,10 @@ pub mod stream_etl;
 pub mod supervision;
 pub mod supervisor;
 pub mod tree;
+pub mod void;
 
 pub use clock::{Clock, ManualClock, SharedClock};
+pub use tree::cluster::{IncomingStep, Replicated};
 pub use tree::{
     AckCounts, AckGuarantee, ActorTree, IngestError, RecoveryStatus, ReplaySummary,
     SubscriberStatus, TreeError, TreeLog, TreeOptions, TreeStatus, TreeStores,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ractor::RpcReplyPort;
 
-use crate::journal::StepRecord;
+use crate::journal::{ReplicaStep, StepRecord};
 use crate::mailbox::Permit;
 
 /// One log record as a subscriber sees it.
@@ -15,7 +15,13 @@ pub struct LoggedStep {
     /// Log position just after the record: a subscriber that has folded
     /// this step resumes from here.
     pub end: u64,
+    /// This node's own step; empty for a replica step.
     pub step: Arc<StepRecord>,
+    /// A step kept as another node's replica: only the device checkpoint
+    /// folds it; sinks never see it (its owner delivers it).
+    pub replica: Option<Arc<ReplicaStep>>,
+    /// The record as logged (what replication ships).
+    pub payload: bytes::Bytes,
 }
 
 /// What a subscriber can be asked.

@@ -11,7 +11,7 @@ use vatio_stores::{CheckpointStore, DeviceId};
 use vatio_wal::{Log, Position};
 
 use crate::checkpoint::DeviceTable;
-use crate::journal::StepRecord;
+use crate::journal::LogRecord;
 use crate::logic::device::DeviceState;
 
 /// Most record bytes read at a time while replaying.
@@ -52,6 +52,8 @@ pub enum RecoveryError {
 /// measure of time only for the report.
 pub async fn rebuild_devices(
     log: &Log,
+    node: &str,
+    void: Option<&crate::void::VoidSet>,
     store: &dyn CheckpointStore,
     now: impl Fn() -> std::time::Instant,
 ) -> Result<Rebuilt, RecoveryError> {
@@ -86,8 +88,11 @@ pub async fn rebuild_devices(
             for rec in reader.next_batch(READ_BYTES_MAX).await? {
                 out.records_replayed += 1;
                 out.bytes_replayed += rec.end.0 - rec.position.0;
-                match StepRecord::decode(&rec.payload) {
-                    Ok(step) => table.fold(&step),
+                match LogRecord::decode(&rec.payload) {
+                    // Dropped as orphaned: never part of the device's line.
+                    Ok(LogRecord::Own(_)) if void.is_some_and(|v| v.contains(rec.end.0)) => {}
+                    Ok(LogRecord::Own(step)) => table.fold(&step, node, rec.end.0),
+                    Ok(LogRecord::Replica(replica)) => table.fold_replica(&replica),
                     Err(e) => {
                         out.records_undecodable += 1;
                         tracing::error!(position = rec.position.0, error = %e, "skipping an undecodable log record while rebuilding device state");

@@ -8,6 +8,15 @@
 //! the router restarts it with backoff from its last reported state and
 //! re-sends the unfinished groups; a group that crashed the actor
 //! `poison_attempts` times goes to dead letters as `poison`.
+//!
+//! In a cluster the router also tracks which devices this node owns
+//! (see [`cluster`]): it routes readings only for devices it has claimed,
+//! hands devices over to the node that claims them, and folds the steps it
+//! keeps as other owners' replica.
+
+mod cluster;
+
+pub use cluster::{ClusterMsg, HeldState, ReplicaVerdict, Role};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +28,8 @@ use vatio_config::SupervisionConfig;
 use vatio_stores::{DeadLetterReason, DeviceId, NewDeadLetter};
 
 use crate::device::{
-    DeviceActor, DeviceArgs, DeviceBatch, DeviceContext, DeviceMsg, GroupResult, LogFailure, Origin,
+    DeviceActor, DeviceArgs, DeviceBatch, DeviceContext, DeviceMsg, GroupFailure, GroupResult,
+    LogFailure, Origin,
 };
 use crate::journal::StepRecord;
 use crate::logic::device::DeviceState;
@@ -31,29 +41,45 @@ use crate::supervision::{RestartBudget, RestartDecision};
 pub struct RouterStatus {
     pub devices_known: u64,
     pub devices_active: u64,
+    /// Devices this node sequences (on a node of its own: every device).
+    pub devices_owned: u64,
     /// Estimated bytes of the device table (keys, entries, states), not
     /// counting live actors.
     pub table_bytes: u64,
 }
 
+/// Whether the router took a batch (all or nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// A device's mailbox bound would be exceeded; nothing was sent.
+    MailboxFull,
+    /// In a cluster: these devices are not (or no longer) this node's to
+    /// sequence; nothing was sent. The node claims them first.
+    NotOwned(Vec<DeviceId>),
+}
+
 pub enum RouterMsg {
-    /// One batch, split by device. `admitted` says whether it was taken
-    /// (false: a device's mailbox bound would be exceeded; nothing was sent).
+    /// One batch, split by device.
     Route {
         groups: Vec<(DeviceId, DeviceBatch)>,
-        admitted: oneshot::Sender<bool>,
+        admitted: oneshot::Sender<Admission>,
     },
     /// A device actor finished group `no`; `state` is its state after it.
     DeviceDone {
         device: DeviceId,
         no: u64,
         state: DeviceState,
+        last_end: u64,
     },
     /// A device actor's state changed outside a group (timer release, flush).
     DeviceState {
         device: DeviceId,
         state: DeviceState,
+        last_end: u64,
     },
+    /// Cluster messages: claims, hand-overs, replica steps; see [`cluster`].
+    Cluster(cluster::ClusterMsg),
     /// Restart a crashed device actor (sent after the backoff).
     Respawn(DeviceId),
     /// Passivate devices idle for longer than the configured time.
@@ -72,6 +98,14 @@ pub struct RouterArgs {
     pub mailbox_batches: usize,
     /// Devices' state rebuilt from the log at start-up.
     pub initial: HashMap<DeviceId, DeviceState>,
+    /// The log's head at start-up: every rebuilt device's steps are before it.
+    pub initial_end: u64,
+    /// In a cluster, a device is sequenced only once claimed; on its own, a
+    /// node owns every device.
+    pub clustered: bool,
+    /// In a cluster: the log position up to which this node's own steps
+    /// are settled with their replicas (see [`crate::replication`]).
+    pub confirmed: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 struct InFlight {
@@ -95,6 +129,43 @@ struct Entry {
     next_no: u64,
     last_active_ms: i64,
     restarts: RestartBudget,
+    /// Log position after the device's last logged step (own or replica).
+    last_end: u64,
+    role: cluster::Role,
+    /// Replica steps checked in but not yet folded.
+    replicating: u32,
+    /// Claims waiting for this device's hand-over.
+    claim: Vec<u64>,
+    /// A replica reported this node's copy of the state off the cluster's
+    /// line (it includes dropped steps): a claim takes the peers' copy.
+    diverged: bool,
+    /// A task waits for replicas to confirm this device's own steps.
+    confirming: bool,
+}
+
+impl Entry {
+    fn new(
+        state: DeviceState,
+        now_ms: i64,
+        last_end: u64,
+        role: cluster::Role,
+        supervision: &SupervisionConfig,
+    ) -> Self {
+        Self {
+            state,
+            activity: Activity::Passive,
+            inflight: VecDeque::new(),
+            next_no: 0,
+            last_active_ms: now_ms,
+            restarts: RestartBudget::new(supervision),
+            last_end,
+            role,
+            replicating: 0,
+            claim: Vec::new(),
+            diverged: false,
+            confirming: false,
+        }
+    }
 }
 
 pub struct RouterState {
@@ -104,6 +175,11 @@ pub struct RouterState {
     mailbox_batches: usize,
     devices: HashMap<DeviceId, Entry>,
     by_actor: HashMap<ActorId, DeviceId>,
+    /// Role of a device the router has not seen: `Owner` on a node of its own.
+    new_role: cluster::Role,
+    claims: cluster::Claims,
+    confirmed: Option<tokio::sync::watch::Receiver<u64>>,
+    myself: ActorRef<RouterMsg>,
 }
 
 pub struct Router;
@@ -123,18 +199,18 @@ impl Actor for Router {
             .clamp(Duration::from_millis(50), Duration::from_secs(30));
         myself.send_interval(scan, || RouterMsg::IdleScan);
         let now = args.ctx.clock.now_ms();
+        let new_role = cluster::Role::initial(args.clustered);
         let devices = args
             .initial
             .into_iter()
             .map(|(device, state)| {
-                let entry = Entry {
+                let entry = Entry::new(
                     state,
-                    activity: Activity::Passive,
-                    inflight: VecDeque::new(),
-                    next_no: 0,
-                    last_active_ms: now,
-                    restarts: RestartBudget::new(&args.supervision),
-                };
+                    now,
+                    args.initial_end,
+                    new_role.clone(),
+                    &args.supervision,
+                );
                 (device, entry)
             })
             .collect();
@@ -145,6 +221,10 @@ impl Actor for Router {
             mailbox_batches: args.mailbox_batches.max(1),
             devices,
             by_actor: HashMap::new(),
+            new_role,
+            claims: cluster::Claims::default(),
+            confirmed: args.confirmed,
+            myself: myself.clone(),
         })
     }
 
@@ -156,13 +236,24 @@ impl Actor for Router {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RouterMsg::Route { groups, admitted } => st.route(&myself, groups, admitted).await?,
-            RouterMsg::DeviceDone { device, no, state } => st.device_done(device, no, state),
-            RouterMsg::DeviceState { device, state } => {
+            RouterMsg::DeviceDone {
+                device,
+                no,
+                state,
+                last_end,
+            } => st.device_done(device, no, state, last_end),
+            RouterMsg::DeviceState {
+                device,
+                state,
+                last_end,
+            } => {
                 if let Some(e) = st.devices.get_mut(&device) {
                     e.state = state;
+                    e.last_end = e.last_end.max(last_end);
                     e.last_active_ms = st.ctx.clock.now_ms();
                 }
             }
+            RouterMsg::Cluster(msg) => st.on_cluster(&myself, msg).await?,
             RouterMsg::Respawn(device) => st.respawn(&myself, device).await?,
             RouterMsg::IdleScan => st.idle_scan(),
             RouterMsg::FlushDevices(reply) => {
@@ -209,9 +300,15 @@ impl Actor for Router {
                     .values()
                     .filter(|e| !matches!(e.activity, Activity::Passive))
                     .count();
+                let owned = st
+                    .devices
+                    .values()
+                    .filter(|e| e.role == Role::Owner)
+                    .count();
                 let _ = reply.send(RouterStatus {
                     devices_known: st.devices.len() as u64,
                     devices_active: active as u64,
+                    devices_owned: owned as u64,
                     table_bytes: st.table_bytes() as u64,
                 });
             }
@@ -268,7 +365,7 @@ impl RouterState {
         &mut self,
         myself: &ActorRef<RouterMsg>,
         groups: Vec<(DeviceId, DeviceBatch)>,
-        admitted: oneshot::Sender<bool>,
+        admitted: oneshot::Sender<Admission>,
     ) -> Result<(), ActorProcessingErr> {
         let over_bound = groups.iter().any(|(device, _)| {
             self.devices
@@ -276,20 +373,34 @@ impl RouterState {
                 .is_some_and(|e| e.inflight.len() >= self.mailbox_batches)
         });
         if over_bound {
-            let _ = admitted.send(false);
+            let _ = admitted.send(Admission::MailboxFull);
             return Ok(());
         }
-        let _ = admitted.send(true);
+        let not_owned = self.not_owned(&groups);
+        if !not_owned.is_empty() {
+            let _ = admitted.send(Admission::NotOwned(not_owned));
+            return Ok(());
+        }
+        let _ = admitted.send(Admission::Admitted);
+        for (device, batch) in groups {
+            self.enqueue(myself, device, batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues one group for its device, starting the actor if needed.
+    async fn enqueue(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        device: DeviceId,
+        mut batch: DeviceBatch,
+    ) -> Result<(), ActorProcessingErr> {
         let now = self.ctx.clock.now_ms();
-        for (device, mut batch) in groups {
+        {
             let supervision = &self.supervision;
-            let entry = self.devices.entry(device.clone()).or_insert_with(|| Entry {
-                state: DeviceState::new(),
-                activity: Activity::Passive,
-                inflight: VecDeque::new(),
-                next_no: 0,
-                last_active_ms: now,
-                restarts: RestartBudget::new(supervision),
+            let new_role = &self.new_role;
+            let entry = self.devices.entry(device.clone()).or_insert_with(|| {
+                Entry::new(DeviceState::new(), now, 0, new_role.clone(), supervision)
             });
             entry.next_no += 1;
             batch.no = entry.next_no;
@@ -330,6 +441,7 @@ impl RouterState {
                 state: entry.state.clone(),
                 ctx: self.ctx.clone(),
                 router: myself.clone(),
+                last_end: entry.last_end,
             },
             myself.get_cell(),
         )
@@ -343,10 +455,11 @@ impl RouterState {
         Ok(())
     }
 
-    fn device_done(&mut self, device: DeviceId, no: u64, state: DeviceState) {
+    fn device_done(&mut self, device: DeviceId, no: u64, state: DeviceState, last_end: u64) {
         let now = self.ctx.clock.now_ms();
         if let Some(e) = self.devices.get_mut(&device) {
             e.state = state;
+            e.last_end = e.last_end.max(last_end);
             e.last_active_ms = now;
             if e.inflight.front().is_some_and(|f| f.batch.no == no) {
                 e.inflight.pop_front();
@@ -368,6 +481,14 @@ impl RouterState {
             return Ok(());
         };
         tracing::warn!(%device, %error, "device actor failed");
+        if !entry.claim.is_empty() {
+            // Claimed by another node: no restart here; the claim gets the
+            // last reported state and the unfinished groups are refused.
+            entry.activity = Activity::Passive;
+            self.refuse_unfinished(&device);
+            self.answer_claims(&device);
+            return Ok(());
+        }
         entry.activity = Activity::Restarting;
         // Groups are handled in order, so the first unfinished one is the
         // group the actor was working on when it crashed.
@@ -399,6 +520,7 @@ impl RouterState {
         let source = match &batch.origin {
             Origin::Ingest { source } => source.to_string(),
             Origin::Replay => "replay".to_string(),
+            Origin::Adopt(_) => "hand-over".to_string(),
         };
         let detail = format!(
             "crashed the device actor {} times: {error}",
@@ -425,7 +547,7 @@ impl RouterState {
                 });
                 letters.len()
             ],
-            Origin::Ingest { .. } => Vec::new(),
+            Origin::Ingest { .. } | Origin::Adopt(_) => Vec::new(),
         };
         let step = StepRecord {
             device,
@@ -444,7 +566,7 @@ impl RouterState {
                     .map_err(|e| LogFailure(e.to_string())),
                 Err(e) => Err(LogFailure(e.to_string())),
             };
-            let outcome = logged.map(|_| {
+            let outcome = logged.map(|appended| {
                 for _ in 0..n {
                     stats.dead_lettered(DeadLetterReason::Poison);
                 }
@@ -453,9 +575,10 @@ impl RouterState {
                     duplicates: 0,
                     dead_lettered: n,
                     refusals,
+                    end: appended.end.0,
                 }
             });
-            batch.reply.send(outcome);
+            batch.reply.send(outcome.map_err(GroupFailure::from));
         });
     }
 

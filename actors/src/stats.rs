@@ -28,6 +28,26 @@ pub struct NodeStats {
     /// Subscribers (or the device checkpoint) found past the log's head at
     /// start: the log lost records they had already taken.
     pub log_positions_past_head: AtomicU64,
+    /// Shipments to replicas that failed or timed out (retried).
+    pub replication_failures: AtomicU64,
+    /// Devices a replica refused because another node had claimed them.
+    pub replication_refused: AtomicU64,
+    /// Own steps dropped because no replica confirmed them and another
+    /// node took their device over without them.
+    pub steps_voided: AtomicU64,
+    /// Replica steps this node logged for other owners.
+    pub replica_steps_logged: AtomicU64,
+    /// Devices this node claimed from its peers.
+    pub devices_claimed: AtomicU64,
+    /// Devices this node handed over to a claiming peer.
+    pub devices_handed_over: AtomicU64,
+    /// Batches refused: readings' devices are another node's.
+    pub batches_refused_not_owner: AtomicU64,
+    /// Batches refused: `ack = replicated` and no replica in the other AZ.
+    pub batches_refused_no_replica: AtomicU64,
+    /// Batches acknowledged with the local guarantee because the other AZ
+    /// had no live member (`no_other_az = degrade`).
+    pub batches_acked_degraded: AtomicU64,
 }
 
 impl NodeStats {

@@ -36,19 +36,23 @@ use crate::archiver::{Archiver, ArchiverArgs};
 use crate::checkpoint::{CheckpointArgs, Checkpointer};
 use crate::clock::SharedClock;
 use crate::dead_letters::{DeadLetterArgs, DeadLetterOffice};
-use crate::device::{CrashHook, DeviceBatch, DeviceContext, GroupOutcome, Origin, ReplySlot};
-use crate::feed::{LogConsumer, Progress};
+use crate::device::{
+    CrashHook, DeviceBatch, DeviceContext, GroupFailure, GroupOutcome, Origin, ReplySlot,
+};
+use crate::feed::{Gate, LogConsumer, Progress};
 use crate::logic::device::Limits;
 use crate::logic::validate::Rules;
 use crate::mailbox::Bounded;
 use crate::pipeline::SubscriberMsg;
 use crate::recovery::{Rebuilt, RecoveryError, rebuild_devices};
 use crate::rejects::Rejects;
-use crate::router::{Router, RouterArgs, RouterMsg, RouterStatus};
+use crate::replication::{Replication, Shipper, ShipperArgs, Shipping};
+use crate::router::{Admission, Router, RouterArgs, RouterMsg, RouterStatus};
 use crate::sink_retry::{RetryPolicy, SinkGuard, SinkHealthSnapshot};
 use crate::stats::NodeStats;
 use crate::stream_etl::{StreamEtl, StreamEtlArgs};
 use crate::supervisor::{ChildSpec, NodeSupervisor, SpawnFn, SupervisorArgs, SupervisorMsg};
+use crate::void::VoidSet;
 
 /// How often the log is truncated behind the slowest subscriber.
 const TRUNCATE_INTERVAL: Duration = Duration::from_secs(1);
@@ -79,12 +83,16 @@ pub struct TreeLog {
 }
 
 /// How an ingest acknowledgement may be relied on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AckGuarantee {
-    /// In the local log and fsynced: survives a power loss.
-    LocalLogSynced,
     /// Written to the local log, fsync pending: survives a process crash.
     LocalLogWritten,
+    /// In the local log and fsynced: survives a power loss.
+    #[default]
+    LocalLogSynced,
+    /// In the owner's log and in its replica's log in the other AZ:
+    /// survives losing the owner's node or AZ.
+    Replicated,
 }
 
 /// Optional behaviour of the tree.
@@ -92,6 +100,9 @@ pub enum AckGuarantee {
 pub struct TreeOptions {
     /// Fault injection for tests and simulations only (see [`CrashHook`]).
     pub crash_hook: Option<CrashHook>,
+    /// In a cluster: how steps reach replicas and acks wait for them. A
+    /// tree with replication sequences only the devices it has claimed.
+    pub replication: Option<Replication>,
 }
 
 /// What an ingest call did with its readings.
@@ -100,6 +111,7 @@ pub struct AckCounts {
     pub accepted: u32,
     pub duplicates: u32,
     pub dead_lettered: u32,
+    pub guarantee: AckGuarantee,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +126,22 @@ pub enum IngestError {
     /// nothing of what it refused was applied.
     #[error("{0}")]
     Log(String),
+    /// In a cluster: these devices are not this node's to sequence (yet);
+    /// nothing of the batch was taken. The node claims them and retries.
+    #[error("{} device(s) not owned by this node, e.g. {}", .0.len(), .0.first().map(|d| d.as_str()).unwrap_or(""))]
+    NotOwned(Vec<DeviceId>),
+    /// Another node took a device over while its group waited; nothing of
+    /// that group was applied.
+    #[error("device {0} was taken over by another node; send it again")]
+    Moved(DeviceId),
+    /// `ack = replicated`, `no_other_az = refuse`, and the other AZ has no
+    /// live member; nothing was taken.
+    #[error("no live node in another AZ to keep a replica (cluster.no_other_az = refuse)")]
+    NoReplica,
+    /// The readings are in this node's log but no replica confirmed them;
+    /// sending them again is safe (they count as duplicates).
+    #[error("the readings are in this node's log but not yet on a replica: {0}")]
+    Replication(String),
     #[error("node is stopping")]
     Stopped,
 }
@@ -133,6 +161,13 @@ pub enum TreeError {
     },
     #[error("node is stopping")]
     Stopped,
+    /// A peer sent replica steps this node cannot decode.
+    #[error("replica step from {from}: {detail}")]
+    BadReplica { from: String, detail: String },
+    #[error("write-ahead log: {0}")]
+    Log(#[from] vatio_wal::LogError),
+    #[error("voided steps: {0}")]
+    Void(String),
 }
 
 /// Outcome of a dead-letter replay.
@@ -201,7 +236,11 @@ pub struct ActorTree {
     clock: SharedClock,
     /// Device flush rounds before giving up on a device that keeps crashing.
     flush_rounds: u32,
+    /// In a cluster: replication settings and watermark.
+    replication: Option<(Replication, Arc<Shipping>)>,
 }
+
+pub mod cluster;
 
 impl ActorTree {
     pub async fn start(
@@ -216,7 +255,20 @@ impl ActorTree {
 
         // Devices first: the router must know every device's state as of the
         // log's head before it takes a reading.
-        let rebuilt: Rebuilt = rebuild_devices(&log, stores.checkpoints.as_ref(), tlog.now).await?;
+        let void = match &options.replication {
+            Some(rep) => Some(Arc::new(
+                VoidSet::open(&rep.void_path).map_err(|e| TreeError::Void(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let rebuilt: Rebuilt = rebuild_devices(
+            &log,
+            &cfg.node.id,
+            void.as_deref(),
+            stores.checkpoints.as_ref(),
+            tlog.now,
+        )
+        .await?;
         let recovery = RecoveryStatus {
             log_records: tlog.recovery.records,
             log_bytes_cut: tlog.recovery.cut.as_ref().map_or(0, |c| c.bytes_cut),
@@ -259,12 +311,31 @@ impl ActorTree {
             guard: g_dead_letters.clone(),
             stats: stats.clone(),
         };
-        let consumer = |name: &'static str, mailbox_readings: u32| LogConsumer {
+        let ungated = |name: &'static str, mailbox_readings: u32| LogConsumer {
             log: log.clone(),
             positions: tlog.positions.clone(),
             progress: Progress::new(name),
             mailbox_readings: mailbox_readings as usize,
             stats: stats.clone(),
+            gate: None,
+        };
+        // In a cluster the shipper reads every own step first; the others
+        // read only what it has settled with the replicas.
+        let shipper = match (&options.replication, &void) {
+            (Some(rep), Some(void)) => {
+                let c = ungated("replication", cfg.aggregator.mailbox_readings);
+                let shipping = Shipping::new(c.progress.clone(), void.clone());
+                Some((rep.clone(), c, shipping))
+            }
+            _ => None,
+        };
+        let gate = shipper.as_ref().map(|(_, _, shipping)| Gate {
+            deliverable: shipping.deliverable(),
+            void: shipping.void.clone(),
+        });
+        let consumer = |name: &'static str, mailbox_readings: u32| LogConsumer {
+            gate: gate.clone(),
+            ..ungated(name, mailbox_readings)
         };
         let c_dead_letters = consumer("dead-letters", cfg.dead_letters.mailbox_readings);
         let c_aggregator = consumer("aggregator", cfg.aggregator.mailbox_readings);
@@ -281,6 +352,8 @@ impl ActorTree {
         .iter()
         .map(|c| c.progress.clone())
         .collect();
+        let mut progress = progress;
+        let router_slot: Arc<std::sync::Mutex<Option<ActorRef<RouterMsg>>>> = Default::default();
 
         // The supervisor spawns every child; each SpawnFn fills (or, on a
         // restart, re-points) the child's mailbox slot, which this handle
@@ -357,10 +430,33 @@ impl ActorTree {
                     guard: g_checkpoints,
                     consumer: c_checkpoint,
                     interval: cfg.log.checkpoint_interval,
+                    node: Arc::from(cfg.node.id.as_str()),
                 },
             ),
         ];
-        let router_slot: Arc<std::sync::Mutex<Option<ActorRef<RouterMsg>>>> = Default::default();
+        let shipping = match shipper {
+            Some((replication, c_replication, shipping)) => {
+                progress.push(c_replication.progress.clone());
+                let slot: Slot<SubscriberMsg> = Slot::default();
+                children.push(restartable_child(
+                    "replication",
+                    slot,
+                    cfg.aggregator.mailbox_readings,
+                    Shipper,
+                    ShipperArgs {
+                        link: replication.link.clone(),
+                        shipping: shipping.clone(),
+                        consumer: c_replication,
+                        router: router_slot.clone(),
+                        timeout: replication.timeout,
+                        stats: stats.clone(),
+                        start_head: rebuilt.position,
+                    },
+                ));
+                Some((replication, shipping))
+            }
+            None => None,
+        };
         {
             let router_slot = router_slot.clone();
             let rules = Rules {
@@ -378,15 +474,20 @@ impl ActorTree {
                 log: log.clone(),
                 stats: stats.clone(),
                 crash_hook: options.crash_hook.clone(),
+                node: Arc::from(cfg.node.id.as_str()),
             });
             let supervision = cfg.supervision.clone();
             let idle = cfg.device.idle_passivate_after;
             let mailbox_batches = cfg.device.mailbox_batches as usize;
             let initial = Arc::new(std::sync::Mutex::new(Some(rebuilt.devices)));
+            let initial_end = rebuilt.position;
+            let clustered = options.replication.is_some();
+            let confirmed = shipping.as_ref().map(|(_, s)| s.deliverable());
             let spawn: SpawnFn = Arc::new(move |parent| {
                 let router_slot = router_slot.clone();
                 let ctx = ctx.clone();
                 let supervision = supervision.clone();
+                let confirmed = confirmed.clone();
                 let initial = initial
                     .lock()
                     .ok()
@@ -402,6 +503,9 @@ impl ActorTree {
                             idle_passivate_after: idle,
                             mailbox_batches,
                             initial,
+                            initial_end,
+                            clustered,
+                            confirmed,
                         },
                         parent,
                     )
@@ -470,6 +574,7 @@ impl ActorTree {
             stores,
             clock,
             flush_rounds: cfg.supervision.poison_attempts + 1,
+            replication: shipping,
         })
     }
 
@@ -490,26 +595,77 @@ impl ActorTree {
     }
 
     /// Takes one batch: every reading is accepted, a duplicate, or a dead
-    /// letter when this returns. All or nothing on overload.
+    /// letter when this returns. All or nothing on overload. In a cluster
+    /// the answer waits for the replica as `cluster.ack` says.
     pub async fn ingest(
         &self,
         readings: Vec<RawReading>,
         source: &str,
     ) -> Result<AckCounts, IngestError> {
+        let local_only = self.refuse_without_replica()?;
         let origin = Origin::Ingest {
             source: Arc::from(source),
         };
         let results = self.route(readings, origin).await?;
         let mut ack = AckCounts::default();
-        for (_, r) in results {
+        let mut ends = Vec::with_capacity(results.len());
+        for (device, _, r) in results {
             // Any group the log refused fails the call: the client sends the
             // batch again, and the groups that were logged count as duplicates.
-            let r = r.map_err(|e| IngestError::Log(e.to_string()))?;
+            let r = r.map_err(|e| match e {
+                GroupFailure::Log(e) => IngestError::Log(e.to_string()),
+                GroupFailure::Moved(d) => IngestError::Moved(d),
+            })?;
             ack.accepted += r.accepted;
             ack.duplicates += r.duplicates;
             ack.dead_lettered += r.dead_lettered;
+            ends.push((device, r.end));
         }
+        ack.guarantee = self.confirm(&ends, local_only).await?;
         Ok(ack)
+    }
+
+    /// Before taking a batch: refuses it when `ack = replicated` needs a
+    /// replica and none can exist. Returns whether acks are local only.
+    fn refuse_without_replica(&self) -> Result<bool, IngestError> {
+        let Some((rep, _)) = &self.replication else {
+            return Ok(true);
+        };
+        if rep.ack == vatio_config::AckMode::Local {
+            return Ok(true);
+        }
+        if rep.link.other_az_live() {
+            return Ok(false);
+        }
+        match rep.no_other_az {
+            vatio_config::NoOtherAz::Refuse => {
+                NodeStats::add(&self.stats.batches_refused_no_replica, 1);
+                Err(IngestError::NoReplica)
+            }
+            vatio_config::NoOtherAz::Degrade => {
+                NodeStats::add(&self.stats.batches_acked_degraded, 1);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The guarantee of an ack whose readings are in the log before the
+    /// given per-device ends: local, or replicated once the replica has them.
+    async fn confirm(
+        &self,
+        ends: &[(DeviceId, u64)],
+        local_only: bool,
+    ) -> Result<AckGuarantee, IngestError> {
+        match &self.replication {
+            Some((rep, shipping)) if !local_only => {
+                shipping
+                    .wait(ends, rep.timeout)
+                    .await
+                    .map_err(|e| IngestError::Replication(e.to_string()))?;
+                Ok(AckGuarantee::Replicated)
+            }
+            _ => Ok(self.guarantee),
+        }
     }
 
     /// Splits readings by device and waits for every device's result, in
@@ -518,7 +674,7 @@ impl ActorTree {
         &self,
         readings: Vec<RawReading>,
         origin: Origin,
-    ) -> Result<Vec<(Vec<usize>, GroupOutcome)>, IngestError> {
+    ) -> Result<Vec<(DeviceId, Vec<usize>, GroupOutcome)>, IngestError> {
         if readings.is_empty() {
             return Ok(Vec::new());
         }
@@ -568,6 +724,7 @@ impl ActorTree {
         let mut waits = Vec::with_capacity(groups.len());
         for (device, raws, positions) in groups {
             let (tx, rx) = oneshot::channel();
+            waits.push((device.clone(), positions, rx));
             routed.push((
                 device,
                 DeviceBatch {
@@ -578,7 +735,6 @@ impl ActorTree {
                     inflight: Some(permit.clone()),
                 },
             ));
-            waits.push((positions, rx));
         }
         drop(permit);
         let (atx, arx) = oneshot::channel();
@@ -588,16 +744,27 @@ impl ActorTree {
                 admitted: atx,
             })
             .map_err(|_| IngestError::Stopped)?;
-        if !arx.await.map_err(|_| IngestError::Stopped)? {
-            NodeStats::add(&self.stats.batches_refused_overload, 1);
-            return Err(IngestError::Overloaded {
-                reason: "a device's mailbox is full".to_owned(),
-                retry_after: self.retry_after,
-            });
+        match arx.await.map_err(|_| IngestError::Stopped)? {
+            Admission::Admitted => {}
+            Admission::MailboxFull => {
+                NodeStats::add(&self.stats.batches_refused_overload, 1);
+                return Err(IngestError::Overloaded {
+                    reason: "a device's mailbox is full".to_owned(),
+                    retry_after: self.retry_after,
+                });
+            }
+            Admission::NotOwned(devices) => {
+                NodeStats::add(&self.stats.batches_refused_not_owner, 1);
+                return Err(IngestError::NotOwned(devices));
+            }
         }
         let mut out = Vec::with_capacity(waits.len());
-        for (positions, rx) in waits {
-            out.push((positions, rx.await.map_err(|_| IngestError::Stopped)?));
+        for (device, positions, rx) in waits {
+            out.push((
+                device,
+                positions,
+                rx.await.map_err(|_| IngestError::Stopped)?,
+            ));
         }
         Ok(out)
     }
@@ -622,12 +789,10 @@ impl ActorTree {
         let results = match self.route(raws, Origin::Replay).await {
             Ok(r) => r,
             Err(IngestError::Stopped) => return Err(TreeError::Stopped),
-            Err(IngestError::Overloaded { .. } | IngestError::Log(_)) => {
-                return Ok(ReplaySummary::default());
-            }
+            Err(_) => return Ok(ReplaySummary::default()),
         };
         let mut accepted_ids = Vec::new();
-        for (positions, result) in results {
+        for (_, positions, result) in results {
             // A group the log refused stays pending, to be replayed again.
             let Ok(result) = result else {
                 summary.attempted -= u32::try_from(positions.len()).unwrap_or(0);
@@ -671,7 +836,13 @@ impl ActorTree {
             }
         }
         let head = self.log.visible_head().0;
+        // Flushing is about the sinks; replication has its own watermark
+        // (and may wait for another AZ for as long as it is down).
+        let shipper = self.replication.as_ref().map(|(_, s)| &s.progress);
         for p in &self.progress {
+            if shipper.is_some_and(|s| Arc::ptr_eq(s, p)) {
+                continue;
+            }
             if tokio::time::timeout(FLUSH_WAIT_MAX, p.wait_folded(head))
                 .await
                 .is_err()

@@ -60,6 +60,10 @@ pub struct FactorySpec {
     pub duplicate_share: f64,
     /// Period of each device's readings, in milliseconds (> 0).
     pub interval_ms: i64,
+    /// Seq of every device's first reading (>= 1). A node drops readings
+    /// at or below a device's last seq, so a plant sending again to the
+    /// same node starts above what it sent before.
+    pub seq_start: u64,
 }
 
 impl Default for FactorySpec {
@@ -72,6 +76,7 @@ impl Default for FactorySpec {
             bad_share: 0.01,
             duplicate_share: 0.005,
             interval_ms: 1_000,
+            seq_start: 1,
         }
     }
 }
@@ -90,6 +95,9 @@ pub enum FactorySpecError {
     /// The reading period is zero or negative.
     #[error("factory interval_ms must be positive, got {0}")]
     Interval(i64),
+    /// A first seq of 0: seqs start at 1.
+    #[error("factory seq_start must be at least 1")]
+    SeqStart,
     /// More devices than [`DEVICES_MAX`].
     #[error("a factory simulates at most {DEVICES_MAX} devices, got {0}")]
     TooManyDevices(u64),
@@ -158,7 +166,8 @@ struct Device {
     kind: DeviceKind,
     rng: SmallRng,
     model: Model,
-    /// Seq of the next new reading; seqs start at 1 as the wire API says.
+    /// Seq of the next new reading; seqs start at 1 or above, as the wire
+    /// API says.
     seq_next: u64,
     /// Where in the reading period this device reads, so that devices do not
     /// all report on the same millisecond.
@@ -212,6 +221,9 @@ impl Factory {
         if spec.interval_ms <= 0 {
             return Err(FactorySpecError::Interval(spec.interval_ms));
         }
+        if spec.seq_start == 0 {
+            return Err(FactorySpecError::SeqStart);
+        }
         let total =
             u64::from(spec.climate_sensors) + u64::from(spec.robot_arms) + u64::from(spec.meters);
         if total > DEVICES_MAX {
@@ -232,7 +244,7 @@ impl Factory {
                 kind,
                 rng,
                 model,
-                seq_next: 1,
+                seq_next: spec.seq_start,
                 phase_ms,
                 due_ms: None,
                 recent: VecDeque::with_capacity(RECENT_READINGS_MAX),

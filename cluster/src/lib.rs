@@ -14,10 +14,14 @@ pub mod load;
 pub mod log;
 pub mod membership;
 pub mod node;
+pub mod peer;
 pub mod placement;
+pub mod routing;
 pub mod services;
 pub mod stores;
 pub mod table;
+pub mod transport;
+pub mod trust;
 
 pub use clock::SystemClock;
 pub use node::{Node, NodeOptions};

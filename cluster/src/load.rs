@@ -26,12 +26,12 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tonic::transport::Endpoint;
 
 use self::acks_out::AcksOut;
 pub use self::report::LoadReport;
 use self::report::{Counters, latency_histogram};
 use self::worker::WorkerPlan;
+use crate::commands::{self, TlsArgs};
 
 /// Batches a stream keeps un-acknowledged; the client side of backpressure.
 pub const IN_FLIGHT_BATCHES_MAX: usize = 8;
@@ -55,6 +55,8 @@ const PROGRESS_REFRESH: Duration = Duration::from_millis(250);
 pub struct LoadSpec {
     /// The node's gRPC address, e.g. `http://127.0.0.1:7400`.
     pub addr: String,
+    /// TLS towards the node (`https://` addresses).
+    pub tls: TlsArgs,
     /// Simulated devices (`load-000000`, ...), 1..=[`DEVICES_MAX`].
     pub devices: u32,
     /// Readings per second over all streams; `None` sends as fast as acks allow.
@@ -85,6 +87,7 @@ impl Default for LoadSpec {
     fn default() -> Self {
         Self {
             addr: "http://127.0.0.1:7400".to_owned(),
+            tls: TlsArgs::default(),
             devices: 1_000,
             rate: None,
             batch: 100,
@@ -176,8 +179,8 @@ pub(crate) fn share(total: u64, workers: u32, worker: u32) -> u64 {
 /// overload) are counted in the report instead.
 pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     spec.validate()?;
-    let endpoint = Endpoint::from_shared(spec.addr.clone())
-        .with_context(|| format!("invalid node address {:?}", spec.addr))?
+    let endpoint = commands::endpoint(&spec.addr, &spec.tls)
+        .with_context(|| format!("node address {:?}", spec.addr))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vatio_cluster::commands::{self, demo::DemoArgs, dlq::DlqCommand, query::QueryCommand};
+use vatio_cluster::commands::{
+    self, TlsArgs, demo::DemoArgs, dlq::DlqCommand, query::QueryCommand,
+};
 use vatio_cluster::load::{self, LoadSpec};
 
 /// mimalloc instead of glibc's malloc: under ingest load glibc spent about a
@@ -33,12 +35,15 @@ enum Command {
         #[arg(long, env = "VATIO_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// A node on embedded stores fed by a simulated factory, with a live summary.
+    /// A 4-node, 2-AZ cluster on embedded stores (mutual TLS, dev CA) fed by a
+    /// simulated factory, with a live summary per minute, node and AZ.
     Demo(DemoArgs),
     /// Query a node.
     Query {
         #[arg(long, default_value = "http://127.0.0.1:7400")]
         addr: String,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[command(subcommand)]
         command: QueryCommand,
     },
@@ -46,6 +51,8 @@ enum Command {
     Status {
         #[arg(long, default_value = "http://127.0.0.1:7400")]
         addr: String,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[arg(long)]
         json: bool,
     },
@@ -53,6 +60,8 @@ enum Command {
     Dlq {
         #[arg(long, default_value = "http://127.0.0.1:7400")]
         addr: String,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[command(subcommand)]
         command: DlqCommand,
     },
@@ -60,6 +69,8 @@ enum Command {
     Load {
         #[arg(long, default_value = "http://127.0.0.1:7400")]
         addr: String,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Distinct devices (electricity meters) to simulate.
         #[arg(long, default_value_t = 1000)]
         devices: u32,
@@ -144,11 +155,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Node { config } => commands::node::run(config).await,
         Command::Demo(args) => commands::demo::run(args).await,
-        Command::Query { addr, command } => commands::query::run(&addr, command).await,
-        Command::Status { addr, json } => commands::status::run(&addr, json).await,
-        Command::Dlq { addr, command } => commands::dlq::run(&addr, command).await,
+        Command::Query { addr, tls, command } => commands::query::run(&addr, &tls, command).await,
+        Command::Status { addr, tls, json } => commands::status::run(&addr, &tls, json).await,
+        Command::Dlq { addr, tls, command } => commands::dlq::run(&addr, &tls, command).await,
         Command::Load {
             addr,
+            tls,
             devices,
             rate,
             batch,
@@ -165,6 +177,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             });
             let report = load::run(LoadSpec {
                 addr,
+                tls,
                 devices,
                 rate,
                 batch,

@@ -9,13 +9,21 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use vatio_actors::{ActorTree, SharedClock, TreeOptions, TreeStores};
 use vatio_config::Config;
 use vatio_proto::v1;
 
 use crate::membership::Membership;
+use crate::peer::clients::MAX_PEER_MESSAGE_BYTES;
+use crate::peer::{PeerClients, PeerService, ViewLink};
+use crate::placement::Az;
+use crate::routing::Routing;
 use crate::services::{admin::AdminService, ingest::IngestService, query::QueryService};
+use crate::transport::Transport;
+use crate::trust::TrustedView;
+use vatio_actors::replication::Replication;
 
 /// Largest gRPC message the node decodes (a full batch is far below this).
 const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
@@ -49,6 +57,12 @@ pub struct Node {
     tree: Arc<ActorTree>,
     /// Gossip membership, when the node is configured to join a cluster.
     membership: Option<Arc<Membership>>,
+    /// TLS (or not) of the server and of calls to peers.
+    transport: Transport,
+    /// Keeps owned devices in line with membership (in a cluster).
+    follower: Option<JoinHandle<()>>,
+    /// The members this node has verified over the peer transport.
+    trusted: Option<TrustedView>,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -60,34 +74,71 @@ impl Node {
         let data_dir = &cfg.node.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        // Before anything starts: a bad certificate stops the node here.
+        let transport = Transport::from_config(&cfg).context("setting up TLS ([tls])")?;
         let stores = match options.stores {
             Some(s) => s,
             None => crate::stores::open_embedded(&cfg)?,
         };
         let log = crate::log::open(&cfg, options.log_fault.clone()).await?;
         let started_ms = options.clock.now_ms();
+        let listener = TcpListener::bind(cfg.node.listen)
+            .await
+            .with_context(|| format!("binding node.listen {}", cfg.node.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        // Membership first (not ready yet): replication places steps by it.
+        let membership = crate::join::join(&cfg, addr).await?.map(Arc::new);
+        let clients = PeerClients::new(transport.clone());
+        let trusted = membership
+            .as_ref()
+            .map(|m| TrustedView::start(m.clone(), clients.clone(), cfg.cluster.peer_timeout));
+        let mut tree_options = options.tree.clone();
+        if let (Some(m), Some(trusted)) = (&membership, &trusted) {
+            tree_options.replication = Some(Replication {
+                link: Arc::new(ViewLink::new(
+                    m.node().clone(),
+                    Az::new(cfg.node.az.as_str()),
+                    trusted.watch(),
+                    m.watch(),
+                    clients.clone(),
+                )),
+                ack: cfg.cluster.ack,
+                no_other_az: cfg.cluster.no_other_az,
+                timeout: cfg.cluster.peer_timeout,
+                void_path: cfg.data_path(&cfg.log.dir).join("void"),
+            });
+        }
         let tree = Arc::new(
             ActorTree::start(
                 &cfg,
                 stores.clone(),
                 log,
                 options.clock.clone(),
-                options.tree.clone(),
+                tree_options,
             )
             .await
             .context("starting the actor tree")?,
         );
-        let listener = TcpListener::bind(cfg.node.listen)
-            .await
-            .with_context(|| format!("binding node.listen {}", cfg.node.listen))?;
-        let addr = listener.local_addr().context("reading the bound address")?;
-        let membership = crate::join::join(&cfg, addr).await?.map(Arc::new);
+        let routing = membership.as_ref().zip(trusted.as_ref()).map(|(m, t)| {
+            Routing::new(
+                m.node().clone(),
+                t.watch(),
+                clients,
+                tree.clone(),
+                cfg.cluster.peer_timeout,
+            )
+        });
+        let follower = routing.as_ref().map(|r| r.follow_membership());
 
         let ingest = IngestService::new(
             tree.clone(),
+            routing.clone(),
             cfg.ingest.max_batch_readings,
             cfg.ingest.max_device_id_bytes,
         );
+        let peer = routing
+            .clone()
+            .map(|r| PeerService::new(transport.clone(), r, tree.clone()));
         let query = QueryService::new(stores);
         let admin = AdminService::new(
             tree.clone(),
@@ -96,6 +147,7 @@ impl Node {
             started_ms,
             cfg.dead_letters.list_limit_max,
             membership.clone(),
+            trusted.as_ref().map(TrustedView::watch),
         );
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
@@ -107,15 +159,28 @@ impl Node {
             .context("building the reflection service")?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let server = transport
+            .server_builder()?
             .add_service(health)
             .add_service(reflection)
-            .add_service(
+            .add_service(InterceptedService::new(
                 v1::ingest_server::IngestServer::new(ingest)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .add_service(v1::query_server::QueryServer::new(query))
-            .add_service(v1::admin_server::AdminServer::new(admin))
+                transport.client_auth(),
+            ))
+            .add_service(v1::query_server::QueryServer::with_interceptor(
+                query,
+                transport.client_auth(),
+            ))
+            .add_service(v1::admin_server::AdminServer::with_interceptor(
+                admin,
+                transport.client_auth(),
+            ))
+            .add_optional_service(peer.map(|p| {
+                v1::peer_server::PeerServer::new(p)
+                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            }))
             .serve_with_incoming_shutdown(
                 // Small acks must not wait for Nagle's algorithm.
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -132,6 +197,9 @@ impl Node {
             addr,
             tree,
             membership,
+            transport,
+            follower,
+            trusted,
             stop_server: Some(stop_tx),
             server: Some(server),
         })
@@ -141,9 +209,20 @@ impl Node {
         self.addr
     }
 
-    /// `http://ADDR`, for gRPC clients.
+    /// `http://ADDR`, or `https://ADDR` with TLS, for gRPC clients.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.transport.scheme(), self.addr)
+    }
+
+    /// How this node serves and reaches its peers (TLS or not).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The members this node places devices on (verified over the peer
+    /// transport), when the node is in a cluster.
+    pub fn cluster_view(&self) -> Option<crate::placement::View> {
+        self.trusted.as_ref().map(TrustedView::view)
     }
 
     /// The UDP address peers gossip with, when the node is in a cluster.
@@ -167,6 +246,9 @@ impl Node {
         // Peers stop counting on this node first.
         if let Some(m) = &self.membership {
             m.set_ready(false).await;
+        }
+        if let Some(f) = self.follower.take() {
+            f.abort();
         }
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());

@@ -36,10 +36,11 @@ use serde::{Deserialize, Serialize};
 pub use errors::{ConfigErrors, Problem};
 pub use overrides::env_overrides;
 pub use sections::{
-    AggregatorConfig, ArchiverConfig, ClusterConfig, DeadLetterConfig, DeviceConfig, IngestConfig,
-    LogConfig, LogFsync, NodeConfig, SqliteSync, StoreBackend, StoresConfig, StreamEtlConfig,
-    SupervisionConfig, Thresholds,
+    AckMode, AggregatorConfig, ArchiverConfig, ClusterConfig, DeadLetterConfig, DeviceConfig,
+    IngestConfig, LogConfig, LogFsync, NoOtherAz, NodeConfig, SqliteSync, StoreBackend,
+    StoresConfig, StreamEtlConfig, SupervisionConfig, Thresholds,
 };
+pub use sections::{ClientAuth, TlsConfig};
 pub use validate::{NAME_RULE, is_valid_name};
 
 /// The whole configuration of one node.
@@ -68,6 +69,8 @@ pub struct Config {
     pub dead_letters: DeadLetterConfig,
     /// Store backends.
     pub stores: StoresConfig,
+    /// Mutual TLS between nodes and for clients.
+    pub tls: TlsConfig,
 }
 
 impl Config {

@@ -101,6 +101,7 @@ pub(crate) fn deserialize_sections(mut table: Table, problems: &mut Vec<Problem>
         archiver: section("archiver", t, p),
         dead_letters: section("dead_letters", t, p),
         stores: section("stores", t, p),
+        tls: section("tls", t, p),
     }
 }
 

@@ -271,6 +271,39 @@ pub struct ClusterConfig {
     /// How often a node gossips with a few peers (> 0).
     #[serde(with = "humantime_serde")]
     pub gossip_interval: Duration,
+    /// When `Ingest` acknowledges: once the reading is in the owner's log
+    /// and a replica's log in the other AZ (`replicated`), or in the
+    /// owner's log only (`local`).
+    pub ack: AckMode,
+    /// What the owner does under `ack = "replicated"` when the other AZ has
+    /// no live member: `refuse` (UNAVAILABLE) or `degrade` (local acks,
+    /// replicated later).
+    pub no_other_az: NoOtherAz,
+    /// How long a node waits for a peer (forwarding, replication, hand-over) before giving up (> 0).
+    #[serde(with = "humantime_serde")]
+    pub peer_timeout: Duration,
+}
+
+/// When a reading is acknowledged in a cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// In the owner's log and in a replica's log in the other AZ.
+    #[default]
+    Replicated,
+    /// In the owner's log.
+    Local,
+}
+
+/// What a replicated ack does when the other AZ has no live member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoOtherAz {
+    /// Answer UNAVAILABLE: nothing is taken that a second AZ does not hold.
+    #[default]
+    Refuse,
+    /// Acknowledge with the local guarantee and replicate once the other AZ is back.
+    Degrade,
 }
 
 impl Default for ClusterConfig {
@@ -281,6 +314,9 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             cluster_id: "vatio".to_owned(),
             gossip_interval: Duration::from_millis(200),
+            ack: AckMode::Replicated,
+            no_other_az: NoOtherAz::Refuse,
+            peer_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -290,6 +326,47 @@ impl ClusterConfig {
     pub fn enabled(&self) -> bool {
         !self.gossip_listen.trim().is_empty()
     }
+}
+
+/// Mutual TLS on the node's gRPC server and on its calls to peers. With the
+/// three files unset the node talks plain HTTP/2 (development only); with
+/// them set, peers must present a node certificate from the CA, and clients
+/// of Ingest, Query and Admin one too when `client_auth = "required"`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate(s), PEM, that peers' and clients' certificates must be issued by (relative to `node.data_dir`); empty: TLS off.
+    pub ca_file: PathBuf,
+    /// This node's certificate, PEM, naming `node.id` and `node.az` (e.g. from `vatio certs dev`; relative to `node.data_dir`).
+    pub cert_file: PathBuf,
+    /// This node's private key, PEM (relative to `node.data_dir`).
+    pub key_file: PathBuf,
+    /// AZs whose nodes may call this node as peers; empty: any AZ.
+    pub allowed_azs: Vec<String>,
+    /// Node ids that may call this node as peers; empty: any node the CA issued a certificate to.
+    pub allowed_peers: Vec<String>,
+    /// Whether clients of Ingest, Query and Admin must present a certificate from the CA: `optional` or `required`.
+    pub client_auth: ClientAuth,
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured (all three files set; validation rejects some without the others).
+    pub fn enabled(&self) -> bool {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .iter()
+            .all(|p| !p.as_os_str().is_empty())
+    }
+}
+
+/// Whether a client of Ingest, Query and Admin must present a certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A certificate, if presented, must be from the CA; clients without one are served.
+    #[default]
+    Optional,
+    /// Every call to Ingest, Query and Admin needs a certificate from the CA.
+    Required,
 }
 
 /// When the write-ahead log waits for the disk (`fsync`).

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{Config, ConfigErrors, Problem, SqliteSync, env_overrides};
+use crate::{ClientAuth, Config, ConfigErrors, Problem, SqliteSync, env_overrides};
 
 const EXAMPLE: &str = include_str!("../vatio.example.toml");
 
@@ -556,5 +556,78 @@ fn validate_reports_every_problem_of_a_built_config() {
         errors.to_string(),
         "aggregator.flush_max_delay: must be > 0, got \"0s\"\n\
          ingest.max_batch_readings: must be between 1 and 100000, got 0"
+    );
+}
+
+#[test]
+fn tls_is_off_by_default_and_read_from_its_section() {
+    assert!(!Config::default().tls.enabled());
+    let config = parse_ok(
+        r#"
+        [tls]
+        ca_file = "certs/ca.pem"
+        cert_file = "certs/node-1.pem"
+        key_file = "certs/node-1.key"
+        allowed_azs = ["az-a", "az-b"]
+        allowed_peers = ["node-2"]
+        client_auth = "required"
+        "#,
+    );
+    let tls = &config.tls;
+    assert!(tls.enabled());
+    assert_eq!(tls.ca_file, PathBuf::from("certs/ca.pem"));
+    assert_eq!(tls.cert_file, PathBuf::from("certs/node-1.pem"));
+    assert_eq!(tls.key_file, PathBuf::from("certs/node-1.key"));
+    assert_eq!(tls.allowed_azs, ["az-a", "az-b"]);
+    assert_eq!(tls.allowed_peers, ["node-2"]);
+    assert_eq!(tls.client_auth, ClientAuth::Required);
+}
+
+#[test]
+fn tls_needs_all_three_files_or_none() {
+    assert_eq!(
+        report(parse("[tls]\ncert_file = \"n.pem\"")),
+        [
+            r#"tls.ca_file: must be set as tls.cert_file is: TLS needs all three files or none, got """#,
+            r#"tls.key_file: must be set as tls.cert_file is: TLS needs all three files or none, got """#,
+        ]
+    );
+    assert_eq!(
+        report(parse("[tls]\nca_file = \"ca.pem\"\ncert_file = \"n.pem\"")),
+        [
+            r#"tls.key_file: must be set as tls.ca_file and tls.cert_file are: TLS needs all three files or none, got """#,
+        ]
+    );
+}
+
+#[test]
+fn tls_restrictions_are_refused_without_tls() {
+    assert_eq!(
+        report(parse(
+            "[tls]\nallowed_azs = [\"az-a\"]\nallowed_peers = [\"n2\"]\nclient_auth = \"required\""
+        )),
+        [
+            r#"tls.allowed_azs: has no effect without TLS (set tls.ca_file, tls.cert_file and tls.key_file), got ["az-a"]"#,
+            r#"tls.allowed_peers: has no effect without TLS (set tls.ca_file, tls.cert_file and tls.key_file), got ["n2"]"#,
+            r#"tls.client_auth: has no effect without TLS (set tls.ca_file, tls.cert_file and tls.key_file), got "required""#,
+        ]
+    );
+}
+
+#[test]
+fn tls_allow_lists_hold_node_and_az_names() {
+    let files = "ca_file = \"ca.pem\"\ncert_file = \"n.pem\"\nkey_file = \"n.key\"\n";
+    assert_eq!(
+        report(parse(&format!(
+            "[tls]\n{files}allowed_azs = [\"az-a\", \"az b\"]\nallowed_peers = [\"\"]"
+        ))),
+        [
+            r#"tls.allowed_azs[1]: must be 1 to 64 characters from [A-Za-z0-9_-], got "az b""#,
+            r#"tls.allowed_peers[0]: must be 1 to 64 characters from [A-Za-z0-9_-], got """#,
+        ]
+    );
+    assert_eq!(
+        report(parse(&format!("[tls]\n{files}client_auth = \"always\""))),
+        [r#"tls.client_auth: unknown variant `always`, expected `optional` or `required`"#]
     );
 }

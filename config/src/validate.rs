@@ -108,6 +108,7 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
         );
     }
     c.positive_duration("cluster.gossip_interval", cluster.gossip_interval);
+    c.positive_duration("cluster.peer_timeout", cluster.peer_timeout);
 
     let device = &config.device;
     c.positive_duration("device.idle_passivate_after", device.idle_passivate_after);
@@ -220,6 +221,61 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
     );
 
     c.not_empty("stores.sqlite_dir", &config.stores.sqlite_dir);
+
+    check_tls(&config.tls, &mut c);
+}
+
+/// TLS is all three files or none; the allow-lists name nodes and AZs;
+/// restrictions that only TLS can enforce are refused without it, so that
+/// none is silently ignored.
+fn check_tls(tls: &crate::TlsConfig, c: &mut Checks<'_>) {
+    let files = [
+        ("tls.ca_file", &tls.ca_file),
+        ("tls.cert_file", &tls.cert_file),
+        ("tls.key_file", &tls.key_file),
+    ];
+    let set: Vec<&str> = files
+        .iter()
+        .filter(|(_, p)| !p.as_os_str().is_empty())
+        .map(|(key, _)| *key)
+        .collect();
+    if !set.is_empty() && set.len() < files.len() {
+        let verb = if set.len() == 1 { "is" } else { "are" };
+        for (key, _) in files.iter().filter(|(key, _)| !set.contains(key)) {
+            c.fail(
+                key,
+                format!(
+                    "must be set as {} {verb}: TLS needs all three files or none, got \"\"",
+                    set.join(" and ")
+                ),
+            );
+        }
+    }
+    for (i, az) in tls.allowed_azs.iter().enumerate() {
+        c.name(&format!("tls.allowed_azs[{i}]"), az);
+    }
+    for (i, peer) in tls.allowed_peers.iter().enumerate() {
+        c.name(&format!("tls.allowed_peers[{i}]"), peer);
+    }
+    if set.is_empty() {
+        let needs_tls =
+            "has no effect without TLS (set tls.ca_file, tls.cert_file and tls.key_file)";
+        if !tls.allowed_azs.is_empty() {
+            c.fail(
+                "tls.allowed_azs",
+                format!("{needs_tls}, got {}", list(&tls.allowed_azs)),
+            );
+        }
+        if !tls.allowed_peers.is_empty() {
+            c.fail(
+                "tls.allowed_peers",
+                format!("{needs_tls}, got {}", list(&tls.allowed_peers)),
+            );
+        }
+        if tls.client_auth == crate::ClientAuth::Required {
+            c.fail("tls.client_auth", format!("{needs_tls}, got \"required\""));
+        }
+    }
 }
 
 struct Checks<'a> {
@@ -302,6 +358,11 @@ fn path(p: &Path) -> String {
 /// A string as a TOML basic string.
 fn quoted(s: impl Display) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// A list of strings as a TOML array, e.g. `["az-a", "az-b"]`.
+fn list(values: &[String]) -> String {
+    toml::Value::Array(values.iter().cloned().map(toml::Value::String).collect()).to_string()
 }
 
 /// A float as it is written in TOML (`1.0`, `nan`, `inf`).

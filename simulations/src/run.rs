@@ -345,6 +345,7 @@ async fn simulate(cfg: &Config, w: Arc<Workload>) -> anyhow::Result<(observe::Ob
             shared,
             TreeOptions {
                 crash_hook: crash_hook(&w.crash_points),
+                replication: None,
             },
         )
         .await
@@ -498,6 +499,8 @@ impl Client {
                     Err(IngestError::Stopped) => {
                         bail!("the node stopped while batch {} was sent", batch.id)
                     }
+                    // This simulation runs one node on its own.
+                    Err(e) => bail!("batch {}: {e}", batch.id),
                 }
             };
             self.ack(batch.id, ack);

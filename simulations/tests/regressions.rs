@@ -78,6 +78,7 @@ async fn flush_reaches_held_readings_of_a_device_whose_actor_is_restarting() -> 
         clock,
         TreeOptions {
             crash_hook: Some(Arc::new(|r: &RawReading| r.value == 666.0)),
+            replication: None,
         },
     )
     .await?;

@@ -2,6 +2,8 @@
 //! ephemeral port, real gRPC clients, real embedded stores in a temporary
 //! directory, and a manual clock so that time-dependent rules are exact.
 
+pub mod audit;
+pub mod cluster;
 pub mod gate;
 pub mod outage;
 pub mod process;

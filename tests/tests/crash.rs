@@ -18,8 +18,7 @@
 //! Needs the `vatio` binary: `cargo build -p vatio-cluster --bin vatio`
 //! (`scripts/test.sh` does it), or `VATIO_BIN=/path/to/vatio`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use rand::{Rng as _, SeedableRng as _};
 use tokio::time::Instant;
 use vatio_stores::archive::Side;
 use vatio_stores::{DeviceId, HourKey, Metric, hour_of, minute_of};
+use vatio_tests::audit::{Findings, LoadTotals, read_acks};
 use vatio_tests::process::{
     NodeFiles, NodeProcess, Process, archived_files, files_under, flush, free_port, vatio_bin,
     vatio_command,
@@ -57,9 +57,6 @@ const LOAD_EXIT_AFTER_DURATION_MAX: Duration = Duration::from_secs(60);
 const FLUSH_MAX: Duration = Duration::from_secs(60);
 const NODE_STOP_MAX: Duration = Duration::from_secs(60);
 
-/// Examples listed per kind of problem.
-const EXAMPLES_MAX: usize = 10;
-
 /// Small flush delays so the sinks see readings soon after they arrive.
 const NODE_CONFIG_EXTRA: &str = "\
 [aggregator]
@@ -80,37 +77,6 @@ async fn acknowledged_readings_survive_kill_9_of_the_node() -> anyhow::Result<()
     match tokio::time::timeout(TEST_DEADLINE, run()).await {
         Ok(result) => result,
         Err(_) => anyhow::bail!("crash test did not finish within {TEST_DEADLINE:?}"),
-    }
-}
-
-/// What the load generator reported (`--json`), the fields this test reads.
-#[derive(Debug, Default)]
-struct LoadTotals {
-    sent: u64,
-    acked: u64,
-    dead_lettered: u64,
-    backoffs: u64,
-    errors: u64,
-    listed: Option<u64>,
-}
-
-impl LoadTotals {
-    fn parse(json: &str) -> anyhow::Result<Self> {
-        let v: serde_json::Value =
-            serde_json::from_str(json).with_context(|| format!("load report: {json}"))?;
-        let field = |name: &str| {
-            v[name]
-                .as_u64()
-                .with_context(|| format!("load report has no {name}: {json}"))
-        };
-        Ok(Self {
-            sent: field("readings_sent")?,
-            acked: field("readings_acked")?,
-            dead_lettered: field("readings_dead_lettered")?,
-            backoffs: field("backoffs")?,
-            errors: field("errors")?,
-            listed: v["readings_acked_listed"].as_u64(),
-        })
     }
 }
 
@@ -204,56 +170,6 @@ async fn run_in(bin: &Path, root: &Path) -> anyhow::Result<()> {
     );
 
     verify(&files, &acks_path, &totals).await
-}
-
-/// The acknowledged readings: one `{device} {seq}` line each.
-fn read_acks(path: &Path) -> anyhow::Result<(u64, HashSet<(String, u64)>)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = 0u64;
-    let mut acked = HashSet::new();
-    for line in text.lines() {
-        let (device, seq) = line
-            .split_once(' ')
-            .with_context(|| format!("malformed ack line {line:?}"))?;
-        let seq = seq
-            .parse::<u64>()
-            .with_context(|| format!("malformed seq in ack line {line:?}"))?;
-        acked.insert((device.to_owned(), seq));
-        lines += 1;
-    }
-    Ok((lines, acked))
-}
-
-/// Problems found, grouped by kind, with a few examples each.
-#[derive(Default)]
-struct Findings {
-    kinds: BTreeMap<&'static str, (u64, Vec<String>)>,
-}
-
-impl Findings {
-    fn add(&mut self, kind: &'static str, example: impl FnOnce() -> String) {
-        let (count, examples) = self.kinds.entry(kind).or_default();
-        *count += 1;
-        if examples.len() < EXAMPLES_MAX {
-            examples.push(example());
-        }
-    }
-
-    fn count(&self, kind: &'static str) -> u64 {
-        self.kinds.get(kind).map_or(0, |(count, _)| *count)
-    }
-
-    fn report(&self) -> String {
-        let mut out = String::new();
-        for (kind, (count, examples)) in &self.kinds {
-            let _ = writeln!(out, "{count} {kind}; first {}:", examples.len());
-            for example in examples {
-                let _ = writeln!(out, "    {example}");
-            }
-        }
-        out
-    }
 }
 
 async fn verify(files: &NodeFiles, acks_path: &Path, totals: &LoadTotals) -> anyhow::Result<()> {
@@ -405,35 +321,9 @@ async fn verify(files: &NodeFiles, acks_path: &Path, totals: &LoadTotals) -> any
         "the load generator saw nothing acknowledged"
     );
     anyhow::ensure!(
-        findings.kinds.is_empty(),
+        findings.is_empty(),
         "crash test found problems (kill seed {KILL_SEED}, load seed {LOAD_SEED}):\n{}",
         findings.report()
     );
     Ok(())
-}
-
-/// Problems are counted per kind with the first few examples, so a failure
-/// reads as "how many, and which".
-#[test]
-fn findings_group_examples_by_kind() {
-    let mut findings = Findings::default();
-    for seq in 0..(EXAMPLES_MAX as u64 + 5) {
-        findings.add("acknowledged readings missing from the archive", || {
-            format!("load-000001 {seq}")
-        });
-    }
-    findings.add("readings archived more than once", || {
-        "load-000002 7 (2 times)".to_owned()
-    });
-    let report = findings.report();
-    assert!(
-        report.contains("15 acknowledged readings missing from the archive; first 10:"),
-        "{report}"
-    );
-    assert!(report.contains("load-000001 9") && !report.contains("load-000001 10"));
-    assert!(report.contains("1 readings archived more than once; first 1:"));
-    assert_eq!(
-        findings.count("acknowledged readings missing from the archive"),
-        15
-    );
 }

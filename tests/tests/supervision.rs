@@ -26,6 +26,7 @@ async fn node_with_hook(hook: vatio_actors::device::CrashHook) -> anyhow::Result
         cfg,
         TreeOptions {
             crash_hook: Some(hook),
+            ..TreeOptions::default()
         },
         None,
     )

@@ -53,6 +53,14 @@ pub enum Op {
     /// A dead letter replayed and accepted: goes to the sinks but does not
     /// touch sequencing (its seq was never accepted).
     Replayed(Reading),
+    /// The device's state as another node held it, taken over when this
+    /// node became the device's owner (see [`DeviceState::progress`]).
+    /// Applies only if it is further on (a replica may fold it late).
+    Adopt(Box<DeviceState>),
+    /// The device's state as the cluster holds it, replacing this node's:
+    /// this node took steps no replica confirmed, and another node went on
+    /// without them.
+    Reset(Box<DeviceState>),
 }
 
 impl Op {
@@ -108,6 +116,39 @@ pub struct DeviceState {
     skipped: VecDeque<(u64, u64)>,
     /// The reorder buffer, by seq.
     pending: BTreeMap<u64, Pending>,
+    /// Per node that took steps for the device as its owner, the log end
+    /// (in that node's log) of the last of its steps this state includes;
+    /// most recent owners last, at most [`OWNERS_MAX`]. A replica tells
+    /// from it whether it already holds a step an owner sends again.
+    owners: Vec<(String, u64)>,
+}
+
+/// Owners a device state remembers (see `DeviceState::owners`).
+pub const OWNERS_MAX: usize = 8;
+
+/// A device state as format version 1 encoded it, before owners were kept.
+#[derive(Deserialize)]
+pub struct DeviceStateV1 {
+    kind: Option<DeviceKind>,
+    next_seq: u64,
+    last: Option<Reading>,
+    last_energy: Option<(u64, f64)>,
+    skipped: VecDeque<(u64, u64)>,
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl From<DeviceStateV1> for DeviceState {
+    fn from(v1: DeviceStateV1) -> Self {
+        Self {
+            kind: v1.kind,
+            next_seq: v1.next_seq,
+            last: v1.last,
+            last_energy: v1.last_energy,
+            skipped: v1.skipped,
+            pending: v1.pending,
+            owners: Vec::new(),
+        }
+    }
 }
 
 impl DeviceState {
@@ -174,23 +215,85 @@ impl DeviceState {
         seq < self.next_seq || self.last.as_ref().is_some_and(|l| l.seq >= seq)
     }
 
+    /// How far the device's sequencing has got: the seq the next release
+    /// waits for, then how many readings are held. Every op that changes the
+    /// state raises it, so of two copies of one device's state (an owner's
+    /// and a replica's) the one with the higher progress has seen more.
+    pub fn progress(&self) -> (u64, usize) {
+        (self.next_seq, self.pending.len())
+    }
+
+    /// Records that this state includes `node`'s step that ends at `end`
+    /// in `node`'s log. Part of the fold: the owner calls it after logging
+    /// a step, replicas and recovery after folding one.
+    pub fn note_step(&mut self, node: &str, end: u64) {
+        match self.owners.iter().position(|(n, _)| n == node) {
+            Some(i) => {
+                let (n, e) = self.owners.remove(i);
+                self.owners.push((n, e.max(end)));
+            }
+            None => {
+                if self.owners.len() >= OWNERS_MAX {
+                    self.owners.remove(0);
+                }
+                self.owners.push((node.to_owned(), end));
+            }
+        }
+    }
+
+    /// The node whose step this state took last (None: no step noted).
+    pub fn last_owner(&self) -> Option<&str> {
+        self.owners.last().map(|(n, _)| n.as_str())
+    }
+
+    /// The log end of the last step of `node`'s this state includes (0: none).
+    pub fn held_from(&self, node: &str) -> u64 {
+        self.owners
+            .iter()
+            .find(|(n, _)| n == node)
+            .map_or(0, |(_, e)| *e)
+    }
+
     /// Applies one op. The only way sequencing state changes, live or when
     /// the state is rebuilt from the log.
+    ///
+    /// An op the state is already past changes nothing, so a replica that
+    /// took a newer copy of the state can still fold older steps on top.
+    /// The device actor only produces ops ahead of the state, so for it
+    /// every op applies.
     pub fn apply(&mut self, op: &Op) {
         match op {
             Op::Start { seq } => {
+                if self.next_seq != 0 {
+                    return;
+                }
                 self.next_seq = *seq;
                 self.skip(1, *seq);
             }
             Op::Hold(p) => {
+                if self.is_released_or_skipped(p.reading.seq) {
+                    return;
+                }
                 self.kind = Some(p.reading.kind);
                 self.pending.insert(p.reading.seq, p.clone());
             }
             Op::GiveUp { from, to } => {
+                if *to <= self.next_seq {
+                    return;
+                }
                 self.skip(*from, *to);
                 self.next_seq = *to;
             }
+            Op::Adopt(state) => {
+                if state.progress() > self.progress() {
+                    *self = (**state).clone();
+                }
+            }
+            Op::Reset(state) => *self = (**state).clone(),
             Op::Emit(r) => {
+                if self.is_released_or_skipped(r.seq) {
+                    return;
+                }
                 self.kind = Some(r.kind);
                 self.pending.remove(&r.seq);
                 self.next_seq = r.seq.saturating_add(1);
@@ -955,6 +1058,80 @@ mod tests {
                 rebuilt.apply(op);
             }
             assert_eq!(rebuilt, live);
+        }
+    }
+
+    /// What replication relies on: every live op that changes the state
+    /// raises its progress; and a replica that took a newer copy of the
+    /// state (a seed) ends at the live state whichever older ops it folds
+    /// after it, and whenever it folds the seed among the ops.
+    #[test]
+    fn progress_rises_with_every_op_and_folding_is_monotone() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _round in 0..50 {
+            let mut live = DeviceState::new();
+            let mut ops: Vec<Op> = Vec::new();
+            let mut states = vec![live.clone()];
+            let mut now = NOW;
+            for _ in 0..150 {
+                now += i64::try_from(next(700)).unwrap_or(0);
+                let before = ops.len();
+                if next(8) == 0 {
+                    flush(&mut live, &mut ops);
+                } else {
+                    let seq = 1 + next(100);
+                    let _ = offer(
+                        &mut live,
+                        &dev(),
+                        &power(seq),
+                        &RULES,
+                        &LIMITS,
+                        now,
+                        &mut ops,
+                    );
+                    release(&mut live, &LIMITS, now, &mut ops);
+                }
+                // Replay this step's ops one at a time to see each rise.
+                let mut step = states.last().cloned().unwrap_or_default();
+                for op in &ops[before..] {
+                    let prev = step.progress();
+                    step.apply(op);
+                    if !matches!(op, Op::Replayed(_)) {
+                        assert!(step.progress() > prev, "{op:?} did not raise progress");
+                    }
+                }
+                assert_eq!(step, live);
+                states.push(live.clone());
+            }
+            // A seed taken at a random point, then every op from an
+            // earlier point on: the replica ends where the owner is.
+            let seed_at = usize::try_from(next(states.len() as u64)).unwrap_or(0);
+            let mut replica = DeviceState::new();
+            replica.apply(&Op::Adopt(Box::new(states[seed_at].clone())));
+            let from = usize::try_from(next(ops.len() as u64 + 1)).unwrap_or(0);
+            for op in &ops[from.min(ops.len())..] {
+                replica.apply(op);
+            }
+            let mut full = DeviceState::new();
+            for op in &ops[..from.min(ops.len())] {
+                full.apply(op);
+            }
+            // Only a replica that missed no op between the seed and `from`
+            // can match; the shipper guarantees that by seeding with a
+            // state at or after the first step it ships.
+            if full.progress() <= states[seed_at].progress() {
+                assert_eq!(replica, live, "seed at {seed_at}, ops from {from}");
+            }
+            // An older copy adopted over the live state changes nothing.
+            let mut owner = live.clone();
+            owner.apply(&Op::Adopt(Box::new(states[seed_at].clone())));
+            assert_eq!(owner, live);
         }
     }
 }

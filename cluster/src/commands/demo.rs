@@ -1,9 +1,25 @@
-//! `vatio demo`: a node on embedded stores fed by a simulated factory, with
-//! a live per-minute summary in the terminal. Everything goes through the
-//! real gRPC path. Ctrl-C stops the factory, drains the node and exits.
+//! `vatio demo`: a four-node cluster in one process (two nodes in each of
+//! two AZs, each on its own embedded stores) fed by a simulated factory
+//! through the real gRPC Ingest path, with a live summary per minute, per
+//! node and per AZ. Ctrl-C or `--duration` stops the factory; then every
+//! node drains what it acknowledged into its stores and shuts down.
+//!
+//! - [`cluster`]: each node's configuration; starting the nodes and waiting
+//!   until they see each other.
+//! - [`feed`]: the factory, its devices spread over the nodes.
+//! - [`snapshot`]: every node's counters at one moment.
+//! - [`summary`]: the snapshots as rates and tables, with the plant's power flow.
+//!
+//! [`run_until`] is the demo without a terminal, for tests.
 
-use std::collections::BTreeMap;
+mod cluster;
+mod feed;
+mod snapshot;
+mod summary;
+
+use std::future::Future;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,22 +27,25 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use vatio_actors::Clock;
-use vatio_config::Config;
-use vatio_proto::v1::{
-    self, admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient,
-};
 
-use crate::factory::{Factory, FactorySpec};
-use crate::{Node, NodeOptions, SystemClock, table};
+pub use self::cluster::{SEATS, Seat, node_config};
+pub use self::feed::{Tally, node_for};
+pub use self::snapshot::{NodeState, Snapshot};
+
+use self::cluster::DemoCluster;
+use self::feed::Feed;
+use crate::SystemClock;
+use crate::factory::FactorySpec;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where the demo node keeps its stores and archive.
+    /// Where the demo nodes keep their state, one directory per node.
     #[arg(long, default_value = "vatio-data/demo")]
     pub data_dir: PathBuf,
-    /// gRPC address of the demo node (port 0: any free port).
+    /// gRPC address of the first demo node; the others take the next ports
+    /// (port 0: every node takes a free port).
     #[arg(long, default_value = "127.0.0.1:7400")]
-    pub listen: std::net::SocketAddr,
+    pub listen: SocketAddr,
     /// Humidity/temperature sensors.
     #[arg(long, default_value_t = 20)]
     pub climate: u32,
@@ -46,185 +65,178 @@ pub struct DemoArgs {
     pub refresh: Duration,
 }
 
-#[derive(Default, Clone, Copy)]
-struct MinuteTally {
-    sent: u64,
-    accepted: u64,
-    duplicates: u64,
-    dead_lettered: u64,
+/// Where the live summary goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redraw {
+    /// Cleared and redrawn in place.
+    Terminal,
+    /// Appended, for output into a file or a pipe.
+    Lines,
+    /// Nowhere: nothing is printed.
+    Off,
+}
+
+/// What the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub factory: FactorySpec,
+    /// Stop after this long; `None`: only when the stop signal comes.
+    pub duration: Option<Duration>,
+    pub refresh: Duration,
+    pub redraw: Redraw,
+}
+
+impl DemoOptions {
+    fn say(&self, text: &str) {
+        if self.redraw != Redraw::Off {
+            println!("{text}");
+        }
+    }
+}
+
+/// What a finished demo saw: every node's counters just after the factory
+/// started and just before the nodes shut down, and the factory's totals.
+#[derive(Debug)]
+pub struct DemoReport {
+    pub start: Snapshot,
+    pub end: Snapshot,
+    pub factory: Tally,
+}
+
+impl DemoReport {
+    /// One line per node and per AZ over the whole run, and the factory's.
+    pub fn final_lines(&self) -> String {
+        summary::final_lines(&self.start, &self.end, &self.factory)
+    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let mut cfg = Config::default();
-    cfg.node.id = "demo-1".into();
-    cfg.node.data_dir = args.data_dir.clone();
-    cfg.node.listen = args.listen;
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("demo configuration:\n{e}"))?;
-    let clock = Arc::new(SystemClock);
-    let node = Node::start(cfg.clone(), NodeOptions::with_clock(clock.clone()))
-        .await
-        .context("starting the demo node (if the address is taken, pass --listen 127.0.0.1:0)")?;
-    let endpoint = node.endpoint();
-    let channel = super::connect(&endpoint).await?;
-    let mut ingest = IngestClient::new(channel.clone());
-    let mut query = QueryClient::new(channel.clone());
-    let mut admin = AdminClient::new(channel);
-
-    let spec = FactorySpec {
-        climate_sensors: args.climate,
-        robot_arms: args.arms,
-        meters: args.meters,
-        seed: args.seed,
-        ..FactorySpec::default()
+    let redraw = if std::io::stdout().is_terminal() {
+        Redraw::Terminal
+    } else {
+        Redraw::Lines
     };
-    let mut factory = Factory::new(spec).context("demo factory")?;
-    let tty = std::io::stdout().is_terminal();
-    println!(
-        "vatio demo: node at {endpoint}, data in {}; {} climate sensors, {} robot arms, {} meters. Ctrl-C stops.",
-        args.data_dir.display(),
-        args.climate,
-        args.arms,
-        args.meters
-    );
-
-    let mut tally: BTreeMap<i64, MinuteTally> = BTreeMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut redraw = tokio::time::interval(args.refresh);
-    let stop = super::node::wait_for_stop_signal();
-    tokio::pin!(stop);
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut batch_id = 0u64;
-    let max_batch = cfg.ingest.max_batch_readings as usize;
-    loop {
-        tokio::select! {
-            r = &mut stop => { r?; break; }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => break,
-            _ = tick.tick() => {
-                let now = clock.now_ms();
-                let readings = factory.tick(now);
-                let minute = now - now.rem_euclid(60_000);
-                for chunk in readings.chunks(max_batch.max(1)) {
-                    batch_id += 1;
-                    let t = tally.entry(minute).or_default();
-                    t.sent += chunk.len() as u64;
-                    let ack = ingest
-                        .ingest_batch(v1::IngestRequest {
-                            batch_id,
-                            readings: chunk.to_vec(),
-                            source: "demo-factory".into(),
-                        })
-                        .await;
-                    match ack {
-                        Ok(ack) => {
-                            let ack = ack.into_inner();
-                            t.accepted += u64::from(ack.accepted);
-                            t.duplicates += u64::from(ack.duplicates);
-                            t.dead_lettered += u64::from(ack.dead_lettered);
-                        }
-                        Err(status) => eprintln!("ingest refused a batch: {status}"),
-                    }
-                }
-                while tally.len() > 10 {
-                    tally.pop_first();
-                }
-            }
-            _ = redraw.tick() => {
-                let summary = render(&tally, &mut query, &mut admin, clock.now_ms()).await;
-                match summary {
-                    Ok(text) if tty => print!("\x1b[2J\x1b[H{text}"),
-                    Ok(text) => println!("{text}"),
-                    Err(e) => eprintln!("summary unavailable: {e:#}"),
-                }
-            }
-        }
-    }
-    println!("stopping: draining everything acknowledged into the stores…");
-    node.shutdown().await?;
-    println!(
-        "stopped cleanly. Stores: {}; archive: {} and {}.",
-        cfg.data_path(&cfg.stores.sqlite_dir).display(),
-        cfg.data_path(&cfg.archiver.primary_root).display(),
-        cfg.data_path(&cfg.archiver.replica_root).display()
-    );
+    let options = DemoOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        factory: FactorySpec {
+            climate_sensors: args.climate,
+            robot_arms: args.arms,
+            meters: args.meters,
+            seed: args.seed,
+            // From the wall clock, as `vatio load` does: a rerun on the same
+            // data directory sends seqs above those the nodes already took.
+            seq_start: u64::try_from(SystemClock.now_ms())
+                .unwrap_or(1)
+                .saturating_mul(1000)
+                .max(1),
+            ..FactorySpec::default()
+        },
+        duration: args.duration,
+        refresh: args.refresh,
+        redraw,
+    };
+    let report = run_until(options, super::node::wait_for_stop_signal()).await?;
+    print!("{}", report.final_lines());
     Ok(())
 }
 
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+/// Starts the cluster, runs the factory until `stop` completes or the
+/// duration is over, then shuts every node down. An error from `stop` ends
+/// the demo the same way and is returned once the nodes are down.
+pub async fn run_until(
+    options: DemoOptions,
+    stop: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<DemoReport> {
+    anyhow::ensure!(
+        !options.refresh.is_zero(),
+        "--refresh must be longer than 0"
+    );
+    let clock = Arc::new(SystemClock);
+    let cluster = DemoCluster::start(&options.data_dir, options.listen, clock.clone())
+        .await
+        .context("starting the demo cluster")?;
+    let endpoints: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("{} ({}) {}", n.seat.id, n.seat.az, n.node.endpoint()))
+        .collect();
+    options.say(&format!(
+        "vatio demo: nodes {}; data in {}; {} climate sensors, {} robot arms, {} meters. Ctrl-C stops.",
+        endpoints.join(", "),
+        options.data_dir.display(),
+        options.factory.climate_sensors,
+        options.factory.robot_arms,
+        options.factory.meters,
+    ));
+    let outcome = drive(&cluster, &options, stop, clock.as_ref()).await;
+    options.say("stopping: each node drains everything it acknowledged into its stores…");
+    let stopped = cluster.shutdown().await;
+    let report = outcome?;
+    stopped?;
+    options.say("stopped cleanly.");
+    Ok(report)
 }
 
-async fn render(
-    tally: &BTreeMap<i64, MinuteTally>,
-    query: &mut QueryClient<tonic::transport::Channel>,
-    admin: &mut AdminClient<tonic::transport::Channel>,
-    now_ms: i64,
-) -> anyhow::Result<String> {
-    let power = query
-        .power_flow(v1::PowerFlowRequest {
-            from_unix_ms: now_ms - 10 * 60_000,
-            to_unix_ms: 0,
-        })
-        .await?
-        .into_inner();
-    let power: BTreeMap<i64, (f64, u32)> = power
-        .minutes
-        .into_iter()
-        .map(|m| (m.minute_unix_ms, (m.total_kw, m.meters)))
-        .collect();
-    let dead = query
-        .dead_letter_counts(v1::DeadLetterCountsRequest {})
-        .await?
-        .into_inner();
-    let status = admin.status(v1::StatusRequest {}).await?.into_inner();
-
-    let mut t = table::new(&[
-        "minute (UTC)",
-        "readings in",
-        "accepted",
-        "duplicates",
-        "dead letters",
-        "power flow kW",
-        "meters",
-    ]);
-    for (minute, m) in tally.iter().rev() {
-        let (kw, meters) = power
-            .get(minute)
-            .map(|(kw, n)| (table::num(*kw, 1), n.to_string()))
-            .unwrap_or_else(|| ("…".into(), "…".into()));
-        t.add_row(vec![
-            table::minute(*minute),
-            m.sent.to_string(),
-            m.accepted.to_string(),
-            m.duplicates.to_string(),
-            m.dead_lettered.to_string(),
-            kw,
-            meters,
-        ]);
+/// The factory loop: a tick a second, a summary every refresh.
+async fn drive(
+    cluster: &DemoCluster,
+    options: &DemoOptions,
+    stop: impl Future<Output = anyhow::Result<()>>,
+    clock: &dyn Clock,
+) -> anyhow::Result<DemoReport> {
+    let mut feed = Feed::new(options.factory.clone(), cluster.nodes())?;
+    let start = Snapshot::take(cluster).await;
+    let mut last = start.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut redraw = tokio::time::interval(options.refresh);
+    redraw.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first redraw tick completes at once; there is nothing to show yet.
+    redraw.tick().await;
+    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let failed = cluster.failed();
+    tokio::pin!(stop, failed);
+    let mut stopped = Ok(());
+    loop {
+        tokio::select! {
+            r = &mut stop => { stopped = r; break; }
+            _ = sleep_until(deadline) => break,
+            id = &mut failed => {
+                stopped = Err(anyhow::anyhow!(
+                    "demo node {id}'s actor tree stopped after a failure beyond its restart budget"
+                ));
+                break;
+            }
+            _ = tick.tick() => feed.tick(clock.now_ms()).await,
+            _ = redraw.tick(), if options.redraw != Redraw::Off => {
+                let now = Snapshot::take(cluster).await;
+                let text =
+                    summary::live(cluster, feed.minutes(), &last, &now, clock.now_ms()).await;
+                if options.redraw == Redraw::Terminal {
+                    print!("\x1b[2J\x1b[H{text}");
+                } else {
+                    println!("{text}");
+                }
+                last = now;
+            }
+        }
     }
-    let reasons: Vec<String> = dead
-        .counts
-        .iter()
-        .map(|c| format!("{} {}", c.reason, c.count))
-        .collect();
-    Ok(format!(
-        "vatio demo — {}\n{t}\nnode {} ({}): {} accepted, {} duplicates, {} dead letters; {} devices ({} active); {} points, {} documents, {} archive files written\ndead letters by reason: {}\n",
-        table::time(now_ms),
-        status.node_id,
-        status.az,
-        status.readings_accepted,
-        status.readings_duplicate,
-        status.readings_dead_lettered,
-        status.devices_known,
-        status.devices_active,
-        status.points_written,
-        status.documents_written,
-        status.archive_files_written,
-        if reasons.is_empty() {
-            "none".to_string()
-        } else {
-            reasons.join(", ")
-        },
-    ))
+    let end = Snapshot::take(cluster).await;
+    stopped?;
+    Ok(DemoReport {
+        start,
+        end,
+        factory: feed.total(),
+    })
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }

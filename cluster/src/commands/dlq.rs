@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use vatio_proto::v1::{self, admin_client::AdminClient};
 
-use super::connect;
+use super::{TlsArgs, connect};
 use crate::table;
 
 #[derive(Debug, Subcommand)]
@@ -32,8 +32,8 @@ pub enum DlqCommand {
     },
 }
 
-pub async fn run(addr: &str, cmd: DlqCommand) -> anyhow::Result<()> {
-    let mut client = AdminClient::new(connect(addr).await?);
+pub async fn run(addr: &str, tls: &TlsArgs, cmd: DlqCommand) -> anyhow::Result<()> {
+    let mut client = AdminClient::new(connect(addr, tls).await?);
     match cmd {
         DlqCommand::List {
             reason,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use vatio_proto::v1::{self, query_client::QueryClient};
 
-use super::connect;
+use super::{TlsArgs, connect};
 use crate::table;
 
 #[derive(Debug, Subcommand)]
@@ -82,8 +82,8 @@ fn ago_ms(d: Duration) -> i64 {
     now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-pub async fn run(addr: &str, cmd: QueryCommand) -> anyhow::Result<()> {
-    let mut client = QueryClient::new(connect(addr).await?);
+pub async fn run(addr: &str, tls: &TlsArgs, cmd: QueryCommand) -> anyhow::Result<()> {
+    let mut client = QueryClient::new(connect(addr, tls).await?);
     match cmd {
         QueryCommand::Latest {
             device,

@@ -3,11 +3,11 @@
 use serde_json::{Value, json};
 use vatio_proto::v1::{self, admin_client::AdminClient};
 
-use super::connect;
+use super::{TlsArgs, connect};
 use crate::table;
 
-pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
-    let s = AdminClient::new(connect(addr).await?)
+pub async fn run(addr: &str, tls: &TlsArgs, as_json: bool) -> anyhow::Result<()> {
+    let s = AdminClient::new(connect(addr, tls).await?)
         .status(v1::StatusRequest {})
         .await?
         .into_inner();
@@ -167,15 +167,60 @@ pub async fn run(addr: &str, as_json: bool) -> anyhow::Result<()> {
             json!(sub.lag_bytes),
         ));
     }
+    if let Some(c) = s.cluster.as_ref().filter(|_| !s.members.is_empty()) {
+        let cluster_fields: [(&str, &str, u64); 9] = [
+            ("devices_owned", "devices owned", c.devices_owned),
+            ("devices_claimed", "devices taken over", c.devices_claimed),
+            (
+                "devices_handed_over",
+                "devices handed over",
+                c.devices_handed_over,
+            ),
+            (
+                "replica_steps_logged",
+                "replica steps logged",
+                c.replica_steps_logged,
+            ),
+            (
+                "replication_failures",
+                "replication failures (retried)",
+                c.replication_failures,
+            ),
+            (
+                "replication_refused",
+                "devices refused by a replica",
+                c.replication_refused,
+            ),
+            (
+                "batches_refused_no_replica",
+                "batches refused (no other AZ)",
+                c.batches_refused_no_replica,
+            ),
+            (
+                "batches_acked_degraded",
+                "batches acked locally (no other AZ)",
+                c.batches_acked_degraded,
+            ),
+            (
+                "batches_refused_not_owner",
+                "batches for devices not owned",
+                c.batches_refused_not_owner,
+            ),
+        ];
+        for (key, label, value) in cluster_fields {
+            fields.push((key.to_owned(), label.to_owned(), json!(value)));
+        }
+    }
     for m in &s.members {
         fields.push((
             format!("member_{}", m.node_id),
             format!("member {}", m.node_id),
             json!(format!(
-                "{} {} {}",
+                "{} {} {}{}",
                 m.az,
                 m.grpc_addr,
-                if m.ready { "ready" } else { "not ready" }
+                if m.ready { "ready" } else { "not ready" },
+                if m.verified { "" } else { ", not verified" }
             )),
         ));
     }

@@ -373,4 +373,24 @@ fn invalid_specs_are_refused() {
         climate_sensors: u32::MAX,
         ..FactorySpec::default()
     }));
+    assert!(bad(FactorySpec {
+        seq_start: 0,
+        ..FactorySpec::default()
+    }));
+}
+
+#[test]
+fn every_device_starts_at_seq_start() {
+    let mut f = factory(FactorySpec {
+        seq_start: 5_000,
+        bad_share: 0.0,
+        duplicate_share: 0.0,
+        ..FactorySpec::default()
+    });
+    let mut first: HashMap<String, u64> = HashMap::new();
+    for r in f.tick(START_MS) {
+        first.entry(r.device_id).or_insert(r.seq);
+    }
+    assert_eq!(first.len(), f.devices().count());
+    assert!(first.values().all(|seq| *seq == 5_000), "{first:?}");
 }

@@ -35,6 +35,7 @@ pub(crate) struct Counters {
     pub(crate) readings_dead_lettered: AtomicU64,
     pub(crate) batches_sent: AtomicU64,
     pub(crate) batches_acked: AtomicU64,
+    pub(crate) batches_acked_replicated: AtomicU64,
     pub(crate) backoffs: AtomicU64,
     pub(crate) errors: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -69,6 +70,7 @@ impl Counters {
             readings_dead_lettered: get(&self.readings_dead_lettered),
             batches_sent: get(&self.batches_sent),
             batches_acked: get(&self.batches_acked),
+            batches_acked_replicated: get(&self.batches_acked_replicated),
             backoffs: get(&self.backoffs),
             errors: get(&self.errors),
         }
@@ -85,6 +87,7 @@ pub(crate) struct Totals {
     pub(crate) readings_dead_lettered: u64,
     pub(crate) batches_sent: u64,
     pub(crate) batches_acked: u64,
+    pub(crate) batches_acked_replicated: u64,
     pub(crate) backoffs: u64,
     pub(crate) errors: u64,
 }
@@ -118,6 +121,9 @@ pub struct LoadReport {
     pub batches_sent: u64,
     /// Batches acknowledged.
     pub batches_acked: u64,
+    /// Of those, batches whose ack said `REPLICATED` (in the owner's log
+    /// and a replica's in the other AZ); the rest were local only.
+    pub batches_acked_replicated: u64,
     /// Times the node answered `RESOURCE_EXHAUSTED` (overload) and a worker
     /// backed off for the node's retry hint.
     pub backoffs: u64,
@@ -170,6 +176,7 @@ impl LoadReport {
             readings_dead_lettered: totals.readings_dead_lettered,
             batches_sent: totals.batches_sent,
             batches_acked: totals.batches_acked,
+            batches_acked_replicated: totals.batches_acked_replicated,
             backoffs: totals.backoffs,
             errors: totals.errors,
             elapsed_s,
@@ -208,7 +215,7 @@ fn grouped(n: u64) -> String {
 
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String, &str); 16] = [
+        let rows: [(&str, String, &str); 17] = [
             ("elapsed", format!("{:.2}", self.elapsed_s), "s"),
             ("readings sent", grouped(self.readings_sent), ""),
             ("  re-sent", grouped(self.readings_resent), ""),
@@ -223,6 +230,7 @@ impl fmt::Display for LoadReport {
             ),
             ("batches sent", grouped(self.batches_sent), ""),
             ("batches acked", grouped(self.batches_acked), ""),
+            ("  replicated", grouped(self.batches_acked_replicated), ""),
             ("told to back off", grouped(self.backoffs), "times"),
             ("errors", grouped(self.errors), ""),
             (
@@ -314,6 +322,7 @@ mod tests {
             readings_dead_lettered: 850,
             batches_sent: 100,
             batches_acked: 100,
+            batches_acked_replicated: 100,
             backoffs: 2,
             errors: 1,
         };

@@ -346,6 +346,9 @@ impl Worker {
             .saturating_record(micros(batch.sent_at.elapsed()));
         let c = &self.counters;
         Counters::add(&c.batches_acked, 1);
+        if ack.guarantee == vatio_proto::v1::AckGuarantee::Replicated as i32 {
+            Counters::add(&c.batches_acked_replicated, 1);
+        }
         Counters::add(&c.readings_accepted, u64::from(ack.accepted));
         Counters::add(&c.readings_duplicate, u64::from(ack.duplicates));
         Counters::add(&c.readings_dead_lettered, u64::from(ack.dead_lettered));

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use crate::membership::Membership;
+use crate::placement::View;
+use tokio::sync::watch;
 
 use tonic::{Request, Response, Status};
 use vatio_actors::ActorTree;
@@ -20,6 +22,8 @@ pub struct AdminService {
     started_ms: i64,
     list_limit_max: u32,
     membership: Option<Arc<Membership>>,
+    /// The members this node has verified (see [`crate::trust`]).
+    trusted: Option<watch::Receiver<View>>,
 }
 
 impl AdminService {
@@ -30,6 +34,7 @@ impl AdminService {
         started_ms: i64,
         list_limit_max: u32,
         membership: Option<Arc<Membership>>,
+        trusted: Option<watch::Receiver<View>>,
     ) -> Self {
         Self {
             tree,
@@ -38,6 +43,7 @@ impl AdminService {
             started_ms,
             list_limit_max,
             membership,
+            trusted,
         }
     }
 
@@ -46,6 +52,11 @@ impl AdminService {
         let Some(m) = &self.membership else {
             return Vec::new();
         };
+        let trusted = self
+            .trusted
+            .as_ref()
+            .map(|t| t.borrow().clone())
+            .unwrap_or_default();
         m.view()
             .members()
             .iter()
@@ -54,6 +65,9 @@ impl AdminService {
                 az: member.az.to_string(),
                 grpc_addr: member.addr.to_string(),
                 ready: member.ready,
+                verified: trusted
+                    .member(&member.id)
+                    .is_some_and(|t| t.addr == member.addr),
             })
             .collect()
     }
@@ -118,6 +132,17 @@ impl v1::admin_server::Admin for AdminService {
             sink_writes_rejected: NodeStats::get(&s.sink_writes_rejected),
             devices_activated: NodeStats::get(&s.devices_activated),
             devices_passivated: NodeStats::get(&s.devices_passivated),
+            cluster: Some(v1::ClusterStatus {
+                devices_owned: tree.router.devices_owned,
+                devices_claimed: NodeStats::get(&s.devices_claimed),
+                devices_handed_over: NodeStats::get(&s.devices_handed_over),
+                replica_steps_logged: NodeStats::get(&s.replica_steps_logged),
+                replication_failures: NodeStats::get(&s.replication_failures),
+                replication_refused: NodeStats::get(&s.replication_refused),
+                batches_refused_no_replica: NodeStats::get(&s.batches_refused_no_replica),
+                batches_acked_degraded: NodeStats::get(&s.batches_acked_degraded),
+                batches_refused_not_owner: NodeStats::get(&s.batches_refused_not_owner),
+            }),
             log: Some(v1::LogStatus {
                 start: tree.log.start.0,
                 head: tree.log.head.0,

@@ -30,6 +30,19 @@ pub fn raw_to_wire(r: &RawReading) -> v1::Reading {
     }
 }
 
+/// Like [`raw_to_wire`], moving the strings (forwarding a batch).
+pub fn raw_into_wire(r: RawReading) -> v1::Reading {
+    v1::Reading {
+        device_id: r.device_id,
+        seq: r.seq,
+        ts_unix_ms: r.ts_ms,
+        metric: r.metric,
+        value: r.value,
+        unit: r.unit,
+        kind: r.kind,
+    }
+}
+
 pub fn kind_to_wire(k: DeviceKind) -> v1::DeviceKind {
     match k {
         DeviceKind::ClimateSensor => v1::DeviceKind::ClimateSensor,
@@ -87,6 +100,15 @@ pub fn ingest_status(e: IngestError) -> Status {
              was applied, send it again"
         )),
         IngestError::Stopped => Status::unavailable("node is stopping"),
+        IngestError::NotOwned(_) | IngestError::Moved(_) => {
+            Status::unavailable(format!("{e}; membership is settling, send the batch again"))
+        }
+        IngestError::NoReplica => {
+            Status::unavailable(format!("{e}; nothing of this batch was taken"))
+        }
+        IngestError::Replication(_) => Status::unavailable(format!(
+            "{e}; send the batch again (it will count as duplicates)"
+        )),
     }
 }
 

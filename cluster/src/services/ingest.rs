@@ -9,9 +9,10 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use vatio_actors::ActorTree;
-use vatio_proto::v1::{self, AckGuarantee, IngestAck, IngestRequest};
+use vatio_proto::v1::{self, IngestAck, IngestRequest};
 
 use super::convert::{ingest_status, raw_from_wire};
+use crate::routing::{Routing, guarantee_to_wire};
 
 /// Batches of one stream being processed at once.
 const STREAM_BATCHES_IN_FLIGHT: usize = 8;
@@ -19,14 +20,22 @@ const STREAM_BATCHES_IN_FLIGHT: usize = 8;
 #[derive(Clone)]
 pub struct IngestService {
     tree: Arc<ActorTree>,
+    /// In a cluster: readings go to their devices' owners.
+    routing: Option<Arc<Routing>>,
     max_batch_readings: usize,
     max_device_id_bytes: usize,
 }
 
 impl IngestService {
-    pub fn new(tree: Arc<ActorTree>, max_batch_readings: u32, max_device_id_bytes: u32) -> Self {
+    pub fn new(
+        tree: Arc<ActorTree>,
+        routing: Option<Arc<Routing>>,
+        max_batch_readings: u32,
+        max_device_id_bytes: u32,
+    ) -> Self {
         Self {
             tree,
+            routing,
             max_batch_readings: max_batch_readings as usize,
             max_device_id_bytes: max_device_id_bytes as usize,
         }
@@ -41,20 +50,20 @@ impl IngestService {
         };
         let batch_id = req.batch_id;
         let raws = req.readings.into_iter().map(raw_from_wire).collect();
-        let ack = self
-            .tree
-            .ingest(raws, &source)
-            .await
-            .map_err(ingest_status)?;
+        let ack = match &self.routing {
+            Some(routing) => routing.ingest(raws, &source).await?,
+            None => self
+                .tree
+                .ingest(raws, &source)
+                .await
+                .map_err(ingest_status)?,
+        };
         Ok(IngestAck {
             batch_id,
             accepted: ack.accepted,
             duplicates: ack.duplicates,
             dead_lettered: ack.dead_lettered,
-            guarantee: match self.tree.guarantee() {
-                vatio_actors::AckGuarantee::LocalLogSynced => AckGuarantee::LocalLog,
-                vatio_actors::AckGuarantee::LocalLogWritten => AckGuarantee::LocalLogWritten,
-            } as i32,
+            guarantee: guarantee_to_wire(ack.guarantee) as i32,
         })
     }
 

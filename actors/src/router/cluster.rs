@@ -1,0 +1,441 @@
+//! The router's part in a cluster: which devices this node sequences, and
+//! how a device moves between nodes without losing its dedupe state.
+//!
+//! - A node sequences a device only as its [`Role::Owner`]. It becomes owner
+//!   by claiming the device from every live peer (the node layer does the
+//!   calls) and adopting the most advanced state any of them held.
+//! - A claimed node marks the device [`Role::ClaimedBy`] the claimer, lets
+//!   its device actor finish every group it already took, then answers with
+//!   the final state and stops the actor. From then on it refuses readings
+//!   for the device and takes replica steps for it from the claimer only,
+//!   which fences off an old owner that has not yet noticed.
+//! - Replica steps are checked in (`ReplicaBegin`), logged by the caller,
+//!   then folded (`ReplicaApply`); a claim waits for checked-in steps, so
+//!   its answer includes every step this node confirmed to an owner.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+use vatio_stores::DeviceId;
+
+use super::{Activity, Entry, RouterMsg, RouterState};
+use crate::device::{Adoption, DeviceBatch, DeviceMsg, GroupFailure, Origin, ReplySlot};
+use crate::journal::ReplicaStep;
+use crate::logic::device::DeviceState;
+
+/// What this node may do with a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// This node sequences the device.
+    Owner,
+    /// Not claimed by this node: any state it holds is a replica's or a
+    /// former owner's, and replica steps are welcome from any owner.
+    Unclaimed,
+    /// Another node claimed the device: replica steps only from it.
+    ClaimedBy(Arc<str>),
+}
+
+impl Role {
+    /// A device the router has not seen yet.
+    pub fn initial(clustered: bool) -> Self {
+        if clustered {
+            Self::Unclaimed
+        } else {
+            Self::Owner
+        }
+    }
+}
+
+/// A device's state as one node holds it (None: it holds nothing).
+pub type HeldState = (DeviceId, Option<DeviceState>);
+
+pub enum ClusterMsg {
+    /// Another node takes these devices over; answered with the state held
+    /// here for each, once no step for them is in progress here.
+    Claim {
+        by: Arc<str>,
+        devices: Vec<DeviceId>,
+        reply: oneshot::Sender<Vec<HeldState>>,
+    },
+    /// A device actor finished its groups for claim `claim` and stopped.
+    HandedOver {
+        claim: u64,
+        device: DeviceId,
+        state: DeviceState,
+        last_end: u64,
+    },
+    /// This node is now the devices' owner; `states` are the most advanced
+    /// states its peers held (logged through the device actor when ahead).
+    Adopt {
+        states: Vec<HeldState>,
+        reply: oneshot::Sender<()>,
+    },
+    /// May these steps (device, end in the owner's log) from owner `from`
+    /// be kept here? One verdict per step; each `Take` must be followed by
+    /// an apply or abort.
+    ReplicaBegin {
+        from: Arc<str>,
+        /// Device, end in the owner's log, and whether a seed came with it.
+        steps: Vec<(DeviceId, u64, bool)>,
+        reply: oneshot::Sender<Vec<ReplicaVerdict>>,
+    },
+    /// Checked-in replica steps are in the log (record end given): fold them.
+    ReplicaApply {
+        steps: Vec<ReplicaStep>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Checked-in replica steps could not be logged.
+    ReplicaAbort { devices: Vec<DeviceId> },
+    /// The current states of these devices, where this node owns them
+    /// (seeds for a new replica).
+    Snapshot {
+        devices: Vec<DeviceId>,
+        reply: oneshot::Sender<Vec<Option<DeviceState>>>,
+    },
+    /// Replicas confirmed this device's own steps up to its last one.
+    Confirmed { device: DeviceId },
+    /// A replica reported this node's copy of the device's state off the
+    /// cluster's line: stop sequencing it; a claim takes the peers' copy.
+    Diverged { device: DeviceId },
+    /// The log end of the last own step of any of these devices.
+    OwnEnd {
+        devices: Vec<DeviceId>,
+        reply: oneshot::Sender<u64>,
+    },
+    /// Which of these devices this node does not own (yet).
+    Unowned {
+        devices: Vec<DeviceId>,
+        reply: oneshot::Sender<Vec<DeviceId>>,
+    },
+    /// Membership changed: owned devices for which `keep` is false are no
+    /// longer this node's; it claims them again before taking readings.
+    Disown {
+        keep: Box<dyn Fn(&DeviceId) -> bool + Send>,
+    },
+}
+
+/// What a node does with a step an owner sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicaVerdict {
+    /// Logged and folded here.
+    Take,
+    /// This node now owns the device, and its state includes the step:
+    /// the step stands.
+    Held,
+    /// This node now owns the device and went on without the step: the
+    /// sender must drop it.
+    Orphaned,
+    /// Another node claimed the device; only it can tell whether its line
+    /// includes the step.
+    Fenced(Arc<str>),
+    /// This node still sequences the device itself; try again later.
+    Busy,
+}
+
+/// Claims waiting for hand-overs.
+#[derive(Default)]
+pub struct Claims {
+    next_id: u64,
+    pending: HashMap<u64, PendingClaim>,
+}
+
+struct PendingClaim {
+    reply: oneshot::Sender<Vec<HeldState>>,
+    answers: Vec<HeldState>,
+    waiting: usize,
+}
+
+impl RouterState {
+    /// Devices of ingest groups this node may not sequence.
+    pub(super) fn not_owned(&self, groups: &[(DeviceId, DeviceBatch)]) -> Vec<DeviceId> {
+        groups
+            .iter()
+            .filter(|(_, batch)| matches!(batch.origin, Origin::Ingest { .. }))
+            .filter(|(device, _)| {
+                let role = self.devices.get(device).map_or(&self.new_role, |e| &e.role);
+                *role != Role::Owner
+            })
+            .map(|(device, _)| device.clone())
+            .collect()
+    }
+
+    pub(super) async fn on_cluster(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        msg: ClusterMsg,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ClusterMsg::Claim { by, devices, reply } => self.claim(by, devices, reply),
+            ClusterMsg::HandedOver {
+                claim,
+                device,
+                state,
+                last_end,
+            } => {
+                if let Some(e) = self.devices.get_mut(&device) {
+                    e.state = state;
+                    e.last_end = e.last_end.max(last_end);
+                    e.activity = Activity::Passive;
+                }
+                tracing::debug!(%device, claim, "device handed over");
+                self.answer_claims(&device);
+            }
+            ClusterMsg::Adopt { states, reply } => {
+                for (device, state) in states {
+                    self.adopt(myself, device, state).await?;
+                }
+                let _ = reply.send(());
+            }
+            ClusterMsg::ReplicaBegin { from, steps, reply } => {
+                let verdicts = steps
+                    .into_iter()
+                    .map(|(device, end, seeded)| {
+                        let e = self.entry(device);
+                        // A live actor here means this node still sequences
+                        // the device (it was its owner a moment ago).
+                        let idle = matches!(e.activity, Activity::Passive) && e.inflight.is_empty();
+                        let held = e.state.held_from(&from) >= end;
+                        // Another owner took steps after `from`'s last one
+                        // here: a later step of `from` is not on the line.
+                        let passed_by = e.state.last_owner().is_some_and(|o| o != &*from);
+                        let verdict = match &e.role {
+                            // The device's line runs here: this node decides.
+                            Role::Owner if held => ReplicaVerdict::Held,
+                            Role::Owner => ReplicaVerdict::Orphaned,
+                            Role::ClaimedBy(to) if *to != from => {
+                                ReplicaVerdict::Fenced(to.clone())
+                            }
+                            _ if !idle => ReplicaVerdict::Busy,
+                            // It claimed the device from this node: its line
+                            // runs from the state handed over.
+                            Role::ClaimedBy(_) => ReplicaVerdict::Take,
+                            // Only an owner seeds: its line comes with it.
+                            Role::Unclaimed if seeded || !passed_by => ReplicaVerdict::Take,
+                            Role::Unclaimed if held => ReplicaVerdict::Held,
+                            Role::Unclaimed => ReplicaVerdict::Orphaned,
+                        };
+                        if verdict == ReplicaVerdict::Take {
+                            e.replicating += 1;
+                        }
+                        verdict
+                    })
+                    .collect();
+                let _ = reply.send(verdicts);
+            }
+            ClusterMsg::ReplicaApply { steps, reply } => {
+                for replica in steps {
+                    let device = replica.step.device.clone();
+                    if let Some(e) = self.devices.get_mut(&device) {
+                        replica.fold_into(&mut e.state);
+                        e.replicating = e.replicating.saturating_sub(1);
+                    }
+                    self.answer_claims(&device);
+                }
+                let _ = reply.send(());
+            }
+            ClusterMsg::ReplicaAbort { devices } => {
+                for device in devices {
+                    if let Some(e) = self.devices.get_mut(&device) {
+                        e.replicating = e.replicating.saturating_sub(1);
+                    }
+                    self.answer_claims(&device);
+                }
+            }
+            ClusterMsg::Snapshot { devices, reply } => {
+                // Only an owner's copy is a seed: a node that lost a device
+                // must not push its stale line onto a replica.
+                let states = devices
+                    .iter()
+                    .map(|d| {
+                        self.devices
+                            .get(d)
+                            .filter(|e| e.role == Role::Owner)
+                            .map(|e| e.state.clone())
+                    })
+                    .collect();
+                let _ = reply.send(states);
+            }
+            ClusterMsg::Confirmed { device } => {
+                if let Some(e) = self.devices.get_mut(&device) {
+                    e.confirming = false;
+                }
+                self.answer_claims(&device);
+            }
+            ClusterMsg::Diverged { device } => {
+                let e = self.entry(device);
+                e.diverged = true;
+                if e.role == Role::Owner {
+                    e.role = Role::Unclaimed;
+                }
+            }
+            ClusterMsg::OwnEnd { devices, reply } => {
+                let end = devices
+                    .iter()
+                    .filter_map(|d| self.devices.get(d))
+                    .map(|e| e.last_end)
+                    .max()
+                    .unwrap_or(0);
+                let _ = reply.send(end);
+            }
+            ClusterMsg::Unowned { devices, reply } => {
+                let unowned = devices
+                    .into_iter()
+                    .filter(|d| {
+                        let role = self.devices.get(d).map_or(&self.new_role, |e| &e.role);
+                        *role != Role::Owner
+                    })
+                    .collect();
+                let _ = reply.send(unowned);
+            }
+            ClusterMsg::Disown { keep } => {
+                let mut disowned = 0u64;
+                for (device, e) in &mut self.devices {
+                    if e.role == Role::Owner && !keep(device) {
+                        e.role = Role::Unclaimed;
+                        disowned += 1;
+                    }
+                }
+                if disowned > 0 {
+                    tracing::info!(
+                        devices = disowned,
+                        "membership changed: devices placed elsewhere"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, device: DeviceId) -> &mut Entry {
+        let now = self.ctx.clock.now_ms();
+        let supervision = &self.supervision;
+        self.devices
+            .entry(device)
+            .or_insert_with(|| Entry::new(DeviceState::new(), now, 0, Role::Unclaimed, supervision))
+    }
+
+    fn claim(
+        &mut self,
+        by: Arc<str>,
+        devices: Vec<DeviceId>,
+        reply: oneshot::Sender<Vec<HeldState>>,
+    ) {
+        let id = self.claims.next_id;
+        self.claims.next_id += 1;
+        self.claims.pending.insert(
+            id,
+            PendingClaim {
+                reply,
+                answers: Vec::with_capacity(devices.len()),
+                waiting: devices.len(),
+            },
+        );
+        for device in devices {
+            let e = self.entry(device.clone());
+            e.role = Role::ClaimedBy(by.clone());
+            e.claim.push(id);
+            if let Activity::Live(actor) = &e.activity {
+                // The first claim asks the actor; later ones ride along.
+                if e.claim.len() == 1 && actor.cast(DeviceMsg::Handover { claim: id }).is_err() {
+                    // Stopping under us: its failure or stop event follows.
+                    tracing::debug!(%device, "device actor gone while claimed");
+                }
+                continue;
+            }
+            // Passive, or waiting out a restart that will not happen now.
+            e.activity = Activity::Passive;
+            self.refuse_unfinished(&device);
+            self.answer_claims(&device);
+        }
+        self.finish_claim(id);
+    }
+
+    /// Groups admitted but never handled (the actor crashed or was never
+    /// started) are refused: the claimer sequences them now.
+    pub(super) fn refuse_unfinished(&mut self, device: &DeviceId) {
+        if let Some(e) = self.devices.get_mut(device) {
+            for f in e.inflight.drain(..) {
+                f.batch.reply.send(Err(GroupFailure::Moved(device.clone())));
+            }
+        }
+    }
+
+    /// Answers the claims waiting for `device` if nothing of it is in
+    /// progress here any more and replicas have confirmed its own steps
+    /// (so the state handed over is the one they hold too).
+    pub(super) fn answer_claims(&mut self, device: &DeviceId) {
+        let router = self.myself.clone();
+        let Some(e) = self.devices.get_mut(device) else {
+            return;
+        };
+        if e.claim.is_empty() || e.replicating > 0 || !matches!(e.activity, Activity::Passive) {
+            return;
+        }
+        if let Some(confirmed) = &self.confirmed
+            && *confirmed.borrow() < e.last_end
+        {
+            if !e.confirming {
+                e.confirming = true;
+                let mut confirmed = confirmed.clone();
+                let end = e.last_end;
+                let device = device.clone();
+                tokio::spawn(async move {
+                    // Ends only when confirmed or when the node stops.
+                    if confirmed.wait_for(|c| *c >= end).await.is_ok() {
+                        let _ = router.cast(RouterMsg::Cluster(ClusterMsg::Confirmed { device }));
+                    }
+                });
+            }
+            return;
+        }
+        let state = e.state.clone();
+        let ids: Vec<u64> = e.claim.drain(..).collect();
+        for id in ids {
+            if let Some(p) = self.claims.pending.get_mut(&id) {
+                p.answers.push((device.clone(), Some(state.clone())));
+                p.waiting = p.waiting.saturating_sub(1);
+            }
+            self.finish_claim(id);
+        }
+    }
+
+    fn finish_claim(&mut self, id: u64) {
+        if self.claims.pending.get(&id).is_some_and(|p| p.waiting == 0)
+            && let Some(p) = self.claims.pending.remove(&id)
+        {
+            let _ = p.reply.send(p.answers);
+        }
+    }
+
+    async fn adopt(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        device: DeviceId,
+        state: Option<DeviceState>,
+    ) -> Result<(), ActorProcessingErr> {
+        let e = self.entry(device.clone());
+        e.role = Role::Owner;
+        // This node's copy counts unless a replica said it is off the line.
+        let adopt = if std::mem::take(&mut e.diverged) {
+            Adoption::Reset(state.unwrap_or_default())
+        } else {
+            match state.filter(|s| s.progress() > e.state.progress()) {
+                Some(s) => Adoption::Further(s),
+                None => return Ok(()),
+            }
+        };
+        // Logged by the device actor like any step, so the log explains
+        // the state and the replica gets it too.
+        let (tx, _rx) = oneshot::channel();
+        let batch = DeviceBatch {
+            no: 0,
+            readings: Arc::new(Vec::new()),
+            origin: Origin::Adopt(Arc::new(adopt)),
+            reply: ReplySlot::new(tx),
+            inflight: None,
+        };
+        self.enqueue(myself, device, batch).await
+    }
+}

@@ -1,0 +1,203 @@
+//! The tree's handle for the node's cluster services: claims and hand-overs
+//! of devices between nodes, and replica steps from other owners. The node
+//! does the network calls; this is what they do here.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use vatio_stores::DeviceId;
+
+use super::{ActorTree, TreeError};
+use crate::journal::{ReplicaStep, StepRecord, decode_state};
+use crate::router::{ClusterMsg, HeldState, ReplicaVerdict, RouterMsg};
+use crate::stats::NodeStats;
+
+/// What a node did with steps an owner sent it (each named by its end in
+/// the owner's log); steps not listed are in its log or in its state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replicated {
+    /// The device's owner here went on without these: drop them.
+    pub orphaned: Vec<u64>,
+    /// Another node claimed these steps' devices: ask it.
+    pub fenced: Vec<(u64, Arc<str>)>,
+    /// This node still sequences these steps' devices: try again later.
+    pub busy: Vec<u64>,
+}
+
+/// One replica step as it arrives from its owner.
+pub struct IncomingStep {
+    pub step: Bytes,
+    /// End of the step in the owner's log.
+    pub end: u64,
+    pub seed: Option<Bytes>,
+}
+
+impl ActorTree {
+    /// Whether this tree takes part in a cluster (sequences only claimed devices).
+    pub fn clustered(&self) -> bool {
+        self.replication.is_some()
+    }
+
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<T>) -> ClusterMsg,
+    ) -> Result<T, TreeError> {
+        let (tx, rx) = oneshot::channel();
+        self.router
+            .cast(RouterMsg::Cluster(msg(tx)))
+            .map_err(|_| TreeError::Stopped)?;
+        rx.await.map_err(|_| TreeError::Stopped)
+    }
+
+    /// Node `by` takes these devices over: answers with the state held here
+    /// for each once nothing of it is in progress here, and from then on
+    /// refuses readings for them and replica steps from anyone but `by`.
+    pub async fn claim(
+        &self,
+        by: &str,
+        devices: Vec<DeviceId>,
+    ) -> Result<Vec<HeldState>, TreeError> {
+        let n = devices.len() as u64;
+        let by: Arc<str> = Arc::from(by);
+        let held = self
+            .ask(|reply| ClusterMsg::Claim { by, devices, reply })
+            .await?;
+        NodeStats::add(&self.stats.devices_handed_over, n);
+        Ok(held)
+    }
+
+    /// This node is now the owner of these devices; each state is the most
+    /// advanced one its peers answered a claim with.
+    pub async fn adopt(&self, states: Vec<HeldState>) -> Result<(), TreeError> {
+        NodeStats::add(&self.stats.devices_claimed, states.len() as u64);
+        self.ask(|reply| ClusterMsg::Adopt { states, reply }).await
+    }
+
+    /// Waits (at most `limit`) until replicas have settled this node's own
+    /// steps of these devices, so that its copy of their state is either
+    /// the cluster's or known to be off the line before it claims them.
+    pub async fn await_settled(
+        &self,
+        devices: Vec<DeviceId>,
+        limit: std::time::Duration,
+    ) -> Result<bool, TreeError> {
+        let Some((_, shipping)) = &self.replication else {
+            return Ok(true);
+        };
+        let end = self
+            .ask(|reply| ClusterMsg::OwnEnd { devices, reply })
+            .await?;
+        let mut deliverable = shipping.deliverable();
+        Ok(
+            tokio::time::timeout(limit, deliverable.wait_for(|d| *d >= end))
+                .await
+                .is_ok_and(|r| r.is_ok()),
+        )
+    }
+
+    /// Which of these devices this node has yet to claim before it may
+    /// take their readings.
+    pub async fn unowned(&self, devices: Vec<DeviceId>) -> Result<Vec<DeviceId>, TreeError> {
+        self.ask(|reply| ClusterMsg::Unowned { devices, reply })
+            .await
+    }
+
+    /// Membership changed: owned devices for which `keep` is false are no
+    /// longer this node's.
+    pub fn disown(&self, keep: Box<dyn Fn(&DeviceId) -> bool + Send>) -> Result<(), TreeError> {
+        self.router
+            .cast(RouterMsg::Cluster(ClusterMsg::Disown { keep }))
+            .map_err(|_| TreeError::Stopped)
+    }
+
+    /// Keeps steps that owner `from` took, as their replica: logs the ones
+    /// this node accepts and folds them into device state, and says what
+    /// became of the others (see [`Replicated`]).
+    pub async fn replicate(
+        &self,
+        from: &str,
+        incoming: Vec<IncomingStep>,
+    ) -> Result<Replicated, TreeError> {
+        let bad = |detail: String| TreeError::BadReplica {
+            from: from.to_owned(),
+            detail,
+        };
+        let mut steps = Vec::with_capacity(incoming.len());
+        for (i, s) in incoming.into_iter().enumerate() {
+            let step = StepRecord::decode(&s.step).map_err(|e| bad(format!("steps[{i}]: {e}")))?;
+            let seed = match s.seed {
+                Some(bytes) => {
+                    Some(decode_state(&bytes).map_err(|e| bad(format!("steps[{i}].seed: {e}")))?)
+                }
+                None => None,
+            };
+            steps.push(ReplicaStep {
+                from: from.to_owned(),
+                end: s.end,
+                seed,
+                step,
+            });
+        }
+        let keys: Vec<(DeviceId, u64, bool)> = steps
+            .iter()
+            .map(|s| (s.step.device.clone(), s.end, s.seed.is_some()))
+            .collect();
+        let from_arc: Arc<str> = Arc::from(from);
+        let verdicts = self
+            .ask(|reply| ClusterMsg::ReplicaBegin {
+                from: from_arc,
+                steps: keys,
+                reply,
+            })
+            .await?;
+        let mut out = Replicated::default();
+        let mut taken = Vec::new();
+        for (step, verdict) in steps.into_iter().zip(verdicts) {
+            match verdict {
+                ReplicaVerdict::Take => taken.push(step),
+                ReplicaVerdict::Held => {}
+                ReplicaVerdict::Orphaned => out.orphaned.push(step.end),
+                ReplicaVerdict::Fenced(owner) => out.fenced.push((step.end, owner)),
+                ReplicaVerdict::Busy => out.busy.push(step.end),
+            }
+        }
+        // One append per step, all in flight at once: the log's group
+        // commit turns them into one write and one fsync.
+        let mut appends = Vec::with_capacity(taken.len());
+        for step in &taken {
+            let bytes = step.encode().map_err(|e| bad(e.to_string()))?;
+            appends.push(self.log.append(bytes));
+        }
+        let results = futures::future::join_all(appends).await;
+        let mut logged = Vec::with_capacity(taken.len());
+        let mut failure = None;
+        let mut aborted = Vec::new();
+        for (step, result) in taken.into_iter().zip(results) {
+            match result {
+                Ok(_) => logged.push(step),
+                Err(e) => {
+                    aborted.push(step.step.device.clone());
+                    failure = Some(e);
+                }
+            }
+        }
+        NodeStats::add(&self.stats.replica_steps_logged, logged.len() as u64);
+        if !aborted.is_empty() {
+            let _ = self
+                .router
+                .cast(RouterMsg::Cluster(ClusterMsg::ReplicaAbort {
+                    devices: aborted,
+                }));
+        }
+        self.ask(|reply| ClusterMsg::ReplicaApply {
+            steps: logged,
+            reply,
+        })
+        .await?;
+        match failure {
+            Some(e) => Err(TreeError::Log(e)),
+            None => Ok(out),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Channels to peers, made on first use and remade when a peer's address
+//! changes (it restarted elsewhere). A tonic channel reconnects by itself,
+//! so one channel per peer serves every call to it, multiplexed on HTTP/2.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tonic::transport::Channel;
+use vatio_proto::v1::peer_client::PeerClient;
+
+use crate::placement::{Member, NodeId};
+use crate::transport::{Transport, TransportError};
+
+/// Largest message a peer call carries (a forwarded batch or a shipment).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct PeerClients {
+    transport: Transport,
+    channels: Arc<Mutex<HashMap<NodeId, (SocketAddr, Channel)>>>,
+}
+
+impl PeerClients {
+    pub fn new(transport: Transport) -> Self {
+        Self {
+            transport,
+            channels: Arc::default(),
+        }
+    }
+
+    /// A client for `member` (connects lazily).
+    pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, TransportError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&member.id) {
+            Some((addr, channel)) if *addr == member.addr => channel.clone(),
+            _ => {
+                let channel = self
+                    .transport
+                    .peer_endpoint(member.id.as_str(), member.addr)?
+                    .connect_lazy();
+                channels.insert(member.id.clone(), (member.addr, channel.clone()));
+                channel
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+}

@@ -1,0 +1,140 @@
+//! Which gossip members this node works with. Gossip itself is not
+//! authenticated, so a member enters the view placement uses only once this
+//! node has called it over the peer transport: with TLS, that call succeeds
+//! only if the member holds a certificate for its node id from the
+//! cluster's CA (and its own checks admit this node). A node with a
+//! certificate from another CA can gossip, but it is never placed on and
+//! never forwarded to.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vatio_proto::v1::ClaimRequest;
+
+use crate::membership::Membership;
+use crate::peer::PeerClients;
+use crate::placement::{Member, NodeId, View};
+
+/// How often members that failed verification are tried again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// The verified view, kept current by a background task.
+pub struct TrustedView {
+    rx: watch::Receiver<View>,
+    task: JoinHandle<()>,
+}
+
+impl TrustedView {
+    /// Starts verifying `membership`'s members (this node is trusted as is).
+    pub fn start(membership: Arc<Membership>, clients: PeerClients, timeout: Duration) -> Self {
+        let me = membership.node().clone();
+        let initial = filtered(&membership.view(), &me, &HashSet::new());
+        let (tx, rx) = watch::channel(initial);
+        let task = tokio::spawn(verify(membership, clients, timeout, me, tx));
+        Self { rx, task }
+    }
+
+    pub fn watch(&self) -> watch::Receiver<View> {
+        self.rx.clone()
+    }
+
+    pub fn view(&self) -> View {
+        self.rx.borrow().clone()
+    }
+}
+
+impl Drop for TrustedView {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn filtered(view: &View, me: &NodeId, trusted: &HashSet<(NodeId, SocketAddr)>) -> View {
+    View::new(
+        view.members()
+            .iter()
+            .filter(|m| m.id == *me || trusted.contains(&(m.id.clone(), m.addr)))
+            .cloned(),
+    )
+}
+
+async fn verify(
+    membership: Arc<Membership>,
+    clients: PeerClients,
+    timeout: Duration,
+    me: NodeId,
+    tx: watch::Sender<View>,
+) {
+    let mut changes = membership.watch();
+    // A member is verified at one address; a restart elsewhere is checked again.
+    let mut trusted: HashSet<(NodeId, SocketAddr)> = HashSet::new();
+    let mut refused_logged: HashSet<(NodeId, SocketAddr)> = HashSet::new();
+    loop {
+        let view = changes.borrow_and_update().clone();
+        let unverified: Vec<&Member> = view
+            .members()
+            .iter()
+            .filter(|m| m.id != me && !trusted.contains(&(m.id.clone(), m.addr)))
+            .collect();
+        let probes = unverified.iter().map(|m| probe(&clients, &me, m, timeout));
+        for (m, result) in unverified.iter().zip(join_all(probes).await) {
+            let key = (m.id.clone(), m.addr);
+            match result {
+                Ok(()) => {
+                    tracing::info!(peer = %m.id, az = %m.az, addr = %m.addr, "peer verified");
+                    refused_logged.remove(&key);
+                    trusted.insert(key);
+                }
+                Err(e) => {
+                    if refused_logged.insert(key) {
+                        tracing::warn!(peer = %m.id, addr = %m.addr, error = %e, "gossip member not verified; not placing devices on it");
+                    }
+                }
+            }
+        }
+        trusted.retain(|(id, addr)| view.member(id).is_some_and(|m| m.addr == *addr));
+        let next = filtered(&view, &me, &trusted);
+        tx.send_if_modified(|current| {
+            let changed = *current != next;
+            if changed {
+                *current = next;
+            }
+            changed
+        });
+        let everyone_verified = view.members().len() == tx.borrow().members().len();
+        let wait_for_change = changes.changed();
+        if everyone_verified {
+            if wait_for_change.await.is_err() {
+                return;
+            }
+        } else {
+            // Retry the unverified ones soon, or at the next change.
+            let _ = tokio::time::timeout(RETRY, wait_for_change).await;
+        }
+    }
+}
+
+/// A no-op peer call (a claim of nothing): it succeeds only if each side's
+/// transport accepts the other.
+async fn probe(
+    clients: &PeerClients,
+    me: &NodeId,
+    member: &Member,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut client = clients.client(member).map_err(|e| e.to_string())?;
+    let request = ClaimRequest {
+        by_node: me.to_string(),
+        devices: Vec::new(),
+    };
+    match tokio::time::timeout(timeout, client.claim(request)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(format!("{}: {}", status.code(), status.message())),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}

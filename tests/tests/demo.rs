@@ -1,0 +1,106 @@
+//! `vatio demo` runs four real nodes, two per AZ, fed by the simulated
+//! factory: each node lists all four as ready members, keeps its own log and
+//! stores in its own directory, takes a share of the devices, and together
+//! the nodes count exactly the readings the factory was told they accepted.
+
+use std::path::Path;
+use std::time::Duration;
+
+use vatio_cluster::commands::demo::{DemoOptions, Redraw, SEATS, node_config, run_until};
+use vatio_cluster::factory::FactorySpec;
+
+/// The files in `dir`, or an error naming it.
+fn files_in(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_nodes_in_two_azs_share_the_factory() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let options = DemoOptions {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        factory: FactorySpec::default(),
+        duration: Some(Duration::from_secs(3)),
+        refresh: Duration::from_secs(1),
+        redraw: Redraw::Lines,
+    };
+    let report = run_until(options, std::future::pending()).await?;
+
+    let mut every_member: Vec<(String, String, bool)> = SEATS
+        .iter()
+        .map(|s| (s.id.to_owned(), s.az.to_owned(), true))
+        .collect();
+    every_member.sort();
+    let ids: Vec<&str> = report.end.nodes.iter().map(|n| n.seat.id).collect();
+    assert_eq!(ids, ["demo-a1", "demo-a2", "demo-b1", "demo-b2"]);
+
+    let mut accepted_by_nodes = 0;
+    for n in &report.end.nodes {
+        let status = n
+            .status
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{} did not answer: {e}", n.seat.id))?;
+        assert_eq!(
+            (status.node_id.as_str(), status.az.as_str()),
+            (n.seat.id, n.seat.az)
+        );
+        let mut members: Vec<(String, String, bool)> = status
+            .members
+            .iter()
+            .map(|m| (m.node_id.clone(), m.az.clone(), m.ready))
+            .collect();
+        members.sort();
+        assert_eq!(
+            members, every_member,
+            "{} sees every node as a ready member",
+            n.seat.id
+        );
+        assert!(
+            status.readings_accepted > 0,
+            "{} took a share of the devices",
+            n.seat.id
+        );
+        accepted_by_nodes += status.readings_accepted;
+
+        let cfg = node_config(n.seat, dir.path(), "127.0.0.1:0".parse()?, &[])?;
+        assert_eq!(n.data_dir, dir.path().join(n.seat.id));
+        assert_eq!(cfg.node.data_dir, n.data_dir);
+        let segments = files_in(&cfg.data_path(&cfg.log.dir).join("segments"))?;
+        assert!(
+            !segments.is_empty(),
+            "{} has its own log segments",
+            n.seat.id
+        );
+        let stores = files_in(&cfg.data_path(&cfg.stores.sqlite_dir))?;
+        for store in [
+            "timeseries.sqlite",
+            "documents.sqlite",
+            "dead_letters.sqlite",
+        ] {
+            assert!(
+                stores.iter().any(|f| f == store),
+                "{} has its own {store}: {stores:?}",
+                n.seat.id
+            );
+        }
+    }
+    assert!(
+        report.factory.accepted > 0,
+        "the factory's readings were accepted"
+    );
+    assert_eq!(
+        accepted_by_nodes, report.factory.accepted,
+        "the nodes together accepted what the factory was told"
+    );
+
+    let last = report.final_lines();
+    for seat in SEATS {
+        assert!(last.contains(seat.id) && last.contains(seat.az), "{last}");
+    }
+    Ok(())
+}
