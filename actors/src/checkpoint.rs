@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use vatio_stores::{CheckpointStore, DeviceId};
 
 use crate::feed::{Feed, LogConsumer};
-use crate::journal::{ReplicaStep, StepRecord, decode_state, encode_state};
+use crate::journal::{FenceRecord, ReplicaStep, StepRecord, decode_state, encode_state};
 use crate::logic::device::DeviceState;
 use crate::pipeline::SubscriberMsg;
 use crate::sink_retry::SinkGuard;
@@ -73,9 +73,10 @@ impl Actor for Checkpointer {
         match msg {
             SubscriberMsg::Steps { steps, permit } => {
                 for logged in &steps {
-                    match &logged.replica {
-                        Some(replica) => st.table.fold_replica(replica),
-                        None => st.table.fold(&logged.step, &st.args.node, logged.end),
+                    match (&logged.replica, &logged.fence) {
+                        (Some(replica), _) => st.table.fold_replica(replica),
+                        (None, Some(fence)) => st.table.fold_fence(fence),
+                        (None, None) => st.table.fold(&logged.step, &st.args.node, logged.end),
                     }
                 }
                 drop(permit);
@@ -154,6 +155,15 @@ impl DeviceTable {
         let device = &replica.step.device;
         replica.fold_into(self.devices.entry(device.clone()).or_default());
         self.changed.insert(device.clone());
+    }
+
+    /// Applies a hand-over to another node.
+    pub fn fold_fence(&mut self, fence: &FenceRecord) {
+        self.devices
+            .entry(fence.device.clone())
+            .or_default()
+            .fence(&fence.by);
+        self.changed.insert(fence.device.clone());
     }
 
     /// The changed devices' states, encoded for the checkpoint store.

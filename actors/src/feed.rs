@@ -222,6 +222,7 @@ async fn run_feed(
                         end: rec.end.0,
                         step: Arc::new(StepRecord::empty()),
                         replica: None,
+                        fence: None,
                         payload: rec.payload.clone(),
                     });
                 }
@@ -231,6 +232,17 @@ async fn run_feed(
                         end: rec.end.0,
                         step: Arc::new(step),
                         replica: None,
+                        fence: None,
+                        payload: rec.payload.clone(),
+                    });
+                }
+                Ok(LogRecord::Fence(fence)) => {
+                    weight += 1;
+                    steps.push(LoggedStep {
+                        end: rec.end.0,
+                        step: Arc::new(StepRecord::empty()),
+                        replica: None,
+                        fence: Some(Arc::new(fence)),
                         payload: rec.payload.clone(),
                     });
                 }
@@ -240,6 +252,7 @@ async fn run_feed(
                         end: rec.end.0,
                         step: Arc::new(StepRecord::empty()),
                         replica: Some(Arc::new(replica)),
+                        fence: None,
                         payload: rec.payload.clone(),
                     });
                 }
@@ -252,6 +265,7 @@ async fn run_feed(
                         end: rec.end.0,
                         step: Arc::new(StepRecord::empty()),
                         replica: None,
+                        fence: None,
                         payload: rec.payload.clone(),
                     });
                 }

@@ -43,11 +43,30 @@ pub struct ReplicaStep {
     pub step: StepRecord,
 }
 
+/// First byte of a fence record (format version 1).
+pub const FENCE: u8 = 3;
+
+/// This node handed a device over to `by` (answering its claim): from now
+/// on the device's line runs through `by`. Folded into the device's state
+/// (see `DeviceState::fence`) so the fence survives a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FenceRecord {
+    pub device: DeviceId,
+    pub by: String,
+}
+
+impl FenceRecord {
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        Ok(Bytes::from(postcard::to_extend(self, vec![FENCE])?))
+    }
+}
+
 /// One record of the log, decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LogRecord {
     Own(StepRecord),
     Replica(ReplicaStep),
+    Fence(FenceRecord),
 }
 
 impl LogRecord {
@@ -56,6 +75,7 @@ impl LogRecord {
             None => Err(RecordError::Empty),
             Some((&OWN_STEP, body)) => Ok(Self::Own(postcard::from_bytes(body)?)),
             Some((&REPLICA_STEP, body)) => Ok(Self::Replica(postcard::from_bytes(body)?)),
+            Some((&FENCE, body)) => Ok(Self::Fence(postcard::from_bytes(body)?)),
             Some((&v, _)) => Err(RecordError::Version(v)),
         }
     }
@@ -68,6 +88,11 @@ impl ReplicaStep {
 
     /// The device's state after folding this step onto `state`.
     pub fn fold_into(&self, state: &mut DeviceState) {
+        // Already folded (the owner sent it again): folding twice would undo
+        // later steps where an op replaces the state.
+        if state.held_from(&self.from) >= self.end {
+            return;
+        }
         if let Some(seed) = &self.seed {
             state.apply(&Op::Adopt(Box::new(seed.clone())));
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ractor::RpcReplyPort;
 
-use crate::journal::{ReplicaStep, StepRecord};
+use crate::journal::{FenceRecord, ReplicaStep, StepRecord};
 use crate::mailbox::Permit;
 
 /// One log record as a subscriber sees it.
@@ -20,6 +20,8 @@ pub struct LoggedStep {
     /// A step kept as another node's replica: only the device checkpoint
     /// folds it; sinks never see it (its owner delivers it).
     pub replica: Option<Arc<ReplicaStep>>,
+    /// A device handed over to another node: only the device checkpoint folds it.
+    pub fence: Option<Arc<FenceRecord>>,
     /// The record as logged (what replication ships).
     pub payload: bytes::Bytes,
 }

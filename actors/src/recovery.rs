@@ -93,6 +93,7 @@ pub async fn rebuild_devices(
                     Ok(LogRecord::Own(_)) if void.is_some_and(|v| v.contains(rec.end.0)) => {}
                     Ok(LogRecord::Own(step)) => table.fold(&step, node, rec.end.0),
                     Ok(LogRecord::Replica(replica)) => table.fold_replica(&replica),
+                    Ok(LogRecord::Fence(fence)) => table.fold_fence(&fence),
                     Err(e) => {
                         out.records_undecodable += 1;
                         tracing::error!(position = rec.position.0, error = %e, "skipping an undecodable log record while rebuilding device state");

@@ -189,6 +189,10 @@ pub struct ShipperArgs {
     pub stats: Arc<NodeStats>,
     /// The log's head when the node started.
     pub start_head: u64,
+    /// Whether steps may reach the sinks unreplicated while the other AZ is down.
+    pub no_other_az: NoOtherAz,
+    /// This node's id (its steps are noted under it in device states).
+    pub node: Arc<str>,
 }
 
 pub struct ShipperState {
@@ -279,7 +283,7 @@ impl ShipperState {
                     // not verified its peers yet), so those wait to be
                     // settled with a replica.
                     let first = steps.first().map_or(0, |s| s.end);
-                    if first > self.args.start_head {
+                    if self.args.no_other_az == NoOtherAz::Degrade && first > self.args.start_head {
                         let head = self.args.consumer.log.visible_head().0;
                         self.args.shipping.set_deliverable(head);
                     }
@@ -339,13 +343,28 @@ impl ShipperState {
             return Ok(());
         }
         let seeds = self.seeds(seed_needed).await.map_err(ShipError::Failed)?;
+        // The router's copy lags the device actor a little: a seed must
+        // include the device's last step shipped here, or the replica could
+        // miss a step between the seed and the steps that follow it.
+        for (peer, items) in &by_peer {
+            for (end, s) in items {
+                if let Some((_, held)) = seeds.get(&s.device)
+                    && held < end
+                {
+                    return Err(ShipError::Failed(format!(
+                        "the state of {} to seed {peer} with is not yet past its step at {end}",
+                        s.device
+                    )));
+                }
+            }
+        }
         let mut round: Vec<(Arc<str>, Vec<ShippedStep>)> = Vec::with_capacity(by_peer.len());
         for (peer, items) in by_peer {
             let mut seeded: std::collections::HashSet<DeviceId> = Default::default();
             let shipped = items
                 .into_iter()
                 .map(|(_, mut s)| {
-                    if let Some(seed) = seeds.get(&s.device)
+                    if let Some((seed, _)) = seeds.get(&s.device)
                         && seeded.insert(s.device.clone())
                     {
                         s.seed = Some(seed.clone());
@@ -376,8 +395,17 @@ impl ShipperState {
                     }
                 };
                 if hop == 0 {
+                    // Remember the replica only for steps it kept: one it
+                    // refused or deferred must be seeded again.
                     for s in &sent {
-                        self.sent_to.insert(s.device.clone(), peer.clone());
+                        let kept = !outcome.busy.contains(&s.end)
+                            && !outcome.orphaned.contains(&s.end)
+                            && !outcome.fenced.iter().any(|(e, _)| *e == s.end);
+                        if kept {
+                            self.sent_to.insert(s.device.clone(), peer.clone());
+                        } else {
+                            self.sent_to.remove(&s.device);
+                        }
                     }
                 }
                 let by_end = |end: u64| sent.iter().find(|s| s.end == end);
@@ -472,8 +500,12 @@ impl ShipperState {
         Ok(())
     }
 
-    /// Encoded current states of `devices`, from the router.
-    async fn seeds(&self, devices: Vec<DeviceId>) -> Result<HashMap<DeviceId, Bytes>, String> {
+    /// Encoded current states of `devices`, from the router, with the end
+    /// of this node's last step each includes.
+    async fn seeds(
+        &self,
+        devices: Vec<DeviceId>,
+    ) -> Result<HashMap<DeviceId, (Bytes, u64)>, String> {
         if devices.is_empty() {
             return Ok(HashMap::new());
         }
@@ -495,8 +527,9 @@ impl ShipperState {
         let mut out = HashMap::with_capacity(devices.len());
         for (device, state) in devices.into_iter().zip(states) {
             if let Some(state) = state {
+                let held = state.held_from(&self.args.node);
                 let bytes = encode_state(&state).map_err(|e| format!("encoding {device}: {e}"))?;
-                out.insert(device, Bytes::from(bytes));
+                out.insert(device, (Bytes::from(bytes), held));
             }
         }
         Ok(out)

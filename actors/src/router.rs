@@ -610,9 +610,11 @@ impl RouterState {
             };
             // Only the router sends groups, so with nothing in flight nothing
             // can reach the actor after this stop: passivation is race-free.
+            // A device this node no longer sequences stops at once.
+            let placed_elsewhere = e.role != Role::Owner;
             if e.inflight.is_empty()
-                && e.state.is_idle()
-                && now.saturating_sub(e.last_active_ms) >= idle_ms
+                && (placed_elsewhere
+                    || (e.state.is_idle() && now.saturating_sub(e.last_active_ms) >= idle_ms))
             {
                 actor.stop(Some("passivated".into()));
                 e.activity = Activity::Passive;

@@ -451,6 +451,8 @@ impl ActorTree {
                         timeout: replication.timeout,
                         stats: stats.clone(),
                         start_head: rebuilt.position,
+                        no_other_az: replication.no_other_az,
+                        node: Arc::from(cfg.node.id.as_str()),
                     },
                 ));
                 Some((replication, shipping))
@@ -779,7 +781,21 @@ impl ActorTree {
         };
         let letters = self.stores.dead_letters.list(&filter).await?;
         // Replay oldest first so a device's readings go back in their order.
-        let letters: Vec<_> = letters.into_iter().rev().collect();
+        let mut letters: Vec<_> = letters.into_iter().rev().collect();
+        if self.clustered() {
+            // Only devices this node sequences now; the others' owners
+            // replay theirs (their letters stay pending here until then).
+            let devices: Vec<DeviceId> = letters
+                .iter()
+                .map(|l| DeviceId::new(l.letter.reading.device_id.as_str()))
+                .collect();
+            let unowned = self.unowned(devices).await?;
+            letters.retain(|l| {
+                !unowned
+                    .iter()
+                    .any(|d| d.as_str() == l.letter.reading.device_id)
+            });
+        }
         let ids: Vec<DeadLetterId> = letters.iter().map(|l| l.id).collect();
         let raws: Vec<RawReading> = letters.iter().map(|l| l.letter.reading.clone()).collect();
         let mut summary = ReplaySummary {
@@ -835,7 +851,24 @@ impl ActorTree {
                 _ => return Err(TreeError::Stopped),
             }
         }
-        let head = self.log.visible_head().0;
+        let mut head = self.log.visible_head().0;
+        // In a cluster the sinks take only settled steps: give the replicas
+        // a while to settle the rest; what they have not settled by then
+        // reaches the sinks once they do (it is in the log).
+        if let Some((rep, shipping)) = &self.replication {
+            let mut settled = shipping.deliverable();
+            let reached = tokio::time::timeout(rep.timeout, settled.wait_for(|d| *d >= head))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !reached {
+                let at = *settled.borrow();
+                tracing::warn!(
+                    unsettled_bytes = head.saturating_sub(at),
+                    "flushing up to what replicas have settled; the rest follows when they do"
+                );
+                head = at.min(head);
+            }
+        }
         // Flushing is about the sinks; replication has its own watermark
         // (and may wait for another AZ for as long as it is down).
         let shipper = self.replication.as_ref().map(|(_, s)| &s.progress);

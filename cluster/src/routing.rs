@@ -161,6 +161,20 @@ impl Routing {
                 devices.len()
             )));
         }
+        let attempt = self
+            .tree
+            .begin_claim(devices.clone())
+            .await
+            .map_err(tree_stopped)?;
+        let result = self.claim_attempt(&devices).await;
+        if result.is_err() {
+            let _ = self.tree.abandon_claim(attempt, devices);
+        }
+        result
+    }
+
+    /// One claim attempt: every verified peer hands over, then this node adopts.
+    async fn claim_attempt(&self, devices: &[DeviceId]) -> Result<(), Status> {
         let view = self.views.borrow().clone();
         let peers: Vec<&Member> = view.members().iter().filter(|m| m.id != self.me).collect();
         let request = ClaimRequest {
@@ -223,13 +237,20 @@ impl Routing {
             }
         }
         let states = devices
-            .into_iter()
+            .iter()
             .map(|d| {
-                let state = best.remove(&d);
-                (d, state)
+                let state = best.remove(d);
+                (d.clone(), state)
             })
             .collect();
-        self.tree.adopt(states).await.map_err(tree_stopped)
+        let lost = self.tree.adopt(states).await.map_err(tree_stopped)?;
+        match lost.first() {
+            None => Ok(()),
+            Some(d) => Err(Status::unavailable(format!(
+                "another node claimed {} device(s) at the same time (e.g. {d}); send the batch again",
+                lost.len()
+            ))),
+        }
     }
 
     async fn forward(
@@ -286,8 +307,10 @@ impl Routing {
             while views.changed().await.is_ok() {
                 let view = views.borrow_and_update().clone();
                 let me = this.me.clone();
+                let members = view.clone();
                 let keep = move |d: &DeviceId| view.place(d).is_some_and(|p| p.owner == me);
-                if this.tree.disown(Box::new(keep)).is_err() {
+                let member = move |id: &str| members.member(&NodeId::new(id)).is_some();
+                if this.tree.disown(Box::new(keep), Box::new(member)).is_err() {
                     return;
                 }
             }

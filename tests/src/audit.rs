@@ -7,6 +7,50 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+/// A `vatio load` run whose every acknowledged reading is listed in a file.
+#[derive(Clone, Debug)]
+pub struct ListedLoad {
+    pub addr: String,
+    pub devices: u32,
+    pub rate: u32,
+    pub batch: u32,
+    pub concurrency: u32,
+    pub duration: std::time::Duration,
+    pub seed: u64,
+    pub acks_out: std::path::PathBuf,
+}
+
+impl ListedLoad {
+    /// The command line after `vatio`: JSON report, seqs from 1.
+    pub fn args(&self) -> Vec<String> {
+        [
+            "load",
+            "--addr",
+            &self.addr,
+            "--devices",
+            &self.devices.to_string(),
+            "--rate",
+            &self.rate.to_string(),
+            "--batch",
+            &self.batch.to_string(),
+            "--concurrency",
+            &self.concurrency.to_string(),
+            "--duration",
+            &format!("{}s", self.duration.as_secs()),
+            "--seed",
+            &self.seed.to_string(),
+            "--seq-start",
+            "1",
+            "--acks-out",
+            &self.acks_out.display().to_string(),
+            "--json",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect()
+    }
+}
+
 /// Examples listed per kind of problem.
 pub const EXAMPLES_MAX: usize = 10;
 

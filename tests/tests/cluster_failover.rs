@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::time::Instant;
 use vatio_stores::{DeviceId, Metric, minute_of};
-use vatio_tests::audit::{Findings, LoadTotals, read_acks};
+use vatio_tests::audit::{Findings, ListedLoad, LoadTotals, read_acks};
 use vatio_tests::process::{
     NodeFiles, NodeProcess, Process, archived_files, flush, free_port, status, vatio_bin,
     vatio_command,
@@ -173,28 +173,17 @@ async fn run_in(bin: &Path, root: &Path) -> anyhow::Result<()> {
 
     let acks_path = root.join("acks.txt");
     let entry = files.get("a1").context("a1")?.endpoint();
-    let load_args = [
-        "load".to_owned(),
-        "--addr".to_owned(),
-        entry.clone(),
-        "--devices".to_owned(),
-        DEVICES.to_string(),
-        "--rate".to_owned(),
-        RATE_READINGS_PER_S.to_string(),
-        "--batch".to_owned(),
-        BATCH_READINGS.to_string(),
-        "--concurrency".to_owned(),
-        CONCURRENCY.to_string(),
-        "--duration".to_owned(),
-        format!("{}s", LOAD_DURATION.as_secs()),
-        "--seed".to_owned(),
-        LOAD_SEED.to_string(),
-        "--seq-start".to_owned(),
-        "1".to_owned(),
-        "--acks-out".to_owned(),
-        acks_path.display().to_string(),
-        "--json".to_owned(),
-    ];
+    let load_args = ListedLoad {
+        addr: entry.clone(),
+        devices: DEVICES,
+        rate: RATE_READINGS_PER_S,
+        batch: BATCH_READINGS,
+        concurrency: CONCURRENCY,
+        duration: LOAD_DURATION,
+        seed: LOAD_SEED,
+        acks_out: acks_path.clone(),
+    }
+    .args();
     let load_args: Vec<&str> = load_args.iter().map(String::as_str).collect();
     let started = Instant::now();
     let mut load = Process::spawn("load", vatio_command(bin, &load_args), root)?;

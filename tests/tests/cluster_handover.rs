@@ -100,7 +100,8 @@ async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> any
 
     // Once this node owns the device, it decides: the step its state holds
     // stands, the one it does not hold is orphaned.
-    tree.adopt(vec![(d.clone(), None)]).await?;
+    tree.begin_claim(vec![d.clone()]).await?;
+    assert!(tree.adopt(vec![(d.clone(), None)]).await?.is_empty());
     let outcome = tree.replicate("o1", resend()?).await?;
     assert_eq!((outcome.orphaned, outcome.fenced.len()), (vec![300], 0));
     let held = tree.claim("x1", vec![d.clone()]).await?;

@@ -28,7 +28,7 @@ use rand::{Rng as _, SeedableRng as _};
 use tokio::time::Instant;
 use vatio_stores::archive::Side;
 use vatio_stores::{DeviceId, HourKey, Metric, hour_of, minute_of};
-use vatio_tests::audit::{Findings, LoadTotals, read_acks};
+use vatio_tests::audit::{Findings, ListedLoad, LoadTotals, read_acks};
 use vatio_tests::process::{
     NodeFiles, NodeProcess, Process, archived_files, files_under, flush, free_port, vatio_bin,
     vatio_command,
@@ -102,28 +102,17 @@ async fn run_in(bin: &Path, root: &Path) -> anyhow::Result<()> {
     eprintln!("crash test: working in {}", root.display());
 
     let mut node = NodeProcess::start(bin, &files, root, NODE_START_MAX).await?;
-    let load_args = [
-        "load".to_owned(),
-        "--addr".to_owned(),
-        files.endpoint(),
-        "--devices".to_owned(),
-        DEVICES.to_string(),
-        "--rate".to_owned(),
-        RATE_READINGS_PER_S.to_string(),
-        "--batch".to_owned(),
-        BATCH_READINGS.to_string(),
-        "--concurrency".to_owned(),
-        CONCURRENCY.to_string(),
-        "--duration".to_owned(),
-        format!("{}s", LOAD_DURATION.as_secs()),
-        "--seed".to_owned(),
-        LOAD_SEED.to_string(),
-        "--seq-start".to_owned(),
-        "1".to_owned(),
-        "--acks-out".to_owned(),
-        acks_path.display().to_string(),
-        "--json".to_owned(),
-    ];
+    let load_args = ListedLoad {
+        addr: files.endpoint(),
+        devices: DEVICES,
+        rate: RATE_READINGS_PER_S,
+        batch: BATCH_READINGS,
+        concurrency: CONCURRENCY,
+        duration: LOAD_DURATION,
+        seed: LOAD_SEED,
+        acks_out: acks_path.clone(),
+    }
+    .args();
     let load_args: Vec<&str> = load_args.iter().map(String::as_str).collect();
     let started = Instant::now();
     let mut load = Process::spawn("load", vatio_command(bin, &load_args), root)?;

@@ -241,6 +241,14 @@ impl DeviceState {
         }
     }
 
+    /// Marks `node` as the device's latest owner (it claimed the device
+    /// from this node): a step of an earlier owner that this state does
+    /// not hold is then known to be off the line.
+    pub fn fence(&mut self, node: &str) {
+        let end = self.held_from(node);
+        self.note_step(node, end);
+    }
+
     /// The node whose step this state took last (None: no step noted).
     pub fn last_owner(&self) -> Option<&str> {
         self.owners.last().map(|(n, _)| n.as_str())

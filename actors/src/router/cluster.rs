@@ -22,8 +22,9 @@ use vatio_stores::DeviceId;
 
 use super::{Activity, Entry, RouterMsg, RouterState};
 use crate::device::{Adoption, DeviceBatch, DeviceMsg, GroupFailure, Origin, ReplySlot};
-use crate::journal::ReplicaStep;
+use crate::journal::{FenceRecord, ReplicaStep};
 use crate::logic::device::DeviceState;
+use crate::stats::NodeStats;
 
 /// What this node may do with a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +36,9 @@ pub enum Role {
     Unclaimed,
     /// Another node claimed the device: replica steps only from it.
     ClaimedBy(Arc<str>),
+    /// This node is claiming the device (attempt number given); it becomes
+    /// owner only if no other node's claim got in meanwhile.
+    Claiming(u64),
 }
 
 impl Role {
@@ -66,11 +70,24 @@ pub enum ClusterMsg {
         state: DeviceState,
         last_end: u64,
     },
+    /// This node starts claiming these devices (those it does not own);
+    /// answered with the attempt number.
+    BeginClaim {
+        devices: Vec<DeviceId>,
+        reply: oneshot::Sender<u64>,
+    },
+    /// A claim attempt failed: its devices are unclaimed again.
+    AbandonClaim {
+        attempt: u64,
+        devices: Vec<DeviceId>,
+    },
     /// This node is now the devices' owner; `states` are the most advanced
     /// states its peers held (logged through the device actor when ahead).
+    /// Answered with the devices another node's claim took meanwhile (this
+    /// node does not own those).
     Adopt {
         states: Vec<HeldState>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Vec<DeviceId>>,
     },
     /// May these steps (device, end in the owner's log) from owner `from`
     /// be kept here? One verdict per step; each `Take` must be followed by
@@ -113,6 +130,9 @@ pub enum ClusterMsg {
     /// longer this node's; it claims them again before taking readings.
     Disown {
         keep: Box<dyn Fn(&DeviceId) -> bool + Send>,
+        /// Whether a node is still a member: a fence towards one that left
+        /// is lifted (the fence in the device's state remains).
+        member: Box<dyn Fn(&str) -> bool + Send>,
     },
 }
 
@@ -142,6 +162,7 @@ pub struct Claims {
 }
 
 struct PendingClaim {
+    by: Arc<str>,
     reply: oneshot::Sender<Vec<HeldState>>,
     answers: Vec<HeldState>,
     waiting: usize,
@@ -152,7 +173,8 @@ impl RouterState {
     pub(super) fn not_owned(&self, groups: &[(DeviceId, DeviceBatch)]) -> Vec<DeviceId> {
         groups
             .iter()
-            .filter(|(_, batch)| matches!(batch.origin, Origin::Ingest { .. }))
+            // Replays too: a replayed reading is delivered by the owner's line.
+            .filter(|(_, batch)| matches!(batch.origin, Origin::Ingest { .. } | Origin::Replay))
             .filter(|(device, _)| {
                 let role = self.devices.get(device).map_or(&self.new_role, |e| &e.role);
                 *role != Role::Owner
@@ -182,11 +204,41 @@ impl RouterState {
                 tracing::debug!(%device, claim, "device handed over");
                 self.answer_claims(&device);
             }
-            ClusterMsg::Adopt { states, reply } => {
-                for (device, state) in states {
-                    self.adopt(myself, device, state).await?;
+            ClusterMsg::BeginClaim { devices, reply } => {
+                let attempt = self.claims.next_id;
+                self.claims.next_id += 1;
+                for device in devices {
+                    let e = self.entry(device);
+                    if !matches!(e.role, Role::Owner | Role::Claiming(_)) {
+                        e.role = Role::Claiming(attempt);
+                    }
                 }
-                let _ = reply.send(());
+                let _ = reply.send(attempt);
+            }
+            ClusterMsg::AbandonClaim { attempt, devices } => {
+                for device in devices {
+                    if let Some(e) = self.devices.get_mut(&device)
+                        && e.role == Role::Claiming(attempt)
+                    {
+                        e.role = Role::Unclaimed;
+                    }
+                }
+            }
+            ClusterMsg::Adopt { states, reply } => {
+                let mut lost = Vec::new();
+                for (device, state) in states {
+                    let role = self.devices.get(&device).map(|e| e.role.clone());
+                    match role {
+                        // This node's claims (concurrent calls may each
+                        // claim a device): no other node's got in between.
+                        Some(Role::Claiming(_)) => {
+                            self.adopt(myself, device, state).await?;
+                        }
+                        Some(Role::Owner) => {}
+                        _ => lost.push(device),
+                    }
+                }
+                let _ = reply.send(lost);
             }
             ClusterMsg::ReplicaBegin { from, steps, reply } => {
                 let verdicts = steps
@@ -212,9 +264,11 @@ impl RouterState {
                             // runs from the state handed over.
                             Role::ClaimedBy(_) => ReplicaVerdict::Take,
                             // Only an owner seeds: its line comes with it.
-                            Role::Unclaimed if seeded || !passed_by => ReplicaVerdict::Take,
-                            Role::Unclaimed if held => ReplicaVerdict::Held,
-                            Role::Unclaimed => ReplicaVerdict::Orphaned,
+                            Role::Unclaimed | Role::Claiming(_) if seeded || !passed_by => {
+                                ReplicaVerdict::Take
+                            }
+                            Role::Unclaimed | Role::Claiming(_) if held => ReplicaVerdict::Held,
+                            Role::Unclaimed | Role::Claiming(_) => ReplicaVerdict::Orphaned,
                         };
                         if verdict == ReplicaVerdict::Take {
                             e.replicating += 1;
@@ -269,6 +323,12 @@ impl RouterState {
                 if e.role == Role::Owner {
                     e.role = Role::Unclaimed;
                 }
+                if let Activity::Live(actor) = &e.activity
+                    && e.inflight.is_empty()
+                {
+                    actor.stop(Some("off the cluster's line".into()));
+                    e.activity = Activity::Passive;
+                }
             }
             ClusterMsg::OwnEnd { devices, reply } => {
                 let end = devices
@@ -289,12 +349,24 @@ impl RouterState {
                     .collect();
                 let _ = reply.send(unowned);
             }
-            ClusterMsg::Disown { keep } => {
+            ClusterMsg::Disown { keep, member } => {
                 let mut disowned = 0u64;
                 for (device, e) in &mut self.devices {
-                    if e.role == Role::Owner && !keep(device) {
-                        e.role = Role::Unclaimed;
-                        disowned += 1;
+                    match &e.role {
+                        Role::Owner if !keep(device) => {
+                            e.role = Role::Unclaimed;
+                            disowned += 1;
+                            // No timer may release anything here any more;
+                            // the state stays for the next owner's claim.
+                            if let Activity::Live(actor) = &e.activity
+                                && e.inflight.is_empty()
+                            {
+                                actor.stop(Some("placed elsewhere".into()));
+                                e.activity = Activity::Passive;
+                            }
+                        }
+                        Role::ClaimedBy(by) if !member(by) => e.role = Role::Unclaimed,
+                        _ => {}
                     }
                 }
                 if disowned > 0 {
@@ -327,11 +399,26 @@ impl RouterState {
         self.claims.pending.insert(
             id,
             PendingClaim {
+                by: by.clone(),
                 reply,
                 answers: Vec::with_capacity(devices.len()),
                 waiting: devices.len(),
             },
         );
+        let me = self.ctx.node.clone();
+        for device in &devices {
+            // Two nodes claiming one device at once: the lower node id wins,
+            // the other's claim fails here (it tries again later).
+            if let Some(Role::Claiming(_)) = self.devices.get(device).map(|e| &e.role)
+                && *me < *by
+            {
+                tracing::debug!(%device, claimer = %by, "refusing a claim: this node is claiming the device too");
+                if let Some(p) = self.claims.pending.remove(&id) {
+                    drop(p.reply);
+                }
+                return;
+            }
+        }
         for device in devices {
             let e = self.entry(device.clone());
             e.role = Role::ClaimedBy(by.clone());
@@ -390,11 +477,22 @@ impl RouterState {
             }
             return;
         }
-        let state = e.state.clone();
+        // A copy known to be off the line (it holds dropped steps) is no
+        // copy: the claimer must not adopt it.
+        let state = (!e.diverged).then(|| e.state.clone());
         let ids: Vec<u64> = e.claim.drain(..).collect();
+        // From here on the device's line runs through the claimer.
+        if let Some(by) = ids
+            .last()
+            .and_then(|id| self.claims.pending.get(id))
+            .map(|p| p.by.clone())
+            && let Some(e) = self.devices.get_mut(device)
+        {
+            e.state.fence(&by);
+        }
         for id in ids {
             if let Some(p) = self.claims.pending.get_mut(&id) {
-                p.answers.push((device.clone(), Some(state.clone())));
+                p.answers.push((device.clone(), state.clone()));
                 p.waiting = p.waiting.saturating_sub(1);
             }
             self.finish_claim(id);
@@ -405,7 +503,36 @@ impl RouterState {
         if self.claims.pending.get(&id).is_some_and(|p| p.waiting == 0)
             && let Some(p) = self.claims.pending.remove(&id)
         {
-            let _ = p.reply.send(p.answers);
+            // The fences are logged before the answer leaves, so a restart
+            // of this node cannot forget whom it handed the devices to.
+            let log = self.ctx.log.clone();
+            tokio::spawn(async move {
+                let appends = p.answers.iter().map(|(device, _)| {
+                    let fence = FenceRecord {
+                        device: device.clone(),
+                        by: p.by.to_string(),
+                    };
+                    let log = log.clone();
+                    async move {
+                        match fence.encode() {
+                            Ok(bytes) => log
+                                .append(bytes)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                });
+                for result in futures::future::join_all(appends).await {
+                    if let Err(e) = result {
+                        // The claimer gets no answer and retries the claim.
+                        tracing::warn!(error = %e, claimer = %p.by, "could not log a hand-over");
+                        return;
+                    }
+                }
+                let _ = p.reply.send(p.answers);
+            });
         }
     }
 
@@ -415,6 +542,7 @@ impl RouterState {
         device: DeviceId,
         state: Option<DeviceState>,
     ) -> Result<(), ActorProcessingErr> {
+        NodeStats::add(&self.ctx.stats.devices_claimed, 1);
         let e = self.entry(device.clone());
         e.role = Role::Owner;
         // This node's copy counts unless a replica said it is off the line.

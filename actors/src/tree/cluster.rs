@@ -67,10 +67,27 @@ impl ActorTree {
         Ok(held)
     }
 
+    /// This node starts claiming these devices; the attempt number goes
+    /// to [`ActorTree::abandon_claim`] if the claim fails.
+    pub async fn begin_claim(&self, devices: Vec<DeviceId>) -> Result<u64, TreeError> {
+        self.ask(|reply| ClusterMsg::BeginClaim { devices, reply })
+            .await
+    }
+
+    /// A claim attempt failed: its devices are unclaimed again.
+    pub fn abandon_claim(&self, attempt: u64, devices: Vec<DeviceId>) -> Result<(), TreeError> {
+        self.router
+            .cast(RouterMsg::Cluster(ClusterMsg::AbandonClaim {
+                attempt,
+                devices,
+            }))
+            .map_err(|_| TreeError::Stopped)
+    }
+
     /// This node is now the owner of these devices; each state is the most
-    /// advanced one its peers answered a claim with.
-    pub async fn adopt(&self, states: Vec<HeldState>) -> Result<(), TreeError> {
-        NodeStats::add(&self.stats.devices_claimed, states.len() as u64);
+    /// advanced one its peers answered a claim with. Returns the devices
+    /// another node's claim took meanwhile (not owned here).
+    pub async fn adopt(&self, states: Vec<HeldState>) -> Result<Vec<DeviceId>, TreeError> {
         self.ask(|reply| ClusterMsg::Adopt { states, reply }).await
     }
 
@@ -104,10 +121,15 @@ impl ActorTree {
     }
 
     /// Membership changed: owned devices for which `keep` is false are no
-    /// longer this node's.
-    pub fn disown(&self, keep: Box<dyn Fn(&DeviceId) -> bool + Send>) -> Result<(), TreeError> {
+    /// longer this node's, and fences towards nodes that are no `member`
+    /// any more are lifted.
+    pub fn disown(
+        &self,
+        keep: Box<dyn Fn(&DeviceId) -> bool + Send>,
+        member: Box<dyn Fn(&str) -> bool + Send>,
+    ) -> Result<(), TreeError> {
         self.router
-            .cast(RouterMsg::Cluster(ClusterMsg::Disown { keep }))
+            .cast(RouterMsg::Cluster(ClusterMsg::Disown { keep, member }))
             .map_err(|_| TreeError::Stopped)
     }
 

@@ -93,10 +93,13 @@ impl v1::peer_server::Peer for PeerService {
                 seed: (!s.seed.is_empty()).then(|| s.seed.into()),
             })
             .collect();
-        let outcome = self
-            .tree
-            .replicate(&from, steps)
+        // Run to the end even if the caller gives up: steps checked in
+        // with the router must be applied or aborted, or claims for their
+        // devices would wait forever.
+        let tree = self.tree.clone();
+        let outcome = tokio::spawn(async move { tree.replicate(&from, steps).await })
             .await
+            .map_err(|e| Status::internal(format!("replicating: {e}")))?
             .map_err(|e| match e {
                 vatio_actors::TreeError::BadReplica { .. } => {
                     Status::invalid_argument(e.to_string())
