@@ -44,6 +44,10 @@ use crate::void::VoidSet;
 const TICK: Duration = Duration::from_millis(200);
 /// How many times a step is referred on to the node that claimed its device.
 const RESOLVE_HOPS: usize = 3;
+/// How often, and how long apart, seeds are asked for again while the
+/// router's copy of a device is behind the step being shipped.
+const SEED_RETRIES: usize = 10;
+const SEED_RETRY_WAIT: Duration = Duration::from_millis(2);
 
 /// The network side of replication, provided by the node.
 pub trait ReplicaLink: Send + Sync + 'static {
@@ -342,20 +346,29 @@ impl ShipperState {
         if by_peer.is_empty() {
             return Ok(());
         }
-        let seeds = self.seeds(seed_needed).await.map_err(ShipError::Failed)?;
         // The router's copy lags the device actor a little: a seed must
         // include the device's last step shipped here, or the replica could
-        // miss a step between the seed and the steps that follow it.
-        for (peer, items) in &by_peer {
-            for (end, s) in items {
-                if let Some((_, held)) = seeds.get(&s.device)
-                    && held < end
-                {
+        // miss a step between the seed and the steps that follow it. The
+        // router catches up within moments; ask again a few times.
+        let mut seeds = HashMap::new();
+        for attempt in 0..=SEED_RETRIES {
+            seeds = self
+                .seeds(seed_needed.clone())
+                .await
+                .map_err(ShipError::Failed)?;
+            let lagging = by_peer
+                .values()
+                .flatten()
+                .find(|(end, s)| seeds.get(&s.device).is_some_and(|(_, held)| held < end));
+            match lagging {
+                None => break,
+                Some((end, s)) if attempt == SEED_RETRIES => {
                     return Err(ShipError::Failed(format!(
-                        "the state of {} to seed {peer} with is not yet past its step at {end}",
+                        "the state of {} to seed a replica with is not yet past its step at {end}",
                         s.device
                     )));
                 }
+                Some(_) => tokio::time::sleep(SEED_RETRY_WAIT).await,
             }
         }
         let mut round: Vec<(Arc<str>, Vec<ShippedStep>)> = Vec::with_capacity(by_peer.len());
