@@ -1,11 +1,15 @@
 //! Checking a run afterwards: what the load generator reported and listed
 //! as acknowledged, and problems found, grouped by kind with examples.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
+use vatio_actors::TreeStores;
+use vatio_stores::{DeviceId, HourKey, Metric, hour_of, minute_of};
+
+use crate::process::archived_files;
 
 /// A `vatio load` run whose every acknowledged reading is listed in a file.
 #[derive(Clone, Debug)]
@@ -106,6 +110,142 @@ pub fn read_acks(path: &Path) -> anyhow::Result<(u64, HashSet<(String, u64)>)> {
         lines += 1;
     }
     Ok((lines, acked))
+}
+
+/// The load report against its `--acks-out` file: `(lines, distinct readings)`.
+pub fn check_load(
+    totals: &LoadTotals,
+    acks_path: &Path,
+    findings: &mut Findings,
+) -> anyhow::Result<HashSet<(String, u64)>> {
+    let (ack_lines, acked) = read_acks(acks_path)?;
+    if ack_lines != acked.len() as u64 {
+        findings.add("readings listed as acknowledged more than once", || {
+            format!("{ack_lines} lines for {} distinct readings", acked.len())
+        });
+    }
+    if totals.listed != Some(ack_lines) || totals.acked != ack_lines {
+        findings.add("load report disagreeing with its --acks-out file", || {
+            format!(
+                "{ack_lines} lines, report says {} acked and {:?} listed",
+                totals.acked, totals.listed
+            )
+        });
+    }
+    if totals.dead_lettered > 0 {
+        findings.add(
+            "acknowledged readings dead-lettered (never archived)",
+            || format!("{} readings", totals.dead_lettered),
+        );
+    }
+    Ok(acked)
+}
+
+/// What the Parquet archives of one or more nodes hold.
+#[derive(Debug, Default)]
+pub struct Archived {
+    /// (device, seq) → the node of each archived row of it.
+    pub rows: HashMap<(String, u64), Vec<String>>,
+    /// (device, minute) → archived readings in it, over all nodes.
+    pub per_minute: BTreeMap<(String, i64), u64>,
+    pub hours: BTreeSet<HourKey>,
+}
+
+impl Archived {
+    /// Reads every hour file under `root` (node `node`'s archive), noting
+    /// rows out of seq order within a file.
+    pub fn add_root(
+        &mut self,
+        node: &str,
+        root: &Path,
+        findings: &mut Findings,
+    ) -> anyhow::Result<()> {
+        for (file, rows) in archived_files(root)? {
+            let mut last_seq: HashMap<&DeviceId, u64> = HashMap::new();
+            for row in &rows {
+                if let Some(before) = last_seq.insert(&row.device, row.seq)
+                    && before >= row.seq
+                {
+                    findings.add("rows out of seq order within a file", || {
+                        format!(
+                            "{node} {}: {} seq {} after {before}",
+                            file.display(),
+                            row.device,
+                            row.seq
+                        )
+                    });
+                }
+                self.hours.insert(HourKey {
+                    kind: row.kind,
+                    hour_ms: hour_of(row.ts_ms),
+                });
+                self.rows
+                    .entry((row.device.to_string(), row.seq))
+                    .or_default()
+                    .push(node.to_owned());
+                *self
+                    .per_minute
+                    .entry((row.device.to_string(), minute_of(row.ts_ms)))
+                    .or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every acknowledged reading archived, none twice.
+    pub fn check_exactly_once(&self, acked: &HashSet<(String, u64)>, findings: &mut Findings) {
+        for ((device, seq), nodes) in &self.rows {
+            if nodes.len() > 1 {
+                findings.add("readings archived more than once", || {
+                    format!("{device} {seq} on {nodes:?}")
+                });
+            }
+        }
+        let mut missing: Vec<&(String, u64)> = acked
+            .iter()
+            .filter(|k| !self.rows.contains_key(*k))
+            .collect();
+        missing.sort();
+        for (device, seq) in missing {
+            findings.add("acknowledged readings missing from the archive", || {
+                format!("{device} {seq}")
+            });
+        }
+    }
+
+    /// Each (device, minute), summed over `stores`' time-series points and
+    /// minute documents, counts exactly its archived readings.
+    pub async fn check_minutes(
+        &self,
+        stores: &[TreeStores],
+        findings: &mut Findings,
+    ) -> anyhow::Result<()> {
+        for ((device, minute_ms), count) in &self.per_minute {
+            let id = DeviceId::new(device.as_str());
+            let (mut points, mut docs) = (0, 0);
+            for s in stores {
+                if let Some(p) = s.timeseries.point(&id, Metric::Power, *minute_ms).await? {
+                    points += p.stats.count;
+                }
+                if let Some(d) = s.documents.minute_doc(&id, *minute_ms).await?
+                    && let Some(stats) = d.metrics.get(&Metric::Power)
+                {
+                    docs += stats.count;
+                }
+            }
+            if points != *count {
+                findings.add("time-series minutes miscounted", || {
+                    format!("{device} minute {minute_ms}: {count} archived, points count {points}")
+                });
+            }
+            if docs != *count {
+                findings.add("minute documents miscounted", || {
+                    format!("{device} minute {minute_ms}: {count} archived, documents count {docs}")
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Problems found, grouped by kind, with a few examples each.

@@ -19,18 +19,16 @@
 //!
 //! Needs the `vatio` binary (`scripts/test.sh` builds it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::time::Instant;
-use vatio_stores::{DeviceId, Metric, minute_of};
-use vatio_tests::audit::{Findings, ListedLoad, LoadTotals, read_acks};
+use vatio_tests::audit::{Archived, Findings, ListedLoad, LoadTotals, check_load};
 use vatio_tests::process::{
-    NodeFiles, NodeProcess, Process, archived_files, flush, free_port, status, vatio_bin,
-    vatio_command,
+    NodeFiles, NodeProcess, Process, flush, free_port, status, vatio_bin, vatio_command,
 };
 
 const NODES: [(&str, &str); 4] = [
@@ -293,20 +291,7 @@ async fn verify(
     totals: &LoadTotals,
 ) -> anyhow::Result<()> {
     let mut findings = Findings::default();
-    let (ack_lines, acked) = read_acks(acks_path)?;
-    if totals.listed != Some(ack_lines) || totals.acked != ack_lines {
-        findings.add("load report disagreeing with its --acks-out file", || {
-            format!(
-                "{ack_lines} lines, report says {} acked and {:?} listed",
-                totals.acked, totals.listed
-            )
-        });
-    }
-    if totals.dead_lettered > 0 {
-        findings.add("acknowledged readings dead-lettered", || {
-            format!("{} readings", totals.dead_lettered)
-        });
-    }
+    let acked = check_load(totals, acks_path, &mut findings)?;
     if totals.batches_acked_replicated != totals.batches_acked {
         findings.add(
             "acks without the replicated guarantee under no_other_az = refuse",
@@ -319,86 +304,26 @@ async fn verify(
             },
         );
     }
-
-    // Every node's archive: where each reading is, and per (device, minute).
-    let mut archived: HashMap<(String, u64), Vec<&str>> = HashMap::new();
-    let mut per_minute: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    // Every node's archive, time series and documents, summed over the nodes.
+    let mut archived = Archived::default();
+    let mut stores = Vec::new();
     for (id, f) in files {
         let cfg = f.load()?;
-        for (file, rows) in archived_files(&cfg.data_path(&cfg.archiver.primary_root))? {
-            let mut last_seq: HashMap<&DeviceId, u64> = HashMap::new();
-            for row in &rows {
-                if let Some(before) = last_seq.insert(&row.device, row.seq)
-                    && before >= row.seq
-                {
-                    findings.add("rows out of seq order within a file", || {
-                        format!(
-                            "{id} {}: {} seq {} after {before}",
-                            file.display(),
-                            row.device,
-                            row.seq
-                        )
-                    });
-                }
-                archived
-                    .entry((row.device.to_string(), row.seq))
-                    .or_default()
-                    .push(id);
-                *per_minute
-                    .entry((row.device.to_string(), minute_of(row.ts_ms)))
-                    .or_default() += 1;
-            }
-        }
+        archived.add_root(
+            id,
+            &cfg.data_path(&cfg.archiver.primary_root),
+            &mut findings,
+        )?;
+        stores.push(vatio_cluster::stores::open_embedded(&cfg)?);
     }
-    for ((device, seq), nodes) in &archived {
-        if nodes.len() > 1 {
-            findings.add("readings archived more than once", || {
-                format!("{device} {seq} on {nodes:?}")
-            });
-        }
-    }
-    let mut missing: Vec<&(String, u64)> = acked
-        .iter()
-        .filter(|k| !archived.contains_key(*k))
+    archived.check_exactly_once(&acked, &mut findings);
+    archived.check_minutes(&stores, &mut findings).await?;
+    let per_node: BTreeSet<&str> = archived
+        .rows
+        .values()
+        .flatten()
+        .map(String::as_str)
         .collect();
-    missing.sort();
-    for (device, seq) in missing {
-        findings.add("acknowledged readings missing from every archive", || {
-            format!("{device} {seq}")
-        });
-    }
-
-    // Time series and documents, summed over the nodes.
-    let mut stores = Vec::new();
-    for f in files.values() {
-        stores.push(vatio_cluster::stores::open_embedded(&f.load()?)?);
-    }
-    for ((device, minute_ms), count) in &per_minute {
-        let id = DeviceId::new(device.as_str());
-        let mut points = 0;
-        let mut docs = 0;
-        for s in &stores {
-            if let Some(p) = s.timeseries.point(&id, Metric::Power, *minute_ms).await? {
-                points += p.stats.count;
-            }
-            if let Some(d) = s.documents.minute_doc(&id, *minute_ms).await?
-                && let Some(stats) = d.metrics.get(&Metric::Power)
-            {
-                docs += stats.count;
-            }
-        }
-        if points != *count {
-            findings.add("time-series minutes miscounted (summed over nodes)", || {
-                format!("{device} minute {minute_ms}: {count} archived, points count {points}")
-            });
-        }
-        if docs != *count {
-            findings.add("minute documents miscounted (summed over nodes)", || {
-                format!("{device} minute {minute_ms}: {count} archived, documents count {docs}")
-            });
-        }
-    }
-    let per_node: BTreeSet<&str> = archived.values().flatten().copied().collect();
     let mut voided = BTreeMap::new();
     for (id, f) in files {
         let cfg = f.load()?;
@@ -412,7 +337,7 @@ async fn verify(
          steps dropped as orphaned per node {voided:?}",
         totals.sent,
         acked.len(),
-        archived.len(),
+        archived.rows.len(),
         totals.batches_acked_replicated,
         totals.batches_acked,
         totals.backoffs,

@@ -18,7 +18,6 @@
 //! Needs the `vatio` binary: `cargo build -p vatio-cluster --bin vatio`
 //! (`scripts/test.sh` does it), or `VATIO_BIN=/path/to/vatio`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,11 +26,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::time::Instant;
 use vatio_stores::archive::Side;
-use vatio_stores::{DeviceId, HourKey, Metric, hour_of, minute_of};
-use vatio_tests::audit::{Findings, ListedLoad, LoadTotals, read_acks};
+use vatio_tests::audit::{Archived, Findings, ListedLoad, LoadTotals, check_load};
 use vatio_tests::process::{
-    NodeFiles, NodeProcess, Process, archived_files, files_under, flush, free_port, vatio_bin,
-    vatio_command,
+    NodeFiles, NodeProcess, Process, files_under, flush, free_port, vatio_bin, vatio_command,
 };
 
 /// Seed of the kill schedule (how long to wait before each kill).
@@ -165,78 +162,14 @@ async fn verify(files: &NodeFiles, acks_path: &Path, totals: &LoadTotals) -> any
     let cfg = files.load()?;
     let mut findings = Findings::default();
 
-    let (ack_lines, acked) = read_acks(acks_path)?;
-    if ack_lines != acked.len() as u64 {
-        findings.add("readings listed as acknowledged more than once", || {
-            format!("{ack_lines} lines for {} distinct readings", acked.len())
-        });
-    }
-    if totals.listed != Some(ack_lines) || totals.acked != ack_lines {
-        findings.add("load report disagreeing with its --acks-out file", || {
-            format!(
-                "{ack_lines} lines, report says {} acked and {:?} listed",
-                totals.acked, totals.listed
-            )
-        });
-    }
-    if totals.dead_lettered > 0 {
-        findings.add(
-            "acknowledged readings dead-lettered (never archived)",
-            || format!("{} readings", totals.dead_lettered),
-        );
-    }
+    let acked = check_load(totals, acks_path, &mut findings)?;
 
     // The archive: every row of every hour file of the primary root.
     let primary_root = cfg.data_path(&cfg.archiver.primary_root);
     let replica_root = cfg.data_path(&cfg.archiver.replica_root);
-    let mut archived: HashMap<(String, u64), u32> = HashMap::new();
-    // (device, minute) → archived readings in it.
-    let mut per_minute: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    let mut hours = BTreeSet::new();
-    for (file, rows) in archived_files(&primary_root)? {
-        let mut last_seq: HashMap<&DeviceId, u64> = HashMap::new();
-        for row in &rows {
-            if let Some(before) = last_seq.insert(&row.device, row.seq)
-                && before >= row.seq
-            {
-                findings.add("rows out of seq order within a file", || {
-                    format!(
-                        "{}: {} seq {} after {before}",
-                        file.display(),
-                        row.device,
-                        row.seq
-                    )
-                });
-            }
-            hours.insert(HourKey {
-                kind: row.kind,
-                hour_ms: hour_of(row.ts_ms),
-            });
-            *archived
-                .entry((row.device.to_string(), row.seq))
-                .or_default() += 1;
-            *per_minute
-                .entry((row.device.to_string(), minute_of(row.ts_ms)))
-                .or_default() += 1;
-        }
-    }
-    for ((device, seq), times) in &archived {
-        if *times > 1 {
-            findings.add("readings archived more than once", || {
-                format!("{device} {seq} ({times} times)")
-            });
-        }
-    }
-    let mut missing: Vec<&(String, u64)> = acked
-        .iter()
-        .filter(|key| !archived.contains_key(*key))
-        .collect();
-    missing.sort();
-    for (device, seq) in missing {
-        findings.add("acknowledged readings missing from the archive", || {
-            format!("{device} {seq}")
-        });
-    }
+    let mut archived = Archived::default();
+    archived.add_root(&cfg.node.id, &primary_root, &mut findings)?;
+    archived.check_exactly_once(&acked, &mut findings);
 
     // The replica: the same files, byte for byte, manifests included.
     let primary_files = files_under(&primary_root)?;
@@ -262,7 +195,7 @@ async fn verify(files: &NodeFiles, acks_path: &Path, totals: &LoadTotals) -> any
     // Stores, read directly: the node is stopped.
     let stores = vatio_cluster::stores::open_embedded(&cfg)?;
     for side in Side::BOTH {
-        for hour in &hours {
+        for hour in &archived.hours {
             if let Err(e) = stores.archive.verify(side, *hour).await {
                 findings.add("hour files not matching their manifest", || {
                     format!("{} {hour:?}: {e}", side.as_str())
@@ -270,33 +203,16 @@ async fn verify(files: &NodeFiles, acks_path: &Path, totals: &LoadTotals) -> any
             }
         }
     }
-    for ((device, minute_ms), count) in &per_minute {
-        let id = DeviceId::new(device.as_str());
-        let point = stores
-            .timeseries
-            .point(&id, Metric::Power, *minute_ms)
-            .await?;
-        let stored = point.map(|p| p.stats.count);
-        if stored != Some(*count) {
-            findings.add("time-series minutes miscounted", || {
-                format!("{device} minute {minute_ms}: {count} archived, point counts {stored:?}")
-            });
-        }
-        let doc = stores.documents.minute_doc(&id, *minute_ms).await?;
-        let stored = doc.and_then(|d| d.metrics.get(&Metric::Power).map(|s| s.count));
-        if stored != Some(*count) {
-            findings.add("minute documents miscounted", || {
-                format!("{device} minute {minute_ms}: {count} archived, document counts {stored:?}")
-            });
-        }
-    }
+    archived
+        .check_minutes(std::slice::from_ref(&stores), &mut findings)
+        .await?;
 
     eprintln!(
         "crash test: sent {} acked {} archived {} over {KILLS} kills \
          (kill seed {KILL_SEED}, load seed {LOAD_SEED}); told to back off {} times, {} stream errors (reconnects)",
         totals.sent,
         acked.len(),
-        archived.len(),
+        archived.rows.len(),
         totals.backoffs,
         totals.errors
     );

@@ -1029,17 +1029,22 @@ mod tests {
         assert!(s.approx_bytes() >= empty + 2 * size_of::<Reading>());
     }
 
-    /// The log's promise: folding a device's recorded ops over an empty
-    /// state gives exactly the live state, whatever the arrival order.
-    #[test]
-    fn folding_the_recorded_ops_rebuilds_the_state() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |n: u64| {
+    /// A seeded xorshift: each call gives a number below its argument.
+    fn below(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed;
+        move |n| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x % n
-        };
+        }
+    }
+
+    /// The log's promise: folding a device's recorded ops over an empty
+    /// state gives exactly the live state, whatever the arrival order.
+    #[test]
+    fn folding_the_recorded_ops_rebuilds_the_state() {
+        let mut next = below(0x9e37_79b9_7f4a_7c15);
         for _round in 0..50 {
             let mut live = DeviceState::new();
             let mut ops: Vec<Op> = Vec::new();
@@ -1075,13 +1080,7 @@ mod tests {
     /// after it, and whenever it folds the seed among the ops.
     #[test]
     fn progress_rises_with_every_op_and_folding_is_monotone() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = below(0x2545_f491_4f6c_dd1d);
         for _round in 0..50 {
             let mut live = DeviceState::new();
             let mut ops: Vec<Op> = Vec::new();
