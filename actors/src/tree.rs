@@ -549,7 +549,8 @@ impl ActorTree {
             .map(|s| s.lock().ok().and_then(|g| g.clone()))
             .collect::<Option<Vec<_>>>()
             .ok_or(TreeError::Stopped)?;
-        let truncator = tokio::spawn(truncate_behind_slowest(log.clone(), progress.clone()));
+        let void = shipping.as_ref().map(|(_, s)| s.void.clone());
+        let truncator = tokio::spawn(truncate_behind_slowest(log.clone(), progress.clone(), void));
         let max_inflight = cfg.ingest.max_inflight_readings;
         Ok(Self {
             supervisor,
@@ -974,7 +975,11 @@ fn millis(d: Duration) -> i64 {
 type Slot<M> = Arc<std::sync::Mutex<Option<Bounded<M>>>>;
 
 /// Deletes log segments every subscriber has committed past.
-async fn truncate_behind_slowest(log: Log, progress: Vec<Arc<Progress>>) {
+async fn truncate_behind_slowest(
+    log: Log,
+    progress: Vec<Arc<Progress>>,
+    void: Option<Arc<VoidSet>>,
+) {
     let mut tick = tokio::time::interval(TRUNCATE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -992,6 +997,12 @@ async fn truncate_behind_slowest(log: Log, progress: Vec<Arc<Progress>>) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "truncating the write-ahead log failed"),
+        }
+        // Voided steps the log no longer holds need no remembering.
+        if let Some(void) = &void
+            && let Err(e) = void.prune_below(log.start().0)
+        {
+            tracing::warn!(error = %e, "pruning voided steps failed");
         }
     }
 }

@@ -117,6 +117,36 @@ impl VoidSet {
     }
 }
 
+impl VoidSet {
+    /// Forgets ends below `start` (the log no longer holds those records),
+    /// rewriting the file (temporary file, fsync, rename) when any went.
+    pub fn prune_below(&self, start: u64) -> Result<usize, VoidError> {
+        let io = |source| VoidError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = ends.split_off(&start);
+        let pruned = ends.len();
+        *ends = kept;
+        if pruned == 0 {
+            return Ok(0);
+        }
+        let text: String = ends.iter().map(|e| format!("{e}\n")).collect();
+        let tmp = self.path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(pruned)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +192,23 @@ mod tests {
             VoidSet::open(&path),
             Err(VoidError::Corrupt { line: 2, .. })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn ends_below_the_log_start_are_forgotten_for_good() -> Result<(), VoidError> {
+        let dir = tempfile::tempdir().map_err(|source| VoidError::Io {
+            path: PathBuf::from("tempdir"),
+            source,
+        })?;
+        let path = dir.path().join("void");
+        let set = VoidSet::open(&path)?;
+        set.add(&[10, 20, 30])?;
+        assert_eq!(set.prune_below(25)?, 2);
+        assert_eq!(set.prune_below(25)?, 0);
+        let again = VoidSet::open(&path)?;
+        assert_eq!(again.len(), 1);
+        assert!(again.contains(30) && !again.contains(20));
         Ok(())
     }
 }
