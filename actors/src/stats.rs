@@ -30,8 +30,6 @@ pub struct NodeStats {
     pub log_positions_past_head: AtomicU64,
     /// Shipments to replicas that failed or timed out (retried).
     pub replication_failures: AtomicU64,
-    /// Devices a replica refused because another node had claimed them.
-    pub replication_refused: AtomicU64,
     /// Own steps dropped because no replica confirmed them and another
     /// node took their device over without them.
     pub steps_voided: AtomicU64,

@@ -82,3 +82,39 @@ fn certs_dev_names_every_bad_node() -> anyhow::Result<()> {
     assert!(!out.exists(), "wrote something for refused names");
     Ok(())
 }
+
+/// `vatio config check` loads the TLS files as the node would: a
+/// certificate issued to another node is a problem under `tls`.
+#[test]
+fn config_check_refuses_another_nodes_certificate() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("certs");
+    let run = certs_dev(&out, &["--node", "n1:az-a", "--node", "n2:az-b"])?;
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let check = |cert_of: &str| -> anyhow::Result<Output> {
+        let files = TlsFiles::node(&out, cert_of);
+        let config = dir.path().join(format!("with-{cert_of}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nid = \"n1\"\naz = \"az-a\"\n\n[tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+                files.ca.display().to_string(),
+                files.cert.display().to_string(),
+                files.key.display().to_string()
+            ),
+        )?;
+        let bin = vatio_bin()?;
+        Command::new(&bin)
+            .args(["config", "check"])
+            .arg(&config)
+            .output()
+            .with_context(|| format!("running {}", bin.display()))
+    };
+    let own = check("n1")?;
+    assert!(own.status.success(), "{}", text(&own.stderr));
+    let other = check("n2")?;
+    let stderr = text(&other.stderr);
+    assert_eq!(other.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tls:") && stderr.contains("n2"), "{stderr}");
+    Ok(())
+}

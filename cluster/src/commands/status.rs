@@ -187,9 +187,9 @@ pub async fn run(addr: &str, tls: &TlsArgs, as_json: bool) -> anyhow::Result<()>
                 c.replication_failures,
             ),
             (
-                "replication_refused",
-                "devices refused by a replica",
-                c.replication_refused,
+                "steps_voided",
+                "own steps dropped (orphaned)",
+                c.steps_voided,
             ),
             (
                 "batches_refused_no_replica",

@@ -138,7 +138,7 @@ impl v1::admin_server::Admin for AdminService {
                 devices_handed_over: NodeStats::get(&s.devices_handed_over),
                 replica_steps_logged: NodeStats::get(&s.replica_steps_logged),
                 replication_failures: NodeStats::get(&s.replication_failures),
-                replication_refused: NodeStats::get(&s.replication_refused),
+                steps_voided: NodeStats::get(&s.steps_voided),
                 batches_refused_no_replica: NodeStats::get(&s.batches_refused_no_replica),
                 batches_acked_degraded: NodeStats::get(&s.batches_acked_degraded),
                 batches_refused_not_owner: NodeStats::get(&s.batches_refused_not_owner),
