@@ -205,6 +205,11 @@ pub struct ShipperState {
     queue: VecDeque<(Vec<LoggedStep>, Permit)>,
     /// The replica each device's last step went to.
     sent_to: HashMap<DeviceId, Arc<str>>,
+    /// Ends of the oldest batch's steps that already have their final
+    /// answer (taken, held or orphaned): a retry of the batch sends only
+    /// the rest, so no step is judged twice, perhaps differently by a node
+    /// whose view moved on meanwhile.
+    settled: std::collections::HashSet<u64>,
     /// The last shipment failed (warned once per streak).
     failing: bool,
     _feed: Feed,
@@ -229,6 +234,7 @@ impl Actor for Shipper {
             args,
             queue: VecDeque::new(),
             sent_to: HashMap::new(),
+            settled: Default::default(),
             failing: false,
             _feed: feed,
         })
@@ -274,6 +280,7 @@ impl ShipperState {
                         self.args.shipping.set_deliverable(last.end);
                     }
                     self.queue.pop_front();
+                    self.settled.clear();
                     if std::mem::take(&mut self.failing) {
                         tracing::info!("replication caught up with its replicas");
                     }
@@ -321,6 +328,13 @@ impl ShipperState {
         let mut seed_needed: Vec<DeviceId> = Vec::new();
         for logged in steps {
             if logged.replica.is_some() || logged.step.is_empty() {
+                continue;
+            }
+            // A step once dropped as orphaned stays dropped: sent again (the
+            // batch failed elsewhere and is retried), a node whose view
+            // moved on could take it, putting its readings on the line
+            // while the sinks here skip it.
+            if self.settled.contains(&logged.end) || self.args.shipping.void.contains(logged.end) {
                 continue;
             }
             let device = logged.step.device.clone();
@@ -419,6 +433,16 @@ impl ShipperState {
                         } else {
                             self.sent_to.remove(&s.device);
                         }
+                    }
+                }
+                // Taken or held. (An orphan is settled by the void set, once
+                // it is durably there.)
+                for s in &sent {
+                    let open = outcome.busy.contains(&s.end)
+                        || outcome.orphaned.contains(&s.end)
+                        || outcome.fenced.iter().any(|(e, _)| *e == s.end);
+                    if !open {
+                        self.settled.insert(s.end);
                     }
                 }
                 let by_end = |end: u64| sent.iter().find(|s| s.end == end);

@@ -275,7 +275,12 @@ impl Actor for Router {
                     .devices
                     .values()
                     .filter_map(|e| match &e.activity {
-                        Activity::Live(a) if !e.state.is_idle() || !e.inflight.is_empty() => {
+                        // Only the owner takes steps: a flush elsewhere would
+                        // be a step off the device's line.
+                        Activity::Live(a)
+                            if e.role == cluster::Role::Owner
+                                && (!e.state.is_idle() || !e.inflight.is_empty()) =>
+                        {
                             Some(a.clone())
                         }
                         _ => None,

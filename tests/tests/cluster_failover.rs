@@ -81,7 +81,8 @@ async fn run() -> anyhow::Result<()> {
     let bin = vatio_bin()?;
     let dir = tempfile::tempdir()?;
     let result = run_in(&bin, dir.path()).await;
-    if result.is_err() {
+    // VATIO_TEST_KEEP=1 keeps the run's files even when it passes.
+    if result.is_err() || std::env::var_os("VATIO_TEST_KEEP").is_some() {
         let kept = dir.keep();
         eprintln!(
             "failover test: kept {} (each node's dir with logs and data, load logs, acks.txt)",

@@ -114,3 +114,47 @@ async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> any
     node.node.shutdown().await?;
     Ok(())
 }
+
+/// A node that took a device over and then lost it to placement keeps its
+/// verdict on a former owner's step its line does not hold: the step stays
+/// orphaned, whoever asks and however often.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_step_stays_orphaned_after_the_device_moves_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = test_config(&dir);
+    cfg.node.id = "r1".into();
+    cfg.node.az = "az-b".into();
+    cfg.cluster.gossip_listen = "127.0.0.1:0".into();
+    cfg.cluster.gossip_interval = Duration::from_millis(50);
+    let node = TestNode::start_with(dir, cfg, TreeOptions::default(), None).await?;
+    let tree = node.node.tree();
+    let d = DeviceId::new("meter-9");
+
+    let outcome = tree
+        .replicate(
+            "o1",
+            vec![step(
+                &d,
+                vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
+                100,
+            )?],
+        )
+        .await?;
+    assert_eq!(outcome, Replicated::default());
+
+    // o1 dies; this node takes the device over with the copy it holds.
+    tree.begin_claim(vec![d.clone()]).await?;
+    assert!(tree.adopt(vec![(d.clone(), None)]).await?.is_empty());
+    let late = || step(&d, vec![Op::Emit(emit(&d, 2))], 200);
+    let outcome = tree.replicate("o1", vec![late()?]).await?;
+    assert_eq!(outcome.orphaned, [200]);
+
+    // o1 is back and placement hands the device back to it: this node is
+    // no longer the owner, and o1 sends its unsettled step again.
+    tree.disown(Box::new(|_| false), Box::new(|_| true))?;
+    let outcome = tree.replicate("o1", vec![late()?]).await?;
+    assert_eq!(outcome.orphaned, [200]);
+
+    node.node.shutdown().await?;
+    Ok(())
+}

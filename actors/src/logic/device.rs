@@ -42,7 +42,9 @@ pub struct Pending {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// The first accepted reading starts the sequence at `seq`; every seq
-    /// below it is given up.
+    /// below it is given up. Written with `seq: 1` (seqs start at 1), so
+    /// the seqs below a device's first reading are a gap like any other;
+    /// logs may hold higher starts from earlier versions.
     Start { seq: u64 },
     /// An accepted reading waits in the reorder buffer.
     Hold(Pending),
@@ -412,9 +414,10 @@ fn sequence(
     }
 
     if state.next_seq == 0 {
-        // The first reading starts the sequence. Seqs below it were never
-        // seen and never will be in order, so they are late, not duplicates.
-        state.change(Op::Start { seq }, rec);
+        // Seqs start at 1. A first reading with a higher seq waits for the
+        // ones below it like any reading behind a gap (a retried first batch
+        // overtaken by the second is not late), within the reorder limits.
+        state.change(Op::Start { seq: 1 }, rec);
     }
     state.change(
         Op::Hold(Pending {
@@ -587,16 +590,38 @@ mod tests {
         let mut s = DeviceState::new();
         assert!(s.is_idle());
         assert_eq!(s.kind(), None);
-        assert_eq!(put(&mut s, &power(7)), Offer::Accepted);
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
         assert!(!s.is_idle());
         assert_eq!(s.kind(), Some(DeviceKind::ElectricityMeter));
-        assert_eq!(release_at(&mut s, NOW), [7]);
+        assert_eq!(release_at(&mut s, NOW), [1]);
         assert!(s.is_idle());
         assert_eq!(
             s.last().map(|r| (r.seq, r.metric, r.value)),
-            Some((7, Metric::Power, 7.0))
+            Some((1, Metric::Power, 1.0))
         );
+        assert_eq!(s.next_seq(), 2);
+    }
+
+    #[test]
+    fn seqs_below_a_first_reading_are_a_gap_that_may_still_fill() {
+        // A client's first batch retried after its second: not late.
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(3)), Offer::Accepted);
+        assert_eq!(put(&mut s, &power(4)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), Vec::<u64>::new());
+        assert_eq!(put(&mut s, &power(1)), Offer::Accepted);
+        assert_eq!(put(&mut s, &power(2)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_first_reading_above_1_leaves_when_its_gap_is_given_up() {
+        let mut s = DeviceState::new();
+        assert_eq!(put(&mut s, &power(7)), Offer::Accepted);
+        assert_eq!(release_at(&mut s, NOW + 1), Vec::<u64>::new());
+        assert_eq!(release_at(&mut s, NOW + LIMITS.reorder_max_hold_ms), [7]);
         assert_eq!(s.next_seq(), 8);
+        assert_eq!(refusal(put(&mut s, &power(5))).reason, R::Late);
     }
 
     #[test]
@@ -698,23 +723,6 @@ mod tests {
         );
         assert_eq!(s.pending_len(), 1);
         assert_eq!(release_at(&mut s, NOW), Vec::<u64>::new());
-    }
-
-    #[test]
-    fn seqs_before_the_first_reading_are_late() {
-        let mut s = DeviceState::new();
-        assert_eq!(put(&mut s, &power(10)), Offer::Accepted);
-        // Even before the first reading is released.
-        assert_eq!(
-            refusal(put(&mut s, &power(9))),
-            Refusal::new(
-                R::Late,
-                "seq 9 arrived after its gap was given up (watermark: next seq 10)"
-            )
-        );
-        assert_eq!(release_at(&mut s, NOW), [10]);
-        assert_eq!(refusal(put(&mut s, &power(1))).reason, R::Late);
-        assert_eq!(put(&mut s, &power(10)), Offer::Duplicate);
     }
 
     #[test]
@@ -1014,7 +1022,10 @@ mod tests {
     fn seq_at_u64_max_is_not_released_twice() {
         let mut s = DeviceState::new();
         assert_eq!(put(&mut s, &power(u64::MAX)), Offer::Accepted);
-        assert_eq!(release_at(&mut s, NOW), [u64::MAX]);
+        assert_eq!(
+            release_at(&mut s, NOW + LIMITS.reorder_max_hold_ms),
+            [u64::MAX]
+        );
         assert_eq!(put(&mut s, &power(u64::MAX)), Offer::Duplicate);
         assert_eq!(refusal(put(&mut s, &power(5))).reason, R::Late);
     }

@@ -244,7 +244,7 @@ impl RouterState {
                 let verdicts = steps
                     .into_iter()
                     .map(|(device, end, seeded)| {
-                        let e = self.entry(device);
+                        let e = self.entry(device.clone());
                         // A live actor here means this node still sequences
                         // the device (it was its owner a moment ago).
                         let idle = matches!(e.activity, Activity::Passive) && e.inflight.is_empty();
@@ -273,6 +273,12 @@ impl RouterState {
                         if verdict == ReplicaVerdict::Take {
                             e.replicating += 1;
                         }
+                        tracing::debug!(
+                            %device, %from, end, seeded, role = ?e.role,
+                            held_from = e.state.held_from(&from),
+                            last_owner = ?e.state.last_owner(),
+                            ?verdict, "replica step checked in"
+                        );
                         verdict
                     })
                     .collect();
@@ -545,13 +551,30 @@ impl RouterState {
         NodeStats::add(&self.ctx.stats.devices_claimed, 1);
         let e = self.entry(device.clone());
         e.role = Role::Owner;
+        tracing::debug!(
+            %device,
+            diverged = e.diverged,
+            own = ?e.state.progress(),
+            peers = ?state.as_ref().map(DeviceState::progress),
+            "adopting a claimed device"
+        );
         // This node's copy counts unless a replica said it is off the line.
         let adopt = if std::mem::take(&mut e.diverged) {
             Adoption::Reset(state.unwrap_or_default())
         } else {
             match state.filter(|s| s.progress() > e.state.progress()) {
                 Some(s) => Adoption::Further(s),
-                None => return Ok(()),
+                None => {
+                    // This node's copy is the line: it is now the latest
+                    // owner, so a former owner's step the copy does not
+                    // hold stays off the line after this node moves on
+                    // (its next step notes it in the log too).
+                    let me = self.ctx.node.clone();
+                    if let Some(e) = self.devices.get_mut(&device) {
+                        e.state.fence(&me);
+                    }
+                    return Ok(());
+                }
             }
         };
         // Logged by the device actor like any step, so the log explains
