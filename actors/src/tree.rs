@@ -628,6 +628,23 @@ impl ActorTree {
         Ok(ack)
     }
 
+    /// Whether a batch is refused now for want of a replica (see
+    /// [`ActorTree::ingest`]; counted as refused when it is). A node asks
+    /// before it claims devices: taking a device over when nothing may be
+    /// taken only moves the device's line for nothing (and a node that
+    /// sees no other AZ may not see the device's owner either).
+    pub fn refuses_without_replica(&self) -> bool {
+        let refuses = self.replication.as_ref().is_some_and(|(rep, _)| {
+            rep.ack == vatio_config::AckMode::Replicated
+                && rep.no_other_az == vatio_config::NoOtherAz::Refuse
+                && !rep.link.other_az_live()
+        });
+        if refuses {
+            NodeStats::add(&self.stats.batches_refused_no_replica, 1);
+        }
+        refuses
+    }
+
     /// Before taking a batch: refuses it when `ack = replicated` needs a
     /// replica and none can exist. Returns whether acks are local only.
     fn refuse_without_replica(&self) -> Result<bool, IngestError> {

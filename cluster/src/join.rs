@@ -5,16 +5,22 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use vatio_config::Config;
 
 use crate::membership::{Membership, MembershipConfig};
+use crate::net::Network;
 use crate::placement::{Az, NodeId};
 
 /// Starts membership (not ready yet) if the node is configured to join a
 /// cluster; `grpc_addr` is where peers reach this node.
-pub async fn join(cfg: &Config, grpc_addr: SocketAddr) -> anyhow::Result<Option<Membership>> {
+pub async fn join(
+    cfg: &Config,
+    grpc_addr: SocketAddr,
+    network: Option<&Arc<dyn Network>>,
+) -> anyhow::Result<Option<Membership>> {
     let cluster = &cfg.cluster;
     if !cluster.enabled() {
         return Ok(None);
@@ -44,9 +50,17 @@ pub async fn join(cfg: &Config, grpc_addr: SocketAddr) -> anyhow::Result<Option<
         .collect::<anyhow::Result<_>>()?;
     m.cluster_id = cluster.cluster_id.clone();
     m.gossip_interval = cluster.gossip_interval;
-    let membership = Membership::start(m)
-        .await
-        .context("joining the cluster (gossip)")?;
+    let membership = match network {
+        None => Membership::start(m).await,
+        Some(network) => {
+            let socket = network
+                .gossip(listen)
+                .await
+                .with_context(|| format!("binding cluster.gossip_listen {listen}"))?;
+            Membership::start_on(m, socket).await
+        }
+    }
+    .context("joining the cluster (gossip)")?;
     tracing::info!(gossip = %membership.gossip_addr(), generation, "joined the cluster gossip");
     Ok(Some(membership))
 }

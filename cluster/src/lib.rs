@@ -13,6 +13,7 @@ pub mod join;
 pub mod load;
 pub mod log;
 pub mod membership;
+pub mod net;
 pub mod node;
 pub mod peer;
 pub mod placement;

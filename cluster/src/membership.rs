@@ -33,7 +33,7 @@
 //! crate does: it measures heartbeats with `tokio::time` (which follows a
 //! simulated clock) and picks gossip peers with a thread-local random
 //! generator. [`Membership::start`] gossips over real UDP; a simulated network
-//! needs another `chitchat` transport.
+//! binds its own socket and calls [`Membership::start_on`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -255,6 +255,16 @@ impl Membership {
                     addr: cfg.gossip_listen,
                     source: into_io_error(e),
                 })?;
+        Self::start_on(cfg, Box::new(socket)).await
+    }
+
+    /// [`Membership::start`] on a gossip socket already bound (by a
+    /// simulated network, say).
+    pub async fn start_on(
+        cfg: MembershipConfig,
+        socket: Box<dyn Socket>,
+    ) -> Result<Self, MembershipError> {
+        cfg.validate()?;
         let bound = socket.local_addr().map_err(|e| MembershipError::Bind {
             addr: cfg.gossip_listen,
             source: into_io_error(e),
@@ -287,7 +297,7 @@ impl Membership {
             (KEY_GRPC_ADDR.to_owned(), cfg.grpc_addr.to_string()),
             (KEY_READY.to_owned(), false.to_string()),
         ];
-        let transport = BoundSocket(StdMutex::new(Some(Box::new(socket))));
+        let transport = BoundSocket(StdMutex::new(Some(socket)));
         let gossip = chitchat::spawn_chitchat(chitchat_config, initial_keys, &transport)
             .await
             .map_err(|e| MembershipError::Start {

@@ -16,6 +16,7 @@ use vatio_config::Config;
 use vatio_proto::v1;
 
 use crate::membership::Membership;
+use crate::net::{Conn, Network};
 use crate::peer::clients::MAX_PEER_MESSAGE_BYTES;
 use crate::peer::{PeerClients, PeerService, ViewLink};
 use crate::placement::Az;
@@ -28,6 +29,12 @@ use vatio_actors::replication::Replication;
 /// Largest gRPC message the node decodes (a full batch is far below this).
 const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Where the gRPC server's connections come from.
+enum Incoming {
+    Tcp(TcpListener),
+    Other(futures::stream::BoxStream<'static, std::io::Result<Conn>>),
+}
+
 /// What the node takes from its host besides configuration.
 #[derive(Clone)]
 pub struct NodeOptions {
@@ -39,6 +46,9 @@ pub struct NodeOptions {
     /// Fault injection for tests and simulations only: makes the
     /// write-ahead log's writes or fsyncs fail on demand.
     pub log_fault: Option<vatio_wal::FaultHook>,
+    /// The network to serve, call peers and gossip on instead of real
+    /// sockets (a simulation's).
+    pub network: Option<Arc<dyn Network>>,
 }
 
 impl NodeOptions {
@@ -48,6 +58,7 @@ impl NodeOptions {
             tree: TreeOptions::default(),
             stores: None,
             log_fault: None,
+            network: None,
         }
     }
 }
@@ -82,13 +93,28 @@ impl Node {
         };
         let log = crate::log::open(&cfg, options.log_fault.clone()).await?;
         let started_ms = options.clock.now_ms();
-        let listener = TcpListener::bind(cfg.node.listen)
-            .await
-            .with_context(|| format!("binding node.listen {}", cfg.node.listen))?;
-        let addr = listener.local_addr().context("reading the bound address")?;
+        let bind_error = || format!("binding node.listen {}", cfg.node.listen);
+        let (addr, incoming) = match &options.network {
+            None => {
+                let listener = TcpListener::bind(cfg.node.listen)
+                    .await
+                    .with_context(bind_error)?;
+                let addr = listener.local_addr().context("reading the bound address")?;
+                (addr, Incoming::Tcp(listener))
+            }
+            Some(network) => {
+                let listener = network
+                    .listen(cfg.node.listen)
+                    .await
+                    .with_context(bind_error)?;
+                (listener.local_addr, Incoming::Other(listener.incoming))
+            }
+        };
         // Membership first (not ready yet): replication places steps by it.
-        let membership = crate::join::join(&cfg, addr).await?.map(Arc::new);
-        let clients = PeerClients::new(transport.clone());
+        let membership = crate::join::join(&cfg, addr, options.network.as_ref())
+            .await?
+            .map(Arc::new);
+        let clients = PeerClients::new(transport.clone(), options.network.clone());
         let trusted = membership
             .as_ref()
             .map(|m| TrustedView::start(m.clone(), clients.clone(), cfg.cluster.peer_timeout));
@@ -159,7 +185,10 @@ impl Node {
             .context("building the reflection service")?;
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = transport
+        let stopped = async {
+            let _ = stop_rx.await;
+        };
+        let router = transport
             .server_builder()?
             .add_service(health)
             .add_service(reflection)
@@ -180,15 +209,17 @@ impl Node {
                 v1::peer_server::PeerServer::new(p)
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            }))
-            .serve_with_incoming_shutdown(
+            }));
+        let server = match incoming {
+            Incoming::Tcp(listener) => tokio::spawn(router.serve_with_incoming_shutdown(
                 // Small acks must not wait for Nagle's algorithm.
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = stop_rx.await;
-                },
-            );
-        let server = tokio::spawn(server);
+                stopped,
+            )),
+            Incoming::Other(connections) => {
+                tokio::spawn(router.serve_with_incoming_shutdown(connections, stopped))
+            }
+        };
         tracing::info!(node = %cfg.node.id, az = %cfg.node.az, %addr, "node serving");
         if let Some(m) = &membership {
             m.set_ready(true).await;

@@ -127,6 +127,9 @@ impl Routing {
             .collect();
         devices.sort_unstable();
         devices.dedup();
+        if self.tree.refuses_without_replica() {
+            return Err(ingest_status(IngestError::NoReplica));
+        }
         let unowned = self.tree.unowned(devices).await.map_err(tree_stopped)?;
         if !unowned.is_empty() {
             self.claim(unowned).await?;

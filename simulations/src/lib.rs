@@ -20,9 +20,12 @@
 //! - [`trace`]: the run's fingerprint, to compare two runs of one seed.
 //! - [`recording`]: instrumentation wrapper recording sink arrival order.
 //!
-//! A later milestone turns this into a whole-cluster simulation on turmoil.
+//! [`cluster`] runs whole clusters (real nodes in two AZs) on turmoil's
+//! simulated network and clock, with node crashes, AZ outages and
+//! partitions drawn from a seed.
 
 pub mod check;
+pub mod cluster;
 pub mod model;
 pub mod observe;
 pub mod recording;

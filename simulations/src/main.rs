@@ -1,4 +1,5 @@
-//! `vatio-simulations`: runs seeds one after the other, reports progress,
+//! `vatio-simulations`: runs seeds one after the other (single node; the
+//! `cluster` subcommand runs whole clusters), reports progress,
 //! and for every failing seed prints its violations and the one command
 //! that replays exactly that seed. Exits 1 if any seed failed, 2 on bad options.
 //!
@@ -9,8 +10,10 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use vatio_simulations::{RunReport, SimOptions, run};
+
+mod cluster_cli;
 
 /// Deterministic single-node simulation of vatio with injected faults.
 #[derive(Debug, Parser)]
@@ -58,6 +61,14 @@ struct Args {
     /// Run every seed twice and fail it if the two trace hashes differ.
     #[arg(long)]
     twice: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Whole-cluster runs on a simulated network, with injected faults.
+    Cluster(cluster_cli::ClusterArgs),
 }
 
 impl Args {
@@ -120,6 +131,10 @@ fn quiet_injected_panics() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Cluster(cluster)) = &args.command {
+        init_tracing();
+        return cluster_cli::main(cluster);
+    }
     quiet_injected_panics();
     let opts = args.options();
     if let Err(e) = opts.validate() {
@@ -245,5 +260,14 @@ impl Totals {
         self.restarts += s.actor_restarts;
         self.passivated += s.devices_passivated;
         self.files += s.archive_files;
+    }
+}
+
+/// Log lines of the cluster runs' nodes, when `RUST_LOG` asks for them.
+fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tonic::transport::Channel;
 use vatio_proto::v1::peer_client::PeerClient;
 
+use crate::net::{Network, lazy_channel};
 use crate::placement::{Member, NodeId};
 use crate::transport::{Transport, TransportError};
 
@@ -18,13 +19,16 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct PeerClients {
     transport: Transport,
+    /// The node's network when it is not the real one (a simulation's).
+    network: Option<Arc<dyn Network>>,
     channels: Arc<Mutex<HashMap<NodeId, (SocketAddr, Channel)>>>,
 }
 
 impl PeerClients {
-    pub fn new(transport: Transport) -> Self {
+    pub fn new(transport: Transport, network: Option<Arc<dyn Network>>) -> Self {
         Self {
             transport,
+            network,
             channels: Arc::default(),
         }
     }
@@ -35,10 +39,13 @@ impl PeerClients {
         let channel = match channels.get(&member.id) {
             Some((addr, channel)) if *addr == member.addr => channel.clone(),
             _ => {
-                let channel = self
+                let endpoint = self
                     .transport
-                    .peer_endpoint(member.id.as_str(), member.addr)?
-                    .connect_lazy();
+                    .peer_endpoint(member.id.as_str(), member.addr)?;
+                let channel = match &self.network {
+                    None => endpoint.connect_lazy(),
+                    Some(network) => lazy_channel(&endpoint, network.clone()),
+                };
                 channels.insert(member.id.clone(), (member.addr, channel.clone()));
                 channel
             }

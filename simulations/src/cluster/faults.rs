@@ -1,0 +1,133 @@
+//! The faults of one cluster run, drawn from its seed: what happens, to
+//! whom, when, and when it heals. Every fault heals before the load ends,
+//! so the run can check that the cluster converges afterwards.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// The kinds of fault a run may inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum FaultKind {
+    /// One node is killed (its unsynced writes survive: the process dies,
+    /// the machine does not) and restarted later.
+    NodeCrash,
+    /// Both AZs are cut off from each other; clients still reach every node.
+    AzPartition,
+    /// Messages from one AZ to the other are lost; the other way works.
+    OneWayPartition,
+    /// Every node of one AZ is killed, then restarted.
+    AzOutage,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::NodeCrash,
+        FaultKind::AzPartition,
+        FaultKind::OneWayPartition,
+        FaultKind::AzOutage,
+    ];
+}
+
+/// One thing the harness does to the cluster at a moment of simulated time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Crash(Vec<String>),
+    Restart(Vec<String>),
+    Partition {
+        from: Vec<String>,
+        to: Vec<String>,
+        one_way: bool,
+    },
+    Repair {
+        from: Vec<String>,
+        to: Vec<String>,
+        one_way: bool,
+    },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Crash(h) => write!(f, "crash {}", h.join("+")),
+            Action::Restart(h) => write!(f, "restart {}", h.join("+")),
+            Action::Partition { from, to, one_way } => {
+                let arrow = if *one_way { "->" } else { "<->" };
+                write!(f, "cut {} {arrow} {}", from.join("+"), to.join("+"))
+            }
+            Action::Repair { from, to, one_way } => {
+                let arrow = if *one_way { "->" } else { "<->" };
+                write!(f, "heal {} {arrow} {}", from.join("+"), to.join("+"))
+            }
+        }
+    }
+}
+
+/// A fault and its healing, both at simulated times since the load began.
+#[derive(Clone, Debug)]
+pub struct Scheduled {
+    pub at: Duration,
+    pub action: Action,
+}
+
+/// The run's faults in time order: `count` of the given kinds, each within
+/// `[start, end)` of simulated time, none overlapping another.
+pub fn plan(
+    seed: u64,
+    kinds: &[FaultKind],
+    count: usize,
+    azs: &[Vec<String>],
+    start: Duration,
+    end: Duration,
+) -> Vec<Scheduled> {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_fa17);
+    let mut out = Vec::new();
+    if kinds.is_empty() || count == 0 || azs.len() < 2 {
+        return out;
+    }
+    // Equal slots, one fault each, so a fault heals before the next begins.
+    let slot = (end.saturating_sub(start)) / u32::try_from(count).unwrap_or(u32::MAX);
+    for i in 0..count {
+        let slot_start = start + slot * u32::try_from(i).unwrap_or(0);
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let lasts = slot.mul_f64(rng.random_range(0.3..0.7));
+        let begins = slot_start + slot.mul_f64(rng.random_range(0.0..0.2));
+        let heals = begins + lasts;
+        let az = rng.random_range(0..azs.len());
+        let other = (az + 1) % azs.len();
+        let (fault, heal) = match kind {
+            FaultKind::NodeCrash => {
+                let nodes = &azs[az];
+                let node = vec![nodes[rng.random_range(0..nodes.len())].clone()];
+                (Action::Crash(node.clone()), Action::Restart(node))
+            }
+            FaultKind::AzOutage => (
+                Action::Crash(azs[az].clone()),
+                Action::Restart(azs[az].clone()),
+            ),
+            FaultKind::AzPartition | FaultKind::OneWayPartition => {
+                let one_way = kind == FaultKind::OneWayPartition;
+                let (from, to) = (azs[az].clone(), azs[other].clone());
+                (
+                    Action::Partition {
+                        from: from.clone(),
+                        to: to.clone(),
+                        one_way,
+                    },
+                    Action::Repair { from, to, one_way },
+                )
+            }
+        };
+        out.push(Scheduled {
+            at: begins,
+            action: fault,
+        });
+        out.push(Scheduled {
+            at: heals,
+            action: heal,
+        });
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! The whole cluster on turmoil's simulated network and clock: real nodes
+//! in two AZs, gateways sending readings, and faults drawn from a seed
+//! (node crashes, AZ outages, partitions between the AZs, one-way too).
+//! Afterwards every acknowledged reading must be in exactly one node's
+//! archive, in seq order, and the cluster must have converged.
+//!
+//! - [`faults`]: the seed's fault schedule.
+//! - [`net`]: the simulation's network (turmoil), as the node's `Network`.
+//! - [`clock`]: the simulation's wall clock, as the node's `Clock`.
+//! - [`client`]: the gateways.
+//! - [`mod@run`]: one run and its checks.
+
+pub mod client;
+pub mod clock;
+pub mod faults;
+pub mod net;
+pub mod run;
+
+pub use faults::FaultKind;
+pub use run::{ClusterOptions, ClusterReport, run_cluster_in};

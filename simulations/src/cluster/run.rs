@@ -1,0 +1,406 @@
+//! One cluster run: real nodes (actor trees, durable logs, embedded stores
+//! in a temporary directory, gRPC between them) as turmoil hosts in two
+//! AZs, gateways sending readings, and the seed's faults applied on the
+//! way. When the load is over and every fault healed, every node is
+//! flushed and the guarantees are checked against what the gateways were
+//! acknowledged.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use vatio_cluster::node::{Node, NodeOptions};
+use vatio_config::Config;
+use vatio_proto::v1;
+use vatio_tests::audit::{Archived, Findings};
+
+use super::client::{Acks, Gateway, SharedAcks, admin};
+use super::clock::SimClock;
+use super::faults::{self, Action, FaultKind, Scheduled};
+use super::net::{GossipMail, SimNetwork};
+
+const GRPC_PORT: u16 = 7400;
+const GOSSIP_PORT: u16 = 7500;
+const AZS: [&str; 2] = ["az-a", "az-b"];
+/// Simulated time the cluster gets to form, and to converge after faults.
+const FORM_MAX: Duration = Duration::from_secs(60);
+/// Simulated 2026-01-01T00:00:00Z: the runs' epoch (their clocks start here).
+const EPOCH_S: u64 = 1_767_225_600;
+
+/// The knobs of one cluster run.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub seed: u64,
+    pub nodes_per_az: usize,
+    pub gateways: usize,
+    pub devices_per_gateway: usize,
+    pub readings_per_batch: usize,
+    /// Simulated time the gateways send new batches for.
+    pub load_for: Duration,
+    pub fault_kinds: Vec<FaultKind>,
+    /// How many faults, one after the other, within the load.
+    pub faults: usize,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            nodes_per_az: 2,
+            gateways: 2,
+            devices_per_gateway: 8,
+            readings_per_batch: 16,
+            load_for: Duration::from_secs(20),
+            fault_kinds: FaultKind::ALL.to_vec(),
+            faults: 2,
+        }
+    }
+}
+
+/// What one run did and what its checks found.
+#[derive(Debug)]
+pub struct ClusterReport {
+    pub seed: u64,
+    pub schedule: Vec<(Duration, String)>,
+    pub acked_readings: usize,
+    pub batches_sent: u64,
+    pub batches_acked: u64,
+    pub abandoned: u64,
+    pub retries: BTreeMap<String, u64>,
+    pub archived_readings: usize,
+    pub simulated: Duration,
+    pub wall: Duration,
+    /// Broken guarantees, one line each (empty: the run passed).
+    pub violations: Vec<String>,
+}
+
+#[derive(Clone)]
+struct NodeSpec {
+    id: String,
+    az: String,
+    dir: PathBuf,
+    others: Vec<String>,
+    mail: GossipMail,
+}
+
+impl NodeSpec {
+    /// The node's configuration; inside the simulation (addresses are the
+    /// hosts' simulated ones).
+    fn config(&self) -> Config {
+        let mut cfg = Config::default();
+        cfg.node.id = self.id.clone();
+        cfg.node.az = self.az.clone();
+        cfg.node.data_dir = self.dir.clone();
+        let me = turmoil::lookup(self.id.as_str());
+        cfg.node.listen = SocketAddr::new(me, GRPC_PORT);
+        cfg.cluster.gossip_listen = SocketAddr::new(me, GOSSIP_PORT).to_string();
+        cfg.cluster.seeds = self
+            .others
+            .iter()
+            .map(|o| SocketAddr::new(turmoil::lookup(o.as_str()), GOSSIP_PORT).to_string())
+            .collect();
+        cfg.cluster.gossip_interval = Duration::from_millis(100);
+        cfg.cluster.peer_timeout = Duration::from_secs(2);
+        cfg.aggregator.flush_max_delay = Duration::from_millis(200);
+        cfg.stream_etl.flush_max_delay = Duration::from_millis(200);
+        cfg
+    }
+
+    /// The configuration as read after the run, outside the simulation
+    /// (only the paths matter then).
+    fn files_config(&self) -> Config {
+        let mut cfg = Config::default();
+        cfg.node.data_dir = self.dir.clone();
+        cfg
+    }
+}
+
+async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
+    let cfg = spec.config();
+    let mut options = NodeOptions::with_clock(Arc::new(SimClock { skew_ms: 0 }));
+    options.network = Some(Arc::new(SimNetwork {
+        mail: spec.mail.clone(),
+    }));
+    let node = Node::start(cfg, options)
+        .await
+        .with_context(|| format!("starting {}", spec.id))?;
+    node.failed().await;
+    anyhow::bail!("{}: the actor tree stopped", spec.id)
+}
+
+/// Runs one seed in `root` (a fresh directory).
+pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<ClusterReport> {
+    let wall = Instant::now();
+    let mail = GossipMail::default();
+    let azs: Vec<Vec<String>> = AZS
+        .iter()
+        .map(|az| {
+            (1..=opts.nodes_per_az)
+                .map(|i| format!("{}{i}", &az[3..]))
+                .collect()
+        })
+        .collect();
+    let all: Vec<String> = azs.iter().flatten().cloned().collect();
+    let mut specs = Vec::new();
+    for (az, nodes) in AZS.iter().zip(&azs) {
+        for id in nodes {
+            specs.push(NodeSpec {
+                id: id.clone(),
+                az: (*az).to_owned(),
+                dir: root.join(id),
+                others: all.iter().filter(|o| *o != id).cloned().collect(),
+                mail: mail.clone(),
+            });
+        }
+    }
+    // Formation, load, a quiet spell to converge, the final checks' calls.
+    let warmup = Duration::from_secs(5);
+    let schedule: Vec<Scheduled> = faults::plan(
+        opts.seed,
+        &opts.fault_kinds,
+        opts.faults,
+        &azs,
+        warmup + Duration::from_secs(2),
+        warmup + opts.load_for.saturating_sub(Duration::from_secs(2)),
+    );
+    let sim_limit = warmup + opts.load_for + FORM_MAX * 3;
+
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(opts.seed)
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(EPOCH_S))
+        .simulation_duration(sim_limit)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(Duration::from_millis(5))
+        .build();
+    for spec in &specs {
+        let spec = spec.clone();
+        sim.host(spec.id.clone(), move || {
+            let spec = spec.clone();
+            async move { run_node(spec).await.map_err(boxed) }
+        });
+    }
+    let acks: SharedAcks = Arc::new(Mutex::new(Acks::default()));
+    let formed_again: Arc<Mutex<Vec<String>>> = Arc::default();
+    {
+        let acks = acks.clone();
+        let all = all.clone();
+        let formed_again = formed_again.clone();
+        let opts = opts.clone();
+        sim.client("gateways", async move {
+            drive(opts, all, warmup, acks, formed_again)
+                .await
+                .map_err(boxed)
+        });
+    }
+
+    let mut pending = schedule.iter().peekable();
+    let mut sim_error = None;
+    loop {
+        while let Some(s) = pending.peek()
+            && sim.elapsed() >= s.at
+        {
+            apply(&mut sim, &s.action);
+            pending.next();
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                sim_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let simulated = sim.elapsed();
+    drop(sim);
+
+    let mut violations = Vec::new();
+    if let Some(e) = sim_error {
+        violations.push(format!("the simulation failed: {e}"));
+    }
+    for problem in formed_again
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        violations.push(problem.clone());
+    }
+    let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(PoisonError::into_inner));
+    let (archived_readings, findings) = audit(&specs, &acks)?;
+    if !findings.is_empty() {
+        violations.push(findings.report());
+    }
+    Ok(ClusterReport {
+        seed: opts.seed,
+        schedule: schedule
+            .iter()
+            .map(|s| (s.at, s.action.to_string()))
+            .collect(),
+        acked_readings: acks.readings.len(),
+        batches_sent: acks.batches_sent,
+        batches_acked: acks.batches_acked,
+        abandoned: acks.abandoned,
+        retries: acks.retries,
+        archived_readings,
+        simulated,
+        wall: wall.elapsed(),
+        violations,
+    })
+}
+
+/// A host's error as turmoil takes it, with its whole chain of causes.
+fn boxed(e: anyhow::Error) -> Box<dyn std::error::Error> {
+    format!("{e:#}").into()
+}
+
+fn apply(sim: &mut turmoil::Sim<'_>, action: &Action) {
+    tracing::info!(%action, "fault schedule");
+    match action {
+        Action::Crash(hosts) => {
+            for h in hosts {
+                sim.crash(h.as_str());
+            }
+        }
+        Action::Restart(hosts) => {
+            for h in hosts {
+                sim.bounce(h.as_str());
+            }
+        }
+        Action::Partition { from, to, one_way } => {
+            for a in from {
+                for b in to {
+                    if *one_way {
+                        sim.partition_oneway(a.as_str(), b.as_str());
+                    } else {
+                        sim.partition(a.as_str(), b.as_str());
+                    }
+                }
+            }
+        }
+        Action::Repair { from, to, one_way } => {
+            for a in from {
+                for b in to {
+                    if *one_way {
+                        sim.repair_oneway(a.as_str(), b.as_str());
+                    } else {
+                        sim.repair(a.as_str(), b.as_str());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The gateways' side: wait for the cluster, send the load, wait for it to
+/// converge after the faults, flush every node.
+async fn drive(
+    opts: ClusterOptions,
+    nodes: Vec<String>,
+    warmup: Duration,
+    acks: SharedAcks,
+    problems: Arc<Mutex<Vec<String>>>,
+) -> anyhow::Result<()> {
+    if let Err(e) = wait_formed(&nodes).await {
+        anyhow::bail!("the cluster did not form: {e}");
+    }
+    tokio::time::sleep_until(
+        tokio::time::Instant::now() + warmup.saturating_sub(Duration::from_secs(1)),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for g in 0..opts.gateways {
+        let gateway = Gateway {
+            seed: opts.seed.wrapping_mul(31).wrapping_add(g as u64),
+            name: format!("gateway-{g}"),
+            devices: (0..opts.devices_per_gateway)
+                .map(|d| format!("meter-{g}-{d:02}"))
+                .collect(),
+            readings_per_batch: opts.readings_per_batch,
+            pace: Duration::from_millis(20),
+            nodes: nodes.clone(),
+            grpc_port: GRPC_PORT,
+            load_for: opts.load_for,
+            retry_after: Duration::from_millis(100),
+            give_up_after: FORM_MAX,
+        };
+        let acks = acks.clone();
+        tasks.push(tokio::task::spawn_local(gateway.run(acks)));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    // Every fault has healed by now: the cluster must converge.
+    if let Err(e) = wait_formed(&nodes).await {
+        problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!(
+                "the cluster did not converge after the faults: {e}"
+            ));
+        return Ok(());
+    }
+    for node in &nodes {
+        let mut admin = admin(node, GRPC_PORT)?;
+        admin
+            .flush(v1::FlushRequest {})
+            .await
+            .with_context(|| format!("Admin.Flush of {node}"))?;
+    }
+    Ok(())
+}
+
+/// Waits until every node lists every node as a ready, verified member.
+async fn wait_formed(nodes: &[String]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + FORM_MAX;
+    for node in nodes {
+        loop {
+            let seen = match admin(node, GRPC_PORT)?.status(v1::StatusRequest {}).await {
+                Ok(s) => s
+                    .into_inner()
+                    .members
+                    .iter()
+                    .filter(|m| m.ready && m.verified)
+                    .count(),
+                Err(_) => 0,
+            };
+            if seen == nodes.len() {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{node} sees {seen} of {} members ready after {FORM_MAX:?}",
+                nodes.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Reads every node's archive back and checks it against the acks.
+fn audit(specs: &[NodeSpec], acks: &Acks) -> anyhow::Result<(usize, Findings)> {
+    let mut findings = Findings::default();
+    for ((device, seq), guarantee) in &acks.readings {
+        if *guarantee != v1::AckGuarantee::Replicated {
+            findings.add("acks weaker than the replicated guarantee", || {
+                format!("{device} {seq}: {guarantee:?}")
+            });
+        }
+    }
+    let acked: HashSet<(String, u64)> = acks.readings.keys().cloned().collect();
+    let mut archived = Archived::default();
+    for spec in specs {
+        let cfg = spec.files_config();
+        archived.add_root(
+            &spec.id,
+            &cfg.data_path(&cfg.archiver.primary_root),
+            &mut findings,
+        )?;
+    }
+    archived.check_exactly_once(&acked, &mut findings);
+    Ok((archived.rows.len(), findings))
+}
