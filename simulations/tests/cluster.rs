@@ -40,3 +40,8 @@ fn az_outages_lose_no_acknowledged_reading() -> anyhow::Result<()> {
 fn partitions_between_the_azs_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(13, &[FaultKind::AzPartition, FaultKind::OneWayPartition])
 }
+
+#[test]
+fn skewed_clocks_and_slow_links_lose_no_acknowledged_reading() -> anyhow::Result<()> {
+    run(14, &[FaultKind::ClockSkew, FaultKind::SlowLink])
+}

@@ -20,16 +20,27 @@ pub enum FaultKind {
     OneWayPartition,
     /// Every node of one AZ is killed, then restarted.
     AzOutage,
+    /// One node's clock jumps ahead or behind the others' by up to 3 s.
+    ClockSkew,
+    /// Messages between the AZs take up to 300 ms instead of 5 ms.
+    SlowLink,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::NodeCrash,
         FaultKind::AzPartition,
         FaultKind::OneWayPartition,
         FaultKind::AzOutage,
+        FaultKind::ClockSkew,
+        FaultKind::SlowLink,
     ];
 }
+
+/// Longest message delay on a healthy link.
+pub const LINK_MAX: Duration = Duration::from_millis(5);
+/// Longest message delay between the AZs while the link is slow.
+const SLOW_LINK_MAX: Duration = Duration::from_millis(300);
 
 /// One thing the harness does to the cluster at a moment of simulated time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +57,17 @@ pub enum Action {
         to: Vec<String>,
         one_way: bool,
     },
+    /// Sets a node's clock skew (0: back in step).
+    Skew {
+        node: String,
+        ms: i64,
+    },
+    /// Sets the longest delay of messages between two groups of hosts.
+    Latency {
+        a: Vec<String>,
+        b: Vec<String>,
+        max: Duration,
+    },
 }
 
 impl fmt::Display for Action {
@@ -60,6 +82,10 @@ impl fmt::Display for Action {
             Action::Repair { from, to, one_way } => {
                 let arrow = if *one_way { "->" } else { "<->" };
                 write!(f, "heal {} {arrow} {}", from.join("+"), to.join("+"))
+            }
+            Action::Skew { node, ms } => write!(f, "skew {node} {ms:+} ms"),
+            Action::Latency { a, b, max } => {
+                write!(f, "delay {} <-> {} up to {max:?}", a.join("+"), b.join("+"))
             }
         }
     }
@@ -107,6 +133,33 @@ pub fn plan(
                 Action::Crash(azs[az].clone()),
                 Action::Restart(azs[az].clone()),
             ),
+            FaultKind::ClockSkew => {
+                let nodes = &azs[az];
+                let node = nodes[rng.random_range(0..nodes.len())].clone();
+                let ms = rng.random_range(-3_000..=3_000);
+                (
+                    Action::Skew {
+                        node: node.clone(),
+                        ms,
+                    },
+                    Action::Skew { node, ms: 0 },
+                )
+            }
+            FaultKind::SlowLink => {
+                let (a, b) = (azs[az].clone(), azs[other].clone());
+                (
+                    Action::Latency {
+                        a: a.clone(),
+                        b: b.clone(),
+                        max: SLOW_LINK_MAX,
+                    },
+                    Action::Latency {
+                        a,
+                        b,
+                        max: LINK_MAX,
+                    },
+                )
+            }
             FaultKind::AzPartition | FaultKind::OneWayPartition => {
                 let one_way = kind == FaultKind::OneWayPartition;
                 let (from, to) = (azs[az].clone(), azs[other].clone());

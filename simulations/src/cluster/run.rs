@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,8 @@ struct NodeSpec {
     dir: PathBuf,
     others: Vec<String>,
     mail: GossipMail,
+    /// The node's clock skew, set by the fault schedule.
+    skew_ms: Arc<AtomicI64>,
 }
 
 impl NodeSpec {
@@ -120,7 +123,9 @@ impl NodeSpec {
 
 async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
     let cfg = spec.config();
-    let mut options = NodeOptions::with_clock(Arc::new(SimClock { skew_ms: 0 }));
+    let mut options = NodeOptions::with_clock(Arc::new(SimClock {
+        skew_ms: spec.skew_ms.clone(),
+    }));
     options.network = Some(Arc::new(SimNetwork {
         mail: spec.mail.clone(),
     }));
@@ -153,6 +158,7 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
                 dir: root.join(id),
                 others: all.iter().filter(|o| *o != id).cloned().collect(),
                 mail: mail.clone(),
+                skew_ms: Arc::default(),
             });
         }
     }
@@ -174,7 +180,7 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
         .simulation_duration(sim_limit)
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_micros(200))
-        .max_message_latency(Duration::from_millis(5))
+        .max_message_latency(faults::LINK_MAX)
         .build();
     for spec in &specs {
         let spec = spec.clone();
@@ -203,7 +209,7 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
         while let Some(s) = pending.peek()
             && sim.elapsed() >= s.at
         {
-            apply(&mut sim, &s.action);
+            apply(&mut sim, &specs, &s.action);
             pending.next();
         }
         match sim.step() {
@@ -257,7 +263,7 @@ fn boxed(e: anyhow::Error) -> Box<dyn std::error::Error> {
     format!("{e:#}").into()
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, action: &Action) {
+fn apply(sim: &mut turmoil::Sim<'_>, specs: &[NodeSpec], action: &Action) {
     tracing::info!(%action, "fault schedule");
     match action {
         Action::Crash(hosts) => {
@@ -289,6 +295,18 @@ fn apply(sim: &mut turmoil::Sim<'_>, action: &Action) {
                     } else {
                         sim.repair(a.as_str(), b.as_str());
                     }
+                }
+            }
+        }
+        Action::Skew { node, ms } => {
+            if let Some(spec) = specs.iter().find(|s| s.id == *node) {
+                spec.skew_ms.store(*ms, Ordering::Relaxed);
+            }
+        }
+        Action::Latency { a, b, max } => {
+            for x in a {
+                for y in b {
+                    sim.set_link_max_message_latency(x.as_str(), y.as_str(), *max);
                 }
             }
         }
