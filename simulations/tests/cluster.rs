@@ -45,3 +45,8 @@ fn partitions_between_the_azs_lose_no_acknowledged_reading() -> anyhow::Result<(
 fn skewed_clocks_and_slow_links_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(14, &[FaultKind::ClockSkew, FaultKind::SlowLink])
 }
+
+#[test]
+fn sink_outages_and_slow_sinks_lose_no_acknowledged_reading() -> anyhow::Result<()> {
+    run(15, &[FaultKind::SinkOutage, FaultKind::SlowSink])
+}

@@ -51,11 +51,17 @@ pub struct Gateway {
     pub give_up_after: Duration,
 }
 
-fn channel(host: &str, port: u16) -> anyhow::Result<Channel> {
+/// Longest an ingest call may take before it is sent again.
+const CALL_MAX: Duration = Duration::from_secs(5);
+/// Longest a flush may take: it waits for sinks that were down to come
+/// back (their retries back off).
+const FLUSH_CALL_MAX: Duration = Duration::from_secs(180);
+
+fn channel(host: &str, port: u16, call_max: Duration) -> anyhow::Result<Channel> {
     let addr = SocketAddr::new(turmoil::lookup(host), port);
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
+        .timeout(call_max)
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2))
         .keep_alive_while_idle(true);
@@ -65,9 +71,16 @@ fn channel(host: &str, port: u16) -> anyhow::Result<Channel> {
     Ok(lazy_channel(&endpoint, network))
 }
 
-/// Admin clients for every node.
-pub fn admin(host: &str, port: u16) -> anyhow::Result<v1::admin_client::AdminClient<Channel>> {
-    Ok(v1::admin_client::AdminClient::new(channel(host, port)?))
+/// An admin client for one node; `flush` allows the long calls of a flush.
+pub fn admin(
+    host: &str,
+    port: u16,
+    flush: bool,
+) -> anyhow::Result<v1::admin_client::AdminClient<Channel>> {
+    let call_max = if flush { FLUSH_CALL_MAX } else { CALL_MAX };
+    Ok(v1::admin_client::AdminClient::new(channel(
+        host, port, call_max,
+    )?))
 }
 
 impl Gateway {
@@ -78,6 +91,7 @@ impl Gateway {
             clients.push(v1::ingest_client::IngestClient::new(channel(
                 node,
                 self.grpc_port,
+                CALL_MAX,
             )?));
         }
         let started = tokio::time::Instant::now();

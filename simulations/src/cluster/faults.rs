@@ -8,6 +8,8 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use super::sink::SinkState;
+
 /// The kinds of fault a run may inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum FaultKind {
@@ -24,16 +26,22 @@ pub enum FaultKind {
     ClockSkew,
     /// Messages between the AZs take up to 300 ms instead of 5 ms.
     SlowLink,
+    /// One node's time-series sink refuses every write.
+    SinkOutage,
+    /// One node's time-series sink takes 400 ms per write.
+    SlowSink,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::NodeCrash,
         FaultKind::AzPartition,
         FaultKind::OneWayPartition,
         FaultKind::AzOutage,
         FaultKind::ClockSkew,
         FaultKind::SlowLink,
+        FaultKind::SinkOutage,
+        FaultKind::SlowSink,
     ];
 }
 
@@ -62,6 +70,11 @@ pub enum Action {
         node: String,
         ms: i64,
     },
+    /// Sets the condition of a node's time-series sink.
+    Sink {
+        node: String,
+        state: SinkState,
+    },
     /// Sets the longest delay of messages between two groups of hosts.
     Latency {
         a: Vec<String>,
@@ -84,6 +97,7 @@ impl fmt::Display for Action {
                 write!(f, "heal {} {arrow} {}", from.join("+"), to.join("+"))
             }
             Action::Skew { node, ms } => write!(f, "skew {node} {ms:+} ms"),
+            Action::Sink { node, state } => write!(f, "sink {node} {state:?}"),
             Action::Latency { a, b, max } => {
                 write!(f, "delay {} <-> {} up to {max:?}", a.join("+"), b.join("+"))
             }
@@ -143,6 +157,25 @@ pub fn plan(
                         ms,
                     },
                     Action::Skew { node, ms: 0 },
+                )
+            }
+            FaultKind::SinkOutage | FaultKind::SlowSink => {
+                let nodes = &azs[az];
+                let node = nodes[rng.random_range(0..nodes.len())].clone();
+                let state = if kind == FaultKind::SinkOutage {
+                    SinkState::Down
+                } else {
+                    SinkState::Slow
+                };
+                (
+                    Action::Sink {
+                        node: node.clone(),
+                        state,
+                    },
+                    Action::Sink {
+                        node,
+                        state: SinkState::Up,
+                    },
                 )
             }
             FaultKind::SlowLink => {

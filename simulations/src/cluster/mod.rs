@@ -1,12 +1,15 @@
 //! The whole cluster on turmoil's simulated network and clock: real nodes
 //! in two AZs, gateways sending readings, and faults drawn from a seed
-//! (node crashes, AZ outages, partitions between the AZs, one-way too).
-//! Afterwards every acknowledged reading must be in exactly one node's
-//! archive, in seq order, and the cluster must have converged.
+//! (node crashes, AZ outages, partitions between the AZs, one-way too,
+//! slow links, clock skew, sink outages and slow sinks). Afterwards every
+//! acknowledged reading must be in exactly one node's archive, in seq
+//! order, counted once by the time-series and document sinks, every ack
+//! replicated, and the cluster converged.
 //!
 //! - [`faults`]: the seed's fault schedule.
 //! - [`net`]: the simulation's network (turmoil), as the node's `Network`.
 //! - [`clock`]: the simulation's wall clock, as the node's `Clock`.
+//! - [`sink`]: the fault-injecting time-series sink.
 //! - [`client`]: the gateways.
 //! - [`mod@run`]: one run and its checks.
 
@@ -15,6 +18,7 @@ pub mod clock;
 pub mod faults;
 pub mod net;
 pub mod run;
+pub mod sink;
 
 pub use faults::FaultKind;
 pub use run::{ClusterOptions, ClusterReport, run_cluster_in};

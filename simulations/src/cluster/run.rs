@@ -22,6 +22,7 @@ use super::client::{Acks, Gateway, SharedAcks, admin};
 use super::clock::SimClock;
 use super::faults::{self, Action, FaultKind, Scheduled};
 use super::net::{GossipMail, SimNetwork};
+use super::sink::{FaultySink, SinkSwitch};
 
 const GRPC_PORT: u16 = 7400;
 const GOSSIP_PORT: u16 = 7500;
@@ -87,6 +88,8 @@ struct NodeSpec {
     mail: GossipMail,
     /// The node's clock skew, set by the fault schedule.
     skew_ms: Arc<AtomicI64>,
+    /// The condition of the node's time-series sink, likewise.
+    sink: SinkSwitch,
 }
 
 impl NodeSpec {
@@ -129,6 +132,12 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
     options.network = Some(Arc::new(SimNetwork {
         mail: spec.mail.clone(),
     }));
+    let mut stores = vatio_cluster::stores::open_embedded(&cfg)?;
+    stores.timeseries = Arc::new(FaultySink {
+        inner: stores.timeseries,
+        switch: spec.sink.clone(),
+    });
+    options.stores = Some(stores);
     let node = Node::start(cfg, options)
         .await
         .with_context(|| format!("starting {}", spec.id))?;
@@ -159,6 +168,7 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
                 others: all.iter().filter(|o| *o != id).cloned().collect(),
                 mail: mail.clone(),
                 skew_ms: Arc::default(),
+                sink: SinkSwitch::default(),
             });
         }
     }
@@ -298,6 +308,11 @@ fn apply(sim: &mut turmoil::Sim<'_>, specs: &[NodeSpec], action: &Action) {
                 }
             }
         }
+        Action::Sink { node, state } => {
+            if let Some(spec) = specs.iter().find(|s| s.id == *node) {
+                spec.sink.set(*state);
+            }
+        }
         Action::Skew { node, ms } => {
             if let Some(spec) = specs.iter().find(|s| s.id == *node) {
                 spec.skew_ms.store(*ms, Ordering::Relaxed);
@@ -362,7 +377,7 @@ async fn drive(
         return Ok(());
     }
     for node in &nodes {
-        let mut admin = admin(node, GRPC_PORT)?;
+        let mut admin = admin(node, GRPC_PORT, true)?;
         admin
             .flush(v1::FlushRequest {})
             .await
@@ -376,7 +391,10 @@ async fn wait_formed(nodes: &[String]) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + FORM_MAX;
     for node in nodes {
         loop {
-            let seen = match admin(node, GRPC_PORT)?.status(v1::StatusRequest {}).await {
+            let seen = match admin(node, GRPC_PORT, false)?
+                .status(v1::StatusRequest {})
+                .await
+            {
                 Ok(s) => s
                     .into_inner()
                     .members
@@ -420,5 +438,14 @@ fn audit(specs: &[NodeSpec], acks: &Acks) -> anyhow::Result<(usize, Findings)> {
         )?;
     }
     archived.check_exactly_once(&acked, &mut findings);
+    // The time-series and document sinks count each archived reading once.
+    let mut stores = Vec::with_capacity(specs.len());
+    for spec in specs {
+        stores.push(vatio_cluster::stores::open_embedded(&spec.files_config())?);
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(archived.check_minutes(&stores, &mut findings))?;
     Ok((archived.rows.len(), findings))
 }
