@@ -50,3 +50,8 @@ fn skewed_clocks_and_slow_links_lose_no_acknowledged_reading() -> anyhow::Result
 fn sink_outages_and_slow_sinks_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(15, &[FaultKind::SinkOutage, FaultKind::SlowSink])
 }
+
+#[test]
+fn log_disk_errors_lose_no_acknowledged_reading() -> anyhow::Result<()> {
+    run(16, &[FaultKind::DiskErrors])
+}

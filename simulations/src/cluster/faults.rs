@@ -30,10 +30,12 @@ pub enum FaultKind {
     SinkOutage,
     /// One node's time-series sink takes 400 ms per write.
     SlowSink,
+    /// Every write and fsync of one node's log fails with an I/O error.
+    DiskErrors,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::NodeCrash,
         FaultKind::AzPartition,
         FaultKind::OneWayPartition,
@@ -42,6 +44,7 @@ impl FaultKind {
         FaultKind::SlowLink,
         FaultKind::SinkOutage,
         FaultKind::SlowSink,
+        FaultKind::DiskErrors,
     ];
 }
 
@@ -69,6 +72,11 @@ pub enum Action {
     Skew {
         node: String,
         ms: i64,
+    },
+    /// Makes a node's log writes fail (or work again).
+    Disk {
+        node: String,
+        failing: bool,
     },
     /// Sets the condition of a node's time-series sink.
     Sink {
@@ -98,6 +106,9 @@ impl fmt::Display for Action {
             }
             Action::Skew { node, ms } => write!(f, "skew {node} {ms:+} ms"),
             Action::Sink { node, state } => write!(f, "sink {node} {state:?}"),
+            Action::Disk { node, failing } => {
+                write!(f, "disk {node} {}", if *failing { "failing" } else { "ok" })
+            }
             Action::Latency { a, b, max } => {
                 write!(f, "delay {} <-> {} up to {max:?}", a.join("+"), b.join("+"))
             }
@@ -157,6 +168,20 @@ pub fn plan(
                         ms,
                     },
                     Action::Skew { node, ms: 0 },
+                )
+            }
+            FaultKind::DiskErrors => {
+                let nodes = &azs[az];
+                let node = nodes[rng.random_range(0..nodes.len())].clone();
+                (
+                    Action::Disk {
+                        node: node.clone(),
+                        failing: true,
+                    },
+                    Action::Disk {
+                        node,
+                        failing: false,
+                    },
                 )
             }
             FaultKind::SinkOutage | FaultKind::SlowSink => {

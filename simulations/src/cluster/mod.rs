@@ -1,7 +1,7 @@
 //! The whole cluster on turmoil's simulated network and clock: real nodes
 //! in two AZs, gateways sending readings, and faults drawn from a seed
 //! (node crashes, AZ outages, partitions between the AZs, one-way too,
-//! slow links, clock skew, sink outages and slow sinks). Afterwards every
+//! slow links, clock skew, sink outages, slow sinks, log disk errors). Afterwards every
 //! acknowledged reading must be in exactly one node's archive, in seq
 //! order, counted once by the time-series and document sinks, every ack
 //! replicated, and the cluster converged.

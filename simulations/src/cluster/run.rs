@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use vatio_cluster::node::{Node, NodeOptions};
 use vatio_config::Config;
 use vatio_proto::v1;
 use vatio_tests::audit::{Archived, Findings};
+use vatio_wal::FaultPoint;
 
 use super::client::{Acks, Gateway, SharedAcks, admin};
 use super::clock::SimClock;
@@ -90,6 +91,8 @@ struct NodeSpec {
     skew_ms: Arc<AtomicI64>,
     /// The condition of the node's time-series sink, likewise.
     sink: SinkSwitch,
+    /// Whether the node's log writes fail, likewise.
+    disk_failing: Arc<AtomicBool>,
 }
 
 impl NodeSpec {
@@ -138,6 +141,13 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
         switch: spec.sink.clone(),
     });
     options.stores = Some(stores);
+    // FAULT INJECTION: the simulation's failing disk under the node's log.
+    let failing = spec.disk_failing.clone();
+    options.log_fault = Some(Arc::new(move |_point: FaultPoint| {
+        failing
+            .load(Ordering::Relaxed)
+            .then(|| std::io::Error::other("simulated disk error"))
+    }));
     let node = Node::start(cfg, options)
         .await
         .with_context(|| format!("starting {}", spec.id))?;
@@ -169,6 +179,7 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
                 mail: mail.clone(),
                 skew_ms: Arc::default(),
                 sink: SinkSwitch::default(),
+                disk_failing: Arc::default(),
             });
         }
     }
@@ -306,6 +317,11 @@ fn apply(sim: &mut turmoil::Sim<'_>, specs: &[NodeSpec], action: &Action) {
                         sim.repair(a.as_str(), b.as_str());
                     }
                 }
+            }
+        }
+        Action::Disk { node, failing } => {
+            if let Some(spec) = specs.iter().find(|s| s.id == *node) {
+                spec.disk_failing.store(*failing, Ordering::Relaxed);
             }
         }
         Action::Sink { node, state } => {
