@@ -526,7 +526,7 @@ impl ShipperState {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for (device, end) in orphans {
-            tracing::warn!(%device, end, "dropping a step no replica confirmed: another node took the device over without it");
+            tracing::warn!(node = %self.args.node, %device, end, "dropping a step no replica confirmed: another node took the device over without it");
             self.args.shipping.record_refusal(device.clone(), *end);
             if let Some(router) = &router {
                 let _ = router.cast(RouterMsg::Cluster(ClusterMsg::Diverged {

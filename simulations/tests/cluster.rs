@@ -4,10 +4,21 @@
 
 use vatio_simulations::cluster::{ClusterOptions, FaultKind, run_cluster_in};
 
-fn run(seed: u64, kinds: &[FaultKind]) -> anyhow::Result<()> {
+/// Share of invalid readings in the runs whose faults do not move devices
+/// between nodes (see the note on `run`).
+const INVALID_SHARE: f64 = 0.01;
+
+/// Runs `seed` with `kinds` of faults; `invalid_share` of the readings are
+/// sent invalid and must end in dead letters. Runs that move devices
+/// between nodes send none: a reading refused leaves a gap, readings behind
+/// it wait in the reorder buffer, and a device taken over meanwhile can
+/// lose them (a known bug the soak finds, e.g. `cluster --first-seed 701
+/// --seeds 1 --invalid-share 0.01`; see DESIGN.md "Cluster").
+fn run(seed: u64, kinds: &[FaultKind], invalid_share: f64) -> anyhow::Result<()> {
     let opts = ClusterOptions {
         seed,
         fault_kinds: kinds.to_vec(),
+        invalid_share,
         ..ClusterOptions::default()
     };
     let dir = tempfile::tempdir()?;
@@ -17,9 +28,13 @@ fn run(seed: u64, kinds: &[FaultKind]) -> anyhow::Result<()> {
         return Ok(());
     }
     let kept = dir.keep();
-    let kinds: Vec<String> = kinds.iter().map(|k| format!("{k:?}")).collect();
+    let kinds: Vec<String> = kinds
+        .iter()
+        .filter_map(clap::ValueEnum::to_possible_value)
+        .map(|v| v.get_name().to_owned())
+        .collect();
     anyhow::bail!(
-        "seed {seed} broke guarantees (files kept in {}):\n{}\nreplay: cargo run -p vatio-simulations -- cluster --first-seed {seed} --seeds 1 --faults {}",
+        "seed {seed} broke guarantees (files kept in {}):\n{}\nreplay: cargo run -p vatio-simulations -- cluster --first-seed {seed} --seeds 1 --faults {} --invalid-share {invalid_share}",
         kept.display(),
         report.violations.join("\n"),
         kinds.join(",")
@@ -28,30 +43,42 @@ fn run(seed: u64, kinds: &[FaultKind]) -> anyhow::Result<()> {
 
 #[test]
 fn node_crashes_lose_no_acknowledged_reading() -> anyhow::Result<()> {
-    run(11, &[FaultKind::NodeCrash])
+    run(11, &[FaultKind::NodeCrash], 0.0)
 }
 
 #[test]
 fn az_outages_lose_no_acknowledged_reading() -> anyhow::Result<()> {
-    run(12, &[FaultKind::AzOutage])
+    run(12, &[FaultKind::AzOutage], 0.0)
 }
 
 #[test]
 fn partitions_between_the_azs_lose_no_acknowledged_reading() -> anyhow::Result<()> {
-    run(13, &[FaultKind::AzPartition, FaultKind::OneWayPartition])
+    run(
+        13,
+        &[FaultKind::AzPartition, FaultKind::OneWayPartition],
+        0.0,
+    )
 }
 
 #[test]
 fn skewed_clocks_and_slow_links_lose_no_acknowledged_reading() -> anyhow::Result<()> {
-    run(14, &[FaultKind::ClockSkew, FaultKind::SlowLink])
+    run(
+        14,
+        &[FaultKind::ClockSkew, FaultKind::SlowLink],
+        INVALID_SHARE,
+    )
 }
 
 #[test]
 fn sink_outages_and_slow_sinks_lose_no_acknowledged_reading() -> anyhow::Result<()> {
-    run(15, &[FaultKind::SinkOutage, FaultKind::SlowSink])
+    run(
+        15,
+        &[FaultKind::SinkOutage, FaultKind::SlowSink],
+        INVALID_SHARE,
+    )
 }
 
 #[test]
 fn log_disk_errors_lose_no_acknowledged_reading() -> anyhow::Result<()> {
-    run(16, &[FaultKind::DiskErrors])
+    run(16, &[FaultKind::DiskErrors], INVALID_SHARE)
 }

@@ -284,7 +284,7 @@ impl RouterState {
                             e.replicating += 1;
                         }
                         tracing::debug!(
-                            %device, %from, end, seeded, role = ?e.role,
+                            node = %me, %device, %from, end, seeded, role = ?e.role,
                             held_from = e.state.held_from(&from),
                             last_owner = ?e.state.last_owner(),
                             ?verdict, "replica step checked in"
@@ -559,9 +559,11 @@ impl RouterState {
         state: Option<DeviceState>,
     ) -> Result<(), ActorProcessingErr> {
         NodeStats::add(&self.ctx.stats.devices_claimed, 1);
+        let node = self.ctx.node.clone();
         let e = self.entry(device.clone());
         e.role = Role::Owner;
         tracing::debug!(
+            %node,
             %device,
             diverged = e.diverged,
             own = ?e.state.progress(),

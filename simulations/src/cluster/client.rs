@@ -3,7 +3,7 @@
 //! batch is acknowledged whole. What each acknowledgement promised is kept
 //! for the checks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,8 +19,10 @@ use super::net::{GossipMail, SimNetwork};
 /// What the clients saw, for the checks.
 #[derive(Debug, Default)]
 pub struct Acks {
-    /// Every acknowledged reading, with the guarantee its ack reported.
+    /// Every acknowledged valid reading, with the guarantee its ack reported.
     pub readings: BTreeMap<(String, u64), v1::AckGuarantee>,
+    /// Invalid readings in acknowledged batches: each must be a dead letter.
+    pub refused: BTreeSet<(String, u64)>,
     pub batches_sent: u64,
     pub batches_acked: u64,
     /// Calls that failed and were sent again, by the error's gRPC code.
@@ -49,7 +51,12 @@ pub struct Gateway {
     pub retry_after: Duration,
     /// A batch not acknowledged by this (simulated) time is abandoned.
     pub give_up_after: Duration,
+    /// Share of readings sent in a unit validation refuses.
+    pub invalid_share: f64,
 }
+
+/// The unit of the readings sent to be refused.
+const INVALID_UNIT: &str = "furlongs";
 
 /// Longest an ingest call may take before it is sent again.
 const CALL_MAX: Duration = Duration::from_secs(5);
@@ -108,6 +115,13 @@ impl Gateway {
                 next_device += 1;
                 let seq = next_seq[d];
                 next_seq[d] += 1;
+                // A reading in a unit no meter reports must be refused,
+                // whatever else happens to its batch.
+                let unit = if rng.random_bool(self.invalid_share) {
+                    INVALID_UNIT
+                } else {
+                    "kW"
+                };
                 readings.push(v1::Reading {
                     device_id: self.devices[d].clone(),
                     kind: v1::DeviceKind::ElectricityMeter as i32,
@@ -115,7 +129,7 @@ impl Gateway {
                     ts_unix_ms: now_ms,
                     metric: "power".into(),
                     value: rng.random_range(0.0..500.0),
-                    unit: "kW".into(),
+                    unit: unit.into(),
                 });
             }
             let request = v1::IngestRequest {
@@ -150,8 +164,12 @@ impl Gateway {
                     let mut acks = lock();
                     acks.batches_acked += 1;
                     for r in &request.readings {
-                        acks.readings
-                            .insert((r.device_id.clone(), r.seq), guarantee);
+                        let key = (r.device_id.clone(), r.seq);
+                        if r.unit == INVALID_UNIT {
+                            acks.refused.insert(key);
+                        } else {
+                            acks.readings.insert(key, guarantee);
+                        }
                     }
                     return;
                 }

@@ -16,6 +16,7 @@ use anyhow::Context;
 use vatio_cluster::node::{Node, NodeOptions};
 use vatio_config::Config;
 use vatio_proto::v1;
+use vatio_stores::DeadLetterFilter;
 use vatio_tests::audit::{Archived, Findings};
 use vatio_wal::FaultPoint;
 
@@ -46,6 +47,8 @@ pub struct ClusterOptions {
     pub fault_kinds: Vec<FaultKind>,
     /// How many faults, one after the other, within the load.
     pub faults: usize,
+    /// Share of readings sent invalid (each must end in dead letters).
+    pub invalid_share: f64,
 }
 
 impl Default for ClusterOptions {
@@ -59,6 +62,7 @@ impl Default for ClusterOptions {
             load_for: Duration::from_secs(20),
             fault_kinds: FaultKind::ALL.to_vec(),
             faults: 2,
+            invalid_share: 0.0,
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct ClusterReport {
     pub seed: u64,
     pub schedule: Vec<(Duration, String)>,
     pub acked_readings: usize,
+    /// Invalid readings in acknowledged batches (checked as dead letters).
+    pub refused_readings: usize,
     pub batches_sent: u64,
     pub batches_acked: u64,
     pub abandoned: u64,
@@ -268,6 +274,7 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
             .map(|s| (s.at, s.action.to_string()))
             .collect(),
         acked_readings: acks.readings.len(),
+        refused_readings: acks.refused.len(),
         batches_sent: acks.batches_sent,
         batches_acked: acks.batches_acked,
         abandoned: acks.abandoned,
@@ -375,6 +382,7 @@ async fn drive(
             load_for: opts.load_for,
             retry_after: Duration::from_millis(100),
             give_up_after: FORM_MAX,
+            invalid_share: opts.invalid_share,
         };
         let acks = acks.clone();
         tasks.push(tokio::task::spawn_local(gateway.run(acks)));
@@ -459,9 +467,35 @@ fn audit(specs: &[NodeSpec], acks: &Acks) -> anyhow::Result<(usize, Findings)> {
     for spec in specs {
         stores.push(vatio_cluster::stores::open_embedded(&spec.files_config())?);
     }
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
-        .block_on(archived.check_minutes(&stores, &mut findings))?;
+        .build()?;
+    runtime.block_on(archived.check_minutes(&stores, &mut findings))?;
+    // Every refused reading is a dead letter, with its reason, and archived nowhere.
+    let mut letters: HashSet<(String, u64)> = HashSet::new();
+    for s in &stores {
+        let filter = DeadLetterFilter {
+            include_replayed: true,
+            limit: u32::MAX,
+            ..DeadLetterFilter::default()
+        };
+        for l in runtime.block_on(s.dead_letters.list(&filter))? {
+            if !l.letter.detail.is_empty() {
+                letters.insert((l.letter.reading.device_id.clone(), l.letter.reading.seq));
+            }
+        }
+    }
+    for key in &acks.refused {
+        if !letters.contains(key) {
+            findings.add("refused readings not in dead letters", || {
+                format!("{} {}", key.0, key.1)
+            });
+        }
+        if archived.rows.contains_key(key) {
+            findings.add("refused readings archived", || {
+                format!("{} {}", key.0, key.1)
+            });
+        }
+    }
     Ok((archived.rows.len(), findings))
 }
