@@ -19,7 +19,7 @@
 //! [`crate::logic::device::DeviceState::apply`]), so a seed newer than the
 //! step it travels with is harmless.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,11 +205,12 @@ pub struct ShipperState {
     queue: VecDeque<(Vec<LoggedStep>, Permit)>,
     /// The replica each device's last step went to.
     sent_to: HashMap<DeviceId, Arc<str>>,
-    /// Ends of the oldest batch's steps that already have their final
-    /// answer (taken, held or orphaned): a retry of the batch sends only
-    /// the rest, so no step is judged twice, perhaps differently by a node
-    /// whose view moved on meanwhile.
-    settled: std::collections::HashSet<u64>,
+    /// Ends of the oldest batch's steps already taken or held: a retry of
+    /// the batch sends only the rest (and never an orphan, which is in the
+    /// void set), so within this node's life no step is judged twice,
+    /// perhaps differently by a node whose view moved on meanwhile. After a
+    /// restart the unconfirmed tail is asked about again.
+    settled: HashSet<u64>,
     /// The last shipment failed (warned once per streak).
     failing: bool,
     _feed: Feed,

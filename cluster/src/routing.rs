@@ -201,6 +201,8 @@ impl Routing {
             }
         });
         let mut best: HashMap<DeviceId, vatio_actors::logic::device::DeviceState> = HashMap::new();
+        // Every copy's held readings end in the adopted one (see `merge_held`).
+        let mut others: Vec<(DeviceId, vatio_actors::logic::device::DeviceState)> = Vec::new();
         for (peer, answer) in peers.iter().zip(join_all(calls).await) {
             let reply = match answer {
                 Ok(reply) => reply,
@@ -232,11 +234,18 @@ impl Routing {
                 })?;
                 let device = DeviceId::new(held.device_id.as_str());
                 match best.get(&device) {
-                    Some(b) if b.progress() >= state.progress() => {}
+                    Some(b) if b.progress() >= state.progress() => others.push((device, state)),
                     _ => {
-                        best.insert(device, state);
+                        if let Some(previous) = best.insert(device.clone(), state) {
+                            others.push((device, previous));
+                        }
                     }
                 }
+            }
+        }
+        for (device, other) in &others {
+            if let Some(b) = best.get_mut(device) {
+                b.merge_held(other);
             }
         }
         let states = devices

@@ -69,7 +69,7 @@ impl ClusterArgs {
             })
             .collect();
         format!(
-            "RUST_LOG=info cargo run -p vatio-simulations --release -- cluster --seeds 1 \
+            "VATIO_LOG=info cargo run -p vatio-simulations --release -- cluster --seeds 1 \
              --first-seed {seed} --faults {} --faults-per-run {} --nodes-per-az {} \
              --load-seconds {} --invalid-share {} --keep",
             kinds.join(","),

@@ -1,5 +1,5 @@
-//! vatio's simulation harness. Today: a deterministic single-node smoke
-//! run. A seed decides a whole workload (devices, batches, corrupted,
+//! vatio's simulation harness. A deterministic single-node run, and whole
+//! clusters ([`cluster`]). A seed decides a whole workload (devices, batches, corrupted,
 //! duplicated, reordered and re-sent readings, injected actor crashes); the
 //! real actor tree ingests it on embedded stores in a temporary directory
 //! with a manual clock. Afterwards what the design's "Guarantees" promise of

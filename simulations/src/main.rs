@@ -263,11 +263,10 @@ impl Totals {
     }
 }
 
-/// Log lines of the cluster runs' nodes, when `RUST_LOG` asks for them.
+/// Log lines of the cluster runs' nodes, when `VATIO_LOG` asks for them
+/// (as for `vatio`).
 fn init_tracing() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("VATIO_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     }
 }

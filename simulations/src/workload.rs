@@ -15,8 +15,10 @@
 //! give-up rules can reach the gap it leaves before it arrives: the clock
 //! cannot pass half of `reorder_max_hold` meanwhile, and the buffer cannot
 //! exceed `reorder_window` ([`Bounds`] has both; the run configures the node
-//! from it). Nothing ever overtakes a device's first valid reading, which
-//! starts its sequence. So no valid reading is ever late, and each one's
+//! from it). Nothing ever overtakes a device's first valid reading (a
+//! device's seqs start at 1, so one overtaking it would only wait for it;
+//! pinning it keeps the expected outcomes simple). So no valid reading is
+//! ever late, and each one's
 //! outcome (accepted, duplicate) follows from the order of arrival alone.
 
 use std::collections::BTreeSet;
@@ -282,9 +284,8 @@ pub fn generate(seed: u64, opts: &SimOptions, bounds: &Bounds) -> Workload {
         }
     }
 
-    // A device's sequence starts at the first reading the node accepts;
-    // anything below it would be late. So its lowest valid seq is never
-    // moved: it always arrives before the device's other valid readings.
+    // A device's lowest valid seq is never moved: it always arrives before
+    // the device's other valid readings, which then never wait for it.
     let mut first_valid = vec![u64::MAX; n_devices];
     for d in batches.iter().flatten() {
         if d.fault.is_none() {

@@ -264,6 +264,26 @@ impl DeviceState {
             .map_or(0, |(_, e)| *e)
     }
 
+    /// Takes in the readings `other` holds in its reorder buffer that this
+    /// state has neither released nor given up. When a device changes
+    /// hands, two copies of its state can each hold readings the other
+    /// lacks (a replica folded a step another copy never saw); the copy
+    /// adopted keeps them all, so no acknowledged reading waiting for a
+    /// gap is dropped. A reading this state already passed stays out
+    /// (delivered by this line, or late).
+    pub fn merge_held(&mut self, other: &DeviceState) {
+        if other.pending.is_empty() {
+            return;
+        }
+        // An empty copy starts at 1 like a device's first reading does.
+        self.apply(&Op::Start { seq: 1 });
+        for (seq, p) in &other.pending {
+            if !self.pending.contains_key(seq) {
+                self.apply(&Op::Hold(p.clone()));
+            }
+        }
+    }
+
     /// Applies one op. The only way sequencing state changes, live or when
     /// the state is rebuilt from the log.
     ///
@@ -723,6 +743,28 @@ mod tests {
         );
         assert_eq!(s.pending_len(), 1);
         assert_eq!(release_at(&mut s, NOW), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn merging_held_readings_adds_only_those_not_yet_passed() {
+        let mut a = DeviceState::new();
+        let mut b = DeviceState::new();
+        for seq in [1, 2] {
+            assert_eq!(put(&mut a, &power(seq)), Offer::Accepted);
+            assert_eq!(put(&mut b, &power(seq)), Offer::Accepted);
+        }
+        assert_eq!(release_at(&mut a, NOW), [1, 2]);
+        assert_eq!(release_at(&mut b, NOW), [1, 2]);
+        // a holds 4 and 6 (3 and 5 missing); b released up to 5 meanwhile.
+        assert_eq!(put(&mut a, &power(4)), Offer::Accepted);
+        assert_eq!(put(&mut a, &power(6)), Offer::Accepted);
+        for seq in [3, 4, 5] {
+            assert_eq!(put(&mut b, &power(seq)), Offer::Accepted);
+        }
+        assert_eq!(release_at(&mut b, NOW), [3, 4, 5]);
+        b.merge_held(&a);
+        assert_eq!(b.pending_len(), 1);
+        assert_eq!(release_at(&mut b, NOW), [6]);
     }
 
     #[test]

@@ -552,6 +552,38 @@ impl RouterState {
         }
     }
 
+    /// Marks this node as the device's latest owner (it took the device
+    /// over keeping its own copy): a former owner's step the copy does not
+    /// hold stays off the line after this node moves on. In the state at
+    /// once and, like a claimed node's fence, in the log, so a restart
+    /// keeps it.
+    fn fence_self(&mut self, device: DeviceId) {
+        let me = self.ctx.node.clone();
+        if let Some(e) = self.devices.get_mut(&device) {
+            e.state.fence(&me);
+        }
+        let fence = FenceRecord {
+            device,
+            by: me.to_string(),
+        };
+        let log = self.ctx.log.clone();
+        tokio::spawn(async move {
+            let appended = match fence.encode() {
+                Ok(bytes) => log
+                    .append(bytes)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = appended {
+                // Held in memory still; only a restart before the device's
+                // next step would forget it.
+                tracing::warn!(error = %e, device = %fence.device, "could not log a take-over");
+            }
+        });
+    }
+
     async fn adopt(
         &mut self,
         myself: &ActorRef<RouterMsg>,
@@ -572,20 +604,31 @@ impl RouterState {
         );
         // This node's copy counts unless a replica said it is off the line.
         let adopt = if std::mem::take(&mut e.diverged) {
-            Adoption::Reset(state.unwrap_or_default())
+            // This node's copy is off the line, but readings it holds may
+            // have been acknowledged (confirmed before the step that went
+            // astray): they stay held.
+            let mut s = state.unwrap_or_default();
+            s.merge_held(&e.state);
+            Adoption::Reset(s)
         } else {
-            match state.filter(|s| s.progress() > e.state.progress()) {
-                Some(s) => Adoption::Further(s),
-                None => {
-                    // This node's copy is the line: it is now the latest
-                    // owner, so a former owner's step the copy does not
-                    // hold stays off the line after this node moves on
-                    // (its next step notes it in the log too).
-                    let me = self.ctx.node.clone();
-                    if let Some(e) = self.devices.get_mut(&device) {
-                        e.state.fence(&me);
+            match state {
+                Some(mut s) if s.progress() > e.state.progress() => {
+                    s.merge_held(&e.state);
+                    Adoption::Further(s)
+                }
+                peer => {
+                    // This node's copy is the line, plus what a peer's copy
+                    // holds that it lacks.
+                    let mut own = e.state.clone();
+                    if let Some(peer) = &peer {
+                        own.merge_held(peer);
                     }
-                    return Ok(());
+                    if own.progress() > e.state.progress() {
+                        Adoption::Further(own)
+                    } else {
+                        self.fence_self(device);
+                        return Ok(());
+                    }
                 }
             }
         };

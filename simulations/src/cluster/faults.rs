@@ -116,7 +116,8 @@ impl fmt::Display for Action {
     }
 }
 
-/// A fault and its healing, both at simulated times since the load began.
+/// A fault or its healing, at a simulated time since the run began (the
+/// load begins at the warm-up's end).
 #[derive(Clone, Debug)]
 pub struct Scheduled {
     pub at: Duration,
