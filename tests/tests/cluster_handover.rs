@@ -45,15 +45,21 @@ fn step(device: &DeviceId, ops: Vec<Op>, end: u64) -> anyhow::Result<IncomingSte
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> anyhow::Result<()> {
+/// Node r1 in az-b, in a cluster of its own: it takes replica steps and
+/// claims as the tree's handle gives them.
+async fn replica_node() -> anyhow::Result<TestNode> {
     let dir = tempfile::tempdir()?;
     let mut cfg = test_config(&dir);
     cfg.node.id = "r1".into();
     cfg.node.az = "az-b".into();
     cfg.cluster.gossip_listen = "127.0.0.1:0".into();
     cfg.cluster.gossip_interval = Duration::from_millis(50);
-    let node = TestNode::start_with(dir, cfg, TreeOptions::default(), None).await?;
+    TestNode::start_with(dir, cfg, TreeOptions::default(), None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> anyhow::Result<()> {
+    let node = replica_node().await?;
     let tree = node.node.tree();
     let d = DeviceId::new("meter-7");
 
@@ -120,13 +126,7 @@ async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> any
 /// orphaned, whoever asks and however often.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphaned_step_stays_orphaned_after_the_device_moves_on() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut cfg = test_config(&dir);
-    cfg.node.id = "r1".into();
-    cfg.node.az = "az-b".into();
-    cfg.cluster.gossip_listen = "127.0.0.1:0".into();
-    cfg.cluster.gossip_interval = Duration::from_millis(50);
-    let node = TestNode::start_with(dir, cfg, TreeOptions::default(), None).await?;
+    let node = replica_node().await?;
     let tree = node.node.tree();
     let d = DeviceId::new("meter-9");
 

@@ -524,21 +524,13 @@ impl RouterState {
             let log = self.ctx.log.clone();
             tokio::spawn(async move {
                 let appends = p.answers.iter().map(|(device, _)| {
-                    let fence = FenceRecord {
-                        device: device.clone(),
-                        by: p.by.to_string(),
-                    };
-                    let log = log.clone();
-                    async move {
-                        match fence.encode() {
-                            Ok(bytes) => log
-                                .append(bytes)
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
+                    log_fence(
+                        log.clone(),
+                        FenceRecord {
+                            device: device.clone(),
+                            by: p.by.to_string(),
+                        },
+                    )
                 });
                 for result in futures::future::join_all(appends).await {
                     if let Err(e) = result {
@@ -568,18 +560,11 @@ impl RouterState {
         };
         let log = self.ctx.log.clone();
         tokio::spawn(async move {
-            let appended = match fence.encode() {
-                Ok(bytes) => log
-                    .append(bytes)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = appended {
+            let device = fence.device.clone();
+            if let Err(e) = log_fence(log, fence).await {
                 // Held in memory still; only a restart before the device's
                 // next step would forget it.
-                tracing::warn!(error = %e, device = %fence.device, "could not log a take-over");
+                tracing::warn!(error = %e, %device, "could not log a take-over");
             }
         });
     }
@@ -644,4 +629,13 @@ impl RouterState {
         };
         self.enqueue(myself, device, batch).await
     }
+}
+
+/// Appends a fence record to the log.
+async fn log_fence(log: vatio_wal::Log, fence: FenceRecord) -> Result<(), String> {
+    let bytes = fence.encode().map_err(|e| e.to_string())?;
+    log.append(bytes)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
