@@ -10,11 +10,12 @@ const INVALID_SHARE: f64 = 0.01;
 
 /// Runs `seed` with `kinds` of faults; `invalid_share` of the readings are
 /// sent invalid and must end in dead letters. Runs that move devices
-/// between nodes send none: a reading refused leaves a gap, readings behind
-/// it wait in the reorder buffer, and a device taken over meanwhile can
-/// deliver them twice (an open bug that longer runs of the `cluster`
-/// command find, e.g. `--first-seed 710 --seeds 1 --invalid-share 0.01`;
-/// see DESIGN.md "Cluster").
+/// between nodes send none yet: a reading refused leaves a gap, readings
+/// behind it wait in the reorder buffer, and a device taken over meanwhile
+/// was seen to deliver them twice (`--first-seed 710 --seeds 1
+/// --invalid-share 0.01` before held readings were merged; clean in the
+/// runs since, but without ownership epochs, see DESIGN.md "Cluster", this
+/// stays out of CI until many more seeds say so).
 fn run(seed: u64, kinds: &[FaultKind], invalid_share: f64) -> anyhow::Result<()> {
     let opts = ClusterOptions {
         seed,
