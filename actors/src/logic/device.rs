@@ -243,6 +243,19 @@ impl DeviceState {
         }
     }
 
+    /// Takes in `other`'s owner notes: the later end per node, and nodes
+    /// only `other` knows as older owners than this copy's (this copy's
+    /// order, and so its latest owner, stands).
+    fn unite_owner_notes(&mut self, other: &DeviceState) {
+        for (node, end) in other.owners.iter().rev() {
+            if let Some((_, e)) = self.owners.iter_mut().find(|(n, _)| n == node) {
+                *e = (*e).max(*end);
+            } else if self.owners.len() < OWNERS_MAX {
+                self.owners.insert(0, (node.clone(), *end));
+            }
+        }
+    }
+
     /// Marks `node` as the device's latest owner (it claimed the device
     /// from this node): a step of an earlier owner that this state does
     /// not hold is then known to be off the line.
@@ -315,8 +328,14 @@ impl DeviceState {
                 self.next_seq = *to;
             }
             Op::Adopt(state) => {
+                // Either way the owner notes are united: each copy may know
+                // steps of some owner the other does not, and a node judges
+                // a resent step by them.
                 if state.progress() > self.progress() {
-                    *self = (**state).clone();
+                    let before = std::mem::replace(self, (**state).clone());
+                    self.unite_owner_notes(&before);
+                } else {
+                    self.unite_owner_notes(state);
                 }
             }
             Op::Reset(state) => *self = (**state).clone(),
@@ -743,6 +762,31 @@ mod tests {
         );
         assert_eq!(s.pending_len(), 1);
         assert_eq!(release_at(&mut s, NOW), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn adopting_a_copy_unites_the_owner_notes() {
+        let mut replica = DeviceState::new();
+        assert_eq!(put(&mut replica, &power(1)), Offer::Accepted);
+        replica.note_step("o1", 100);
+        let mut line = replica.clone();
+        assert_eq!(put(&mut line, &power(2)), Offer::Accepted);
+        line.note_step("o2", 40);
+        // A replica that took o1's step 300 but never saw o2's line: adopting
+        // the line keeps the note of o1's step, and o2 stays the latest owner.
+        replica.note_step("o1", 300);
+        replica.apply(&Op::Adopt(Box::new(line.clone())));
+        assert_eq!(replica.held_from("o1"), 300);
+        assert_eq!(replica.held_from("o2"), 40);
+        assert_eq!(replica.last_owner(), Some("o2"));
+        // A copy further on than the one adopted still learns its notes.
+        let mut ahead = line.clone();
+        assert_eq!(put(&mut ahead, &power(3)), Offer::Accepted);
+        let mut older = DeviceState::new();
+        older.note_step("o0", 7);
+        ahead.apply(&Op::Adopt(Box::new(older)));
+        assert_eq!(ahead.held_from("o0"), 7);
+        assert_eq!(ahead.last_owner(), Some("o2"));
     }
 
     #[test]
