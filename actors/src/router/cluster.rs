@@ -253,12 +253,6 @@ impl RouterState {
                         // Another owner took steps after `from`'s last one
                         // here: a later step of `from` is not on the line.
                         let passed_by = e.state.last_owner().is_some_and(|o| o != &*from);
-                        // This node itself sequenced the device after `from`'s
-                        // last step it holds: `from` went on without being
-                        // asked (it was unreachable when this node claimed),
-                        // so its later steps are off the line even if it
-                        // still seeds as an owner.
-                        let passed_by_me = e.state.last_owner() == Some(&*me);
                         let verdict = match &e.role {
                             // The device's line runs here: this node decides.
                             Role::Owner if held => ReplicaVerdict::Held,
@@ -270,9 +264,6 @@ impl RouterState {
                             // It claimed the device from this node: its line
                             // runs from the state handed over.
                             Role::ClaimedBy(_) => ReplicaVerdict::Take,
-                            Role::Unclaimed | Role::Claiming(_) if passed_by_me && !held => {
-                                ReplicaVerdict::Orphaned
-                            }
                             // Only an owner seeds: its line comes with it.
                             Role::Unclaimed | Role::Claiming(_) if seeded || !passed_by => {
                                 ReplicaVerdict::Take
