@@ -634,35 +634,35 @@ impl ActorTree {
     /// taken only moves the device's line for nothing (and a node that
     /// sees no other AZ may not see the device's owner either).
     pub fn refuses_without_replica(&self) -> bool {
-        let refuses = self.replication.as_ref().is_some_and(|(rep, _)| {
-            rep.ack == vatio_config::AckMode::Replicated
-                && rep.no_other_az == vatio_config::NoOtherAz::Refuse
-                && !rep.link.other_az_live()
-        });
+        let refuses = self.replica_missing() == Some(vatio_config::NoOtherAz::Refuse);
         if refuses {
             NodeStats::add(&self.stats.batches_refused_no_replica, 1);
         }
         refuses
     }
 
+    /// When `ack = replicated` needs a replica and no live node in the other
+    /// AZ could keep one: what `no_other_az` says to do then.
+    fn replica_missing(&self) -> Option<vatio_config::NoOtherAz> {
+        let (rep, _) = self.replication.as_ref()?;
+        (rep.ack == vatio_config::AckMode::Replicated && !rep.link.other_az_live())
+            .then_some(rep.no_other_az)
+    }
+
     /// Before taking a batch: refuses it when `ack = replicated` needs a
     /// replica and none can exist. Returns whether acks are local only.
     fn refuse_without_replica(&self) -> Result<bool, IngestError> {
-        let Some((rep, _)) = &self.replication else {
-            return Ok(true);
-        };
-        if rep.ack == vatio_config::AckMode::Local {
-            return Ok(true);
-        }
-        if rep.link.other_az_live() {
-            return Ok(false);
-        }
-        match rep.no_other_az {
-            vatio_config::NoOtherAz::Refuse => {
+        let replicated = self
+            .replication
+            .as_ref()
+            .is_some_and(|(rep, _)| rep.ack == vatio_config::AckMode::Replicated);
+        match self.replica_missing() {
+            None => Ok(!replicated),
+            Some(vatio_config::NoOtherAz::Refuse) => {
                 NodeStats::add(&self.stats.batches_refused_no_replica, 1);
                 Err(IngestError::NoReplica)
             }
-            vatio_config::NoOtherAz::Degrade => {
+            Some(vatio_config::NoOtherAz::Degrade) => {
                 NodeStats::add(&self.stats.batches_acked_degraded, 1);
                 Ok(true)
             }
