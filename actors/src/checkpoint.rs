@@ -14,6 +14,7 @@ use vatio_stores::{CheckpointStore, DeviceId};
 use crate::feed::{Feed, LogConsumer};
 use crate::journal::{FenceRecord, ReplicaStep, StepRecord, decode_state, encode_state};
 use crate::logic::device::DeviceState;
+use crate::logic::epoch::Epoch;
 use crate::pipeline::SubscriberMsg;
 use crate::sink_retry::SinkGuard;
 
@@ -147,6 +148,7 @@ impl DeviceTable {
             state.apply(op);
         }
         state.note_step(node, end);
+        state.raise_epoch(&Epoch::of(step.term, node));
         self.changed.insert(step.device.clone());
     }
 
@@ -162,7 +164,7 @@ impl DeviceTable {
         self.devices
             .entry(fence.device.clone())
             .or_default()
-            .fence(&fence.by);
+            .fence(&fence.epoch);
         self.changed.insert(fence.device.clone());
     }
 

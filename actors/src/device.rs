@@ -151,8 +151,10 @@ pub struct DeviceArgs {
     pub state: DeviceState,
     pub ctx: Arc<DeviceContext>,
     pub router: ActorRef<RouterMsg>,
-    /// Log position after the device's last logged step (or a position at
-    /// or after it).
+    /// Log position after the device's last logged step that carried
+    /// readings or letters (or a position at or after it). Steps that only
+    /// adopt a claimed device do not count: nothing waits for a replica to
+    /// confirm them (the claimer of the device gets their state directly).
     pub last_end: u64,
 }
 
@@ -302,10 +304,10 @@ impl DeviceActorState {
                     Adoption::Further(s) => Op::Adopt(Box::new(s.clone())),
                     Adoption::Reset(s) => Op::Reset(Box::new(s.clone())),
                 };
+                // Logged even when it changes nothing here: the step keeps
+                // the claim's epoch in this node's log and its replica's.
                 next.apply(&op);
-                if next != self.state {
-                    ops.push(op);
-                }
+                ops.push(op);
             }
         }
         let letter_reasons: Vec<_> = letters.iter().map(|l| l.reason).collect();
@@ -345,6 +347,7 @@ impl DeviceActorState {
     ) -> Result<(), LogFailure> {
         let step = StepRecord {
             device: self.device.clone(),
+            term: next.epoch().term_for(&self.ctx.node),
             ops,
             letters,
         };
@@ -354,7 +357,9 @@ impl DeviceActorState {
                 .map_err(|e| LogFailure(format!("encoding a step of {}: {e}", self.device)))?;
             match self.ctx.log.append(bytes).await {
                 Ok(appended) => {
-                    self.last_end = appended.end.0;
+                    if !step.only_adopts() {
+                        self.last_end = appended.end.0;
+                    }
                     next.note_step(&self.ctx.node, appended.end.0);
                 }
                 Err(e) => {

@@ -251,7 +251,7 @@ async fn run_feed(
                     steps.push(LoggedStep {
                         end: rec.end.0,
                         step: Arc::new(StepRecord::empty()),
-                        replica: Some(Arc::new(replica)),
+                        replica: Some(Arc::from(replica)),
                         fence: None,
                         payload: rec.payload.clone(),
                     });

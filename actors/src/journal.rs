@@ -10,23 +10,26 @@
 //! as a device's owner, kept here as its replica in the other AZ. They are
 //! folded into device state (so this node can hand the device on if the
 //! owner goes) but never sent to this node's sinks: the owner does that.
+//! And [`FenceRecord`]s: this node handed a device over to a claimer.
 //!
-//! The first byte of a record says what follows: [`OWN_STEP`] or
-//! [`REPLICA_STEP`] (each with its own format version).
+//! The first byte of a record says what follows and in which format
+//! version; records of earlier versions are read through [`legacy`].
+
+mod legacy;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use vatio_stores::{DeviceId, NewDeadLetter, Reading};
 
-use crate::logic::device::{DeviceState, DeviceStateV1, Op};
+use crate::logic::device::{DeviceState, DeviceStateV1, DeviceStateV2, Op};
+use crate::logic::epoch::Epoch;
 
-/// First byte of an own step (format version 1), and of encoded states.
-/// A node refuses records it does not know.
-const VERSION: u8 = 1;
-/// First byte of an own step.
-pub const OWN_STEP: u8 = VERSION;
-/// First byte of a replica step (format version 1).
-pub const REPLICA_STEP: u8 = 2;
+/// First byte of an own step (format version 2: with its term).
+pub const OWN_STEP: u8 = 4;
+/// First byte of a replica step (format version 2).
+pub const REPLICA_STEP: u8 = 5;
+/// First byte of a fence record (format version 2: with the claim's epoch).
+pub const FENCE: u8 = 6;
 
 /// A step another node logged as a device's owner, as this node (its
 /// replica) logs it.
@@ -43,16 +46,14 @@ pub struct ReplicaStep {
     pub step: StepRecord,
 }
 
-/// First byte of a fence record (format version 1).
-pub const FENCE: u8 = 3;
-
-/// This node handed a device over to `by` (answering its claim): from now
-/// on the device's line runs through `by`. Folded into the device's state
-/// (see `DeviceState::fence`) so the fence survives a restart.
+/// This node handed a device over to the claimer of `epoch` (answering its
+/// claim): from now on the device's line runs through it. Folded into the
+/// device's state (see `DeviceState::fence`) so the fence survives a
+/// restart.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FenceRecord {
     pub device: DeviceId,
-    pub by: String,
+    pub epoch: Epoch,
 }
 
 impl FenceRecord {
@@ -65,7 +66,8 @@ impl FenceRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub enum LogRecord {
     Own(StepRecord),
-    Replica(ReplicaStep),
+    // Boxed: a replica step may carry a whole device state as its seed.
+    Replica(Box<ReplicaStep>),
     Fence(FenceRecord),
 }
 
@@ -74,9 +76,9 @@ impl LogRecord {
         match bytes.split_first() {
             None => Err(RecordError::Empty),
             Some((&OWN_STEP, body)) => Ok(Self::Own(postcard::from_bytes(body)?)),
-            Some((&REPLICA_STEP, body)) => Ok(Self::Replica(postcard::from_bytes(body)?)),
+            Some((&REPLICA_STEP, body)) => Ok(Self::Replica(Box::new(postcard::from_bytes(body)?))),
             Some((&FENCE, body)) => Ok(Self::Fence(postcard::from_bytes(body)?)),
-            Some((&v, _)) => Err(RecordError::Version(v)),
+            Some((&v, body)) => legacy::decode(v, body),
         }
     }
 }
@@ -84,6 +86,11 @@ impl LogRecord {
 impl ReplicaStep {
     pub fn encode(&self) -> Result<Bytes, RecordError> {
         Ok(Bytes::from(postcard::to_extend(self, vec![REPLICA_STEP])?))
+    }
+
+    /// The epoch the owner logged the step at.
+    pub fn epoch(&self) -> Epoch {
+        Epoch::of(self.step.term, &self.from)
     }
 
     /// The device's state after folding this step onto `state`.
@@ -100,6 +107,7 @@ impl ReplicaStep {
             state.apply(op);
         }
         state.note_step(&self.from, self.end);
+        state.raise_epoch(&self.epoch());
     }
 }
 
@@ -107,6 +115,9 @@ impl ReplicaStep {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub device: DeviceId,
+    /// The term of the owner's epoch when it took the step (0: before any
+    /// claim); the epoch is this term and the node that logged the step.
+    pub term: u64,
     /// Applied in order to the state before the step.
     pub ops: Vec<Op>,
     /// Readings refused in this step, for the dead-letter office.
@@ -121,9 +132,11 @@ pub enum RecordError {
     #[error("empty log record")]
     Empty,
     #[error(
-        "log record type/version {0}; this node reads {OWN_STEP} (own step) and {REPLICA_STEP} (replica step)"
+        "log record type/version {0}; this node reads 1 to 6 (own steps, replica steps, fences)"
     )]
     Version(u8),
+    #[error("a replica step or fence where an own step was expected")]
+    NotOwnStep,
     #[error("undecodable log record: {0}")]
     Decode(#[from] postcard::Error),
 }
@@ -134,6 +147,7 @@ impl StepRecord {
     pub fn empty() -> Self {
         Self {
             device: DeviceId::new(""),
+            term: 0,
             ops: Vec::new(),
             letters: Vec::new(),
         }
@@ -154,43 +168,45 @@ impl StepRecord {
         self.ops.is_empty() && self.letters.is_empty()
     }
 
-    pub fn encode(&self) -> Result<Bytes, RecordError> {
-        Ok(Bytes::from(encode_versioned(self)?))
+    /// True when the step only takes a claimed device over: it carries no
+    /// reading and no dead letter, only the state and epoch of the claim.
+    pub fn only_adopts(&self) -> bool {
+        self.letters.is_empty()
+            && !self.ops.is_empty()
+            && self
+                .ops
+                .iter()
+                .all(|op| matches!(op, Op::Adopt(_) | Op::Reset(_)))
     }
 
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        Ok(Bytes::from(postcard::to_extend(self, vec![OWN_STEP])?))
+    }
+
+    /// An own step, as [`Self::encode`] or an earlier version wrote it.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        decode_versioned(bytes)
+        match LogRecord::decode(bytes)? {
+            LogRecord::Own(step) => Ok(step),
+            _ => Err(RecordError::NotOwnStep),
+        }
     }
 }
 
 /// Format version of an encoded device state (the checkpoint, seeds and
-/// claim answers); version 1 had no owners.
-const STATE_VERSION: u8 = 2;
+/// claim answers); version 1 had no owners, version 2 no epoch.
+const STATE_VERSION: u8 = 3;
 
 /// A device's sequencing state as the checkpoint stores it.
 pub fn encode_state(state: &DeviceState) -> Result<Vec<u8>, RecordError> {
     Ok(postcard::to_extend(state, vec![STATE_VERSION])?)
 }
 
-/// The version byte, then the value, in one allocation (this runs for
-/// every device step).
-fn encode_versioned<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
-    Ok(postcard::to_extend(value, vec![VERSION])?)
-}
-
 pub fn decode_state(bytes: &[u8]) -> Result<DeviceState, RecordError> {
     match bytes.split_first() {
         None => Err(RecordError::Empty),
         Some((&STATE_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+        Some((2, body)) => Ok(postcard::from_bytes::<DeviceStateV2>(body)?.into()),
         Some((1, body)) => Ok(postcard::from_bytes::<DeviceStateV1>(body)?.into()),
-        Some((&v, _)) => Err(RecordError::Version(v)),
-    }
-}
-
-fn decode_versioned<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
-    match bytes.split_first() {
-        None => Err(RecordError::Empty),
-        Some((&VERSION, body)) => Ok(postcard::from_bytes(body)?),
         Some((&v, _)) => Err(RecordError::Version(v)),
     }
 }
@@ -216,6 +232,7 @@ mod tests {
     fn a_step_round_trips() -> Result<(), RecordError> {
         let step = StepRecord {
             device: DeviceId::new("meter-1"),
+            term: 3,
             ops: vec![
                 Op::Start { seq: 3 },
                 Op::Hold(Pending {
@@ -253,6 +270,21 @@ mod tests {
     }
 
     #[test]
+    fn only_a_step_without_readings_or_letters_merely_adopts() {
+        let step = |ops| StepRecord {
+            device: DeviceId::new("meter-1"),
+            term: 2,
+            ops,
+            letters: Vec::new(),
+        };
+        let adopt = || Op::Adopt(Box::new(DeviceState::new()));
+        assert!(step(vec![adopt()]).only_adopts());
+        assert!(step(vec![Op::Reset(Box::new(DeviceState::new()))]).only_adopts());
+        assert!(!step(vec![adopt(), Op::Emit(reading(1))]).only_adopts());
+        assert!(!step(Vec::new()).only_adopts());
+    }
+
+    #[test]
     fn unknown_versions_and_garbage_are_refused() {
         assert!(matches!(StepRecord::decode(&[]), Err(RecordError::Empty)));
         assert!(matches!(
@@ -260,7 +292,7 @@ mod tests {
             Err(RecordError::Version(9))
         ));
         assert!(matches!(
-            StepRecord::decode(&[VERSION, 0xff, 0xff]),
+            StepRecord::decode(&[OWN_STEP, 0xff, 0xff]),
             Err(RecordError::Decode(_))
         ));
     }

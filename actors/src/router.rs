@@ -179,6 +179,9 @@ pub struct RouterState {
     new_role: cluster::Role,
     claims: cluster::Claims,
     confirmed: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Whether a node is a member under the latest view (every node until
+    /// the first view arrives): a step is referred only to a member.
+    member: Box<dyn Fn(&str) -> bool + Send>,
     myself: ActorRef<RouterMsg>,
 }
 
@@ -224,6 +227,7 @@ impl Actor for Router {
             new_role,
             claims: cluster::Claims::default(),
             confirmed: args.confirmed,
+            member: Box::new(|_| true),
             myself: myself.clone(),
         })
     }
@@ -470,6 +474,18 @@ impl RouterState {
                 e.inflight.pop_front();
             }
             e.restarts.on_success();
+            // A device placed elsewhere while this batch ran stops now, so
+            // the steps of its next owner are taken without waiting for
+            // the idle scan.
+            // (A claimed one hands its state over first: the claim asked.)
+            if e.role != Role::Owner
+                && e.inflight.is_empty()
+                && e.claim.is_empty()
+                && let Activity::Live(actor) = &e.activity
+            {
+                actor.stop(Some("placed elsewhere".into()));
+                e.activity = Activity::Passive;
+            }
         }
     }
 
@@ -554,8 +570,14 @@ impl RouterState {
             ],
             Origin::Ingest { .. } | Origin::Adopt(_) => Vec::new(),
         };
+        // Logged as the device's owner would log a step of its own.
+        let term = self
+            .devices
+            .get(&device)
+            .map_or(0, |e| e.state.epoch().term_for(&self.ctx.node));
         let step = StepRecord {
             device,
+            term,
             ops: Vec::new(),
             letters,
         };
@@ -617,7 +639,10 @@ impl RouterState {
             // can reach the actor after this stop: passivation is race-free.
             // A device this node no longer sequences stops at once.
             let placed_elsewhere = e.role != Role::Owner;
+            // A pending claim has asked the actor for its state: it stops
+            // once it has handed it over.
             if e.inflight.is_empty()
+                && e.claim.is_empty()
                 && (placed_elsewhere
                     || (e.state.is_idle() && now.saturating_sub(e.last_active_ms) >= idle_ms))
             {

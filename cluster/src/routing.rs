@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tonic::Status;
 use vatio_actors::journal::{decode_state, encode_state};
+use vatio_actors::router::HeldState;
 use vatio_actors::{AckCounts, AckGuarantee, ActorTree, IngestError};
 use vatio_proto::v1::{self, ClaimRequest, ForwardRequest, IngestRequest};
 use vatio_stores::{DeviceId, RawReading};
@@ -201,6 +202,8 @@ impl Routing {
             }
         });
         let mut best: HashMap<DeviceId, vatio_actors::logic::device::DeviceState> = HashMap::new();
+        // The highest epoch term any peer fenced each device at.
+        let mut terms: HashMap<DeviceId, u64> = HashMap::new();
         // Every copy's held readings end in the adopted one (see `merge_held`).
         let mut others: Vec<(DeviceId, vatio_actors::logic::device::DeviceState)> = Vec::new();
         for (peer, answer) in peers.iter().zip(join_all(calls).await) {
@@ -223,6 +226,10 @@ impl Routing {
                 }
             };
             for held in reply.devices {
+                let term = terms
+                    .entry(DeviceId::new(held.device_id.as_str()))
+                    .or_default();
+                *term = (*term).max(held.term);
                 if held.state.is_empty() {
                     continue;
                 }
@@ -250,9 +257,10 @@ impl Routing {
         }
         let states = devices
             .iter()
-            .map(|d| {
-                let state = best.remove(d);
-                (d.clone(), state)
+            .map(|d| HeldState {
+                device: d.clone(),
+                state: best.remove(d),
+                term: terms.get(d).copied().unwrap_or(0),
             })
             .collect();
         let lost = self.tree.adopt(states).await.map_err(tree_stopped)?;

@@ -3,20 +3,24 @@
 //! node's actor tree (the Peer service's handle), so each case is exact.
 //!
 //! - Before any claim, an owner's steps are taken and folded.
-//! - A claim answers with the state as folded, and fences the device: the
-//!   old owner's steps are referred to the claimer, the only node that can
-//!   tell whether its line holds them; the claimer's steps are taken.
-//! - A node that owns the device decides: a step its state holds stands
-//!   (`held`, the sender keeps it), one it does not is orphaned (the
-//!   sender must drop it: the owner went on without it).
+//! - A claim answers with the state as folded, and fences the device at an
+//!   epoch above every one known here: a step of the old owner's that the
+//!   state holds stands (`held`); any other is referred to the claimer, the
+//!   only node that can tell whether its line holds it. The claimer's
+//!   steps, and those of any later epoch, are taken.
+//! - A node that owns the device, or claimed it last, decides: a step its
+//!   state holds stands, one it does not is orphaned (the sender must drop
+//!   it: the owner went on without it).
 
 use std::time::Duration;
 
 use std::sync::Arc;
 
-use vatio_actors::TreeOptions;
 use vatio_actors::journal::{StepRecord, encode_state};
-use vatio_actors::logic::device::Op;
+use vatio_actors::logic::device::{DeviceState, Op};
+use vatio_actors::logic::epoch::Epoch;
+use vatio_actors::router::HeldState;
+use vatio_actors::{ActorTree, TreeOptions};
 use vatio_actors::{IncomingStep, Replicated};
 use vatio_stores::{DeviceId, DeviceKind, Metric, Reading};
 use vatio_tests::{T0_MS, TestNode, test_config};
@@ -32,9 +36,11 @@ fn emit(device: &DeviceId, seq: u64) -> Reading {
     }
 }
 
-fn step(device: &DeviceId, ops: Vec<Op>, end: u64) -> anyhow::Result<IncomingStep> {
+/// A step its owner logged at `term`, ending at `end` in its log.
+fn step(device: &DeviceId, ops: Vec<Op>, end: u64, term: u64) -> anyhow::Result<IncomingStep> {
     let record = StepRecord {
         device: device.clone(),
+        term,
         ops,
         letters: Vec::new(),
     };
@@ -43,6 +49,41 @@ fn step(device: &DeviceId, ops: Vec<Op>, end: u64) -> anyhow::Result<IncomingSte
         end,
         seed: None,
     })
+}
+
+/// The state and fence term a claim's answer holds for `device`.
+fn handed_over(held: Vec<HeldState>, device: &DeviceId) -> anyhow::Result<(DeviceState, u64)> {
+    held.into_iter()
+        .find(|h| h.device == *device)
+        .and_then(|h| h.state.map(|s| (s, h.term)))
+        .ok_or_else(|| anyhow::anyhow!("no state handed over for {device}"))
+}
+
+/// A claim's outcome where no peer held the device.
+fn unheld(device: &DeviceId) -> HeldState {
+    HeldState {
+        device: device.clone(),
+        state: None,
+        term: 0,
+    }
+}
+
+/// Sends steps as their owner's shipper does: again while the node answers
+/// `busy` (its device actor is finishing a batch), up to a bounded number of
+/// attempts, and returns the first answer that is not busy.
+async fn replicate_settled(
+    tree: &ActorTree,
+    from: &str,
+    steps: impl Fn() -> anyhow::Result<Vec<IncomingStep>>,
+) -> anyhow::Result<Replicated> {
+    for _ in 0..200 {
+        let outcome = tree.replicate(from, steps()?).await?;
+        if outcome.busy.is_empty() {
+            return Ok(outcome);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the node stayed busy for the steps of {from}")
 }
 
 /// Node r1 in az-b, in a cluster of its own: it takes replica steps and
@@ -63,43 +104,48 @@ async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> any
     let tree = node.node.tree();
     let d = DeviceId::new("meter-7");
 
-    // Owner o1 ships steps ending at 100 and 200 in its log: taken.
+    // Owner o1 (claimed at term 1) ships steps ending at 100 and 200 in
+    // its log: taken.
     let outcome = tree
         .replicate(
             "o1",
             vec![
-                step(&d, vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))], 100)?,
-                step(&d, vec![Op::Emit(emit(&d, 2))], 200)?,
+                step(
+                    &d,
+                    vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
+                    100,
+                    1,
+                )?,
+                step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1)?,
             ],
         )
         .await?;
     assert_eq!(outcome, Replicated::default());
 
-    // n1 claims the device: it gets the state as folded, o1's steps in it.
-    let held = tree.claim("n1", vec![d.clone()]).await?;
-    let state = held
-        .into_iter()
-        .find_map(|(device, s)| (device == d).then_some(s).flatten())
-        .ok_or_else(|| anyhow::anyhow!("no state handed over for {d}"))?;
+    // n1 claims the device: it gets the state as folded, o1's steps in it,
+    // fenced at the next term.
+    let (state, term) = handed_over(tree.claim("n1", vec![d.clone()]).await?, &d)?;
     assert_eq!((state.next_seq(), state.held_from("o1")), (3, 200));
+    assert_eq!((term, state.epoch().clone()), (2, Epoch::of(2, "n1")));
 
-    // o1's steps are no longer taken here; only n1 can tell which stand.
+    // o1's steps are no longer taken here: the one the state holds stands,
+    // only n1 can tell whether its line holds the other.
     let resend = || -> anyhow::Result<Vec<IncomingStep>> {
         Ok(vec![
-            step(&d, vec![Op::Emit(emit(&d, 2))], 200)?,
-            step(&d, vec![Op::Emit(emit(&d, 3))], 300)?,
+            step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1)?,
+            step(&d, vec![Op::Emit(emit(&d, 3))], 300, 1)?,
         ])
     };
     let outcome = tree.replicate("o1", resend()?).await?;
     let n1: Arc<str> = Arc::from("n1");
-    assert_eq!(outcome.fenced, [(200, n1.clone()), (300, n1)]);
+    assert_eq!(outcome.fenced, [(300, n1)]);
     assert!(outcome.orphaned.is_empty());
 
     // The claimer's steps are taken; its first one brings its line (a seed).
     let mut seed = state.clone();
     seed.apply(&Op::Emit(emit(&d, 3)));
     seed.note_step("n1", 40);
-    let mut first = step(&d, vec![Op::Emit(emit(&d, 3))], 40)?;
+    let mut first = step(&d, vec![Op::Emit(emit(&d, 3))], 40, 2)?;
     first.seed = Some(encode_state(&seed)?.into());
     let outcome = tree.replicate("n1", vec![first]).await?;
     assert_eq!(outcome, Replicated::default());
@@ -107,15 +153,13 @@ async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> any
     // Once this node owns the device, it decides: the step its state holds
     // stands, the one it does not hold is orphaned.
     tree.begin_claim(vec![d.clone()]).await?;
-    assert!(tree.adopt(vec![(d.clone(), None)]).await?.is_empty());
+    assert!(tree.adopt(vec![unheld(&d)]).await?.is_empty());
     let outcome = tree.replicate("o1", resend()?).await?;
     assert_eq!((outcome.orphaned, outcome.fenced.len()), (vec![300], 0));
-    let held = tree.claim("x1", vec![d.clone()]).await?;
-    let state = held
-        .into_iter()
-        .find_map(|(device, s)| (device == d).then_some(s).flatten())
-        .ok_or_else(|| anyhow::anyhow!("no state for {d}"))?;
+    let (state, term) = handed_over(tree.claim("x1", vec![d.clone()]).await?, &d)?;
     assert_eq!((state.next_seq(), state.held_from("n1")), (4, 40));
+    // r1 adopted at term 3, so x1 gets term 4.
+    assert_eq!(term, 4);
 
     node.node.shutdown().await?;
     Ok(())
@@ -137,6 +181,7 @@ async fn an_orphaned_step_stays_orphaned_after_the_device_moves_on() -> anyhow::
                 &d,
                 vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
                 100,
+                1,
             )?],
         )
         .await?;
@@ -144,16 +189,125 @@ async fn an_orphaned_step_stays_orphaned_after_the_device_moves_on() -> anyhow::
 
     // o1 dies; this node takes the device over with the copy it holds.
     tree.begin_claim(vec![d.clone()]).await?;
-    assert!(tree.adopt(vec![(d.clone(), None)]).await?.is_empty());
-    let late = || step(&d, vec![Op::Emit(emit(&d, 2))], 200);
+    assert!(tree.adopt(vec![unheld(&d)]).await?.is_empty());
+    let late = || step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1);
     let outcome = tree.replicate("o1", vec![late()?]).await?;
     assert_eq!(outcome.orphaned, [200]);
 
     // o1 is back and placement hands the device back to it: this node is
     // no longer the owner, and o1 sends its unsettled step again.
     tree.disown(Box::new(|_| false), Box::new(|_| true))?;
-    let outcome = tree.replicate("o1", vec![late()?]).await?;
+    let outcome = replicate_settled(tree, "o1", || Ok(vec![late()?])).await?;
     assert_eq!(outcome.orphaned, [200]);
+
+    node.node.shutdown().await?;
+    Ok(())
+}
+
+/// The owner this node claimed a device from, unreachable at the claim,
+/// sends a step its line took meanwhile, with a seed as to a new replica:
+/// the step is from an epoch before this node's claim and is orphaned, not
+/// taken (taking it put its readings on two lines, and in two archives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_step_from_before_this_nodes_claim_is_orphaned() -> anyhow::Result<()> {
+    let node = replica_node().await?;
+    let tree = node.node.tree();
+    let d = DeviceId::new("meter-11");
+
+    let first = step(
+        &d,
+        vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
+        100,
+        1,
+    )?;
+    assert_eq!(
+        tree.replicate("b2", vec![first]).await?,
+        Replicated::default()
+    );
+
+    // b2 is out of reach: this node claims the device without it, then
+    // placement moves the device on again.
+    tree.begin_claim(vec![d.clone()]).await?;
+    assert!(tree.adopt(vec![unheld(&d)]).await?.is_empty());
+    tree.disown(Box::new(|_| false), Box::new(|_| true))?;
+
+    // b2 never heard of the claim and ships its next step with a seed.
+    let mut seed = DeviceState::new();
+    seed.apply(&Op::Start { seq: 1 });
+    seed.apply(&Op::Emit(emit(&d, 1)));
+    seed.apply(&Op::Emit(emit(&d, 2)));
+    seed.note_step("b2", 200);
+    let seed = encode_state(&seed)?;
+    let late = || -> anyhow::Result<Vec<IncomingStep>> {
+        let mut late = step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1)?;
+        late.seed = Some(seed.clone().into());
+        Ok(vec![late])
+    };
+    let outcome = replicate_settled(tree, "b2", late).await?;
+    assert_eq!(outcome.orphaned, [200]);
+
+    node.node.shutdown().await?;
+    Ok(())
+}
+
+/// An owner that receives a step of a later epoch than its own (a claim
+/// it never heard of) stops sequencing the device: it answers busy once,
+/// then takes the later owner's steps as a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_steps_down_for_a_later_epoch() -> anyhow::Result<()> {
+    let node = replica_node().await?;
+    let tree = node.node.tree();
+    let d = DeviceId::new("meter-12");
+
+    tree.begin_claim(vec![d.clone()]).await?;
+    assert!(tree.adopt(vec![unheld(&d)]).await?.is_empty());
+    assert!(tree.unowned(vec![d.clone()]).await?.is_empty());
+
+    // n1 claimed at term 5 without reaching this node.
+    let later = || step(&d, vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))], 70, 5);
+    let outcome = tree.replicate("n1", vec![later()?]).await?;
+    assert_eq!(outcome.busy, [70]);
+    assert_eq!(
+        tree.unowned(vec![d.clone()]).await?,
+        std::slice::from_ref(&d)
+    );
+    // Its device actor stops with the step down (once its batch is done):
+    // the step is taken then.
+    let outcome = replicate_settled(tree, "n1", || Ok(vec![later()?])).await?;
+    assert_eq!(outcome, Replicated::default());
+
+    node.node.shutdown().await?;
+    Ok(())
+}
+
+/// A step of an earlier epoch is referred to the later epoch's claimer
+/// while it is a member; once it has left, this node's copy decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_is_referred_only_to_a_claimer_that_is_a_member() -> anyhow::Result<()> {
+    let node = replica_node().await?;
+    let tree = node.node.tree();
+    let d = DeviceId::new("meter-13");
+
+    let first = step(
+        &d,
+        vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
+        100,
+        1,
+    )?;
+    assert_eq!(
+        tree.replicate("o1", vec![first]).await?,
+        Replicated::default()
+    );
+    tree.claim("n1", vec![d.clone()]).await?;
+    let late = || step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1);
+    let n1: Arc<str> = Arc::from("n1");
+    assert_eq!(
+        tree.replicate("o1", vec![late()?]).await?.fenced,
+        [(200, n1)]
+    );
+
+    tree.disown(Box::new(|_| false), Box::new(|node| node != "n1"))?;
+    assert_eq!(tree.replicate("o1", vec![late()?]).await?.orphaned, [200]);
 
     node.node.shutdown().await?;
     Ok(())

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use vatio_stores::model::{DeadLetterReason, DeviceId, DeviceKind, Metric, RawReading, Reading};
 
+use super::epoch::Epoch;
 use super::validate::{Refusal, Rules, kind_from_wire, validate};
 
 /// How many given-up gaps a device remembers. Beyond this the oldest is
@@ -123,6 +124,8 @@ pub struct DeviceState {
     /// most recent owners last, at most [`OWNERS_MAX`]. A replica tells
     /// from it whether it already holds a step an owner sends again.
     owners: Vec<(String, u64)>,
+    /// The latest ownership epoch this copy knows (see [`Epoch`]).
+    epoch: Epoch,
 }
 
 /// Owners a device state remembers (see `DeviceState::owners`).
@@ -149,6 +152,34 @@ impl From<DeviceStateV1> for DeviceState {
             skipped: v1.skipped,
             pending: v1.pending,
             owners: Vec::new(),
+            epoch: Epoch::ZERO,
+        }
+    }
+}
+
+/// A device state as format version 2 encoded it, before epochs.
+#[derive(Deserialize)]
+pub struct DeviceStateV2 {
+    kind: Option<DeviceKind>,
+    next_seq: u64,
+    last: Option<Reading>,
+    last_energy: Option<(u64, f64)>,
+    skipped: VecDeque<(u64, u64)>,
+    pending: BTreeMap<u64, Pending>,
+    owners: Vec<(String, u64)>,
+}
+
+impl From<DeviceStateV2> for DeviceState {
+    fn from(v2: DeviceStateV2) -> Self {
+        Self {
+            kind: v2.kind,
+            next_seq: v2.next_seq,
+            last: v2.last,
+            last_energy: v2.last_energy,
+            skipped: v2.skipped,
+            pending: v2.pending,
+            owners: v2.owners,
+            epoch: Epoch::ZERO,
         }
     }
 }
@@ -256,12 +287,28 @@ impl DeviceState {
         }
     }
 
-    /// Marks `node` as the device's latest owner (it claimed the device
-    /// from this node): a step of an earlier owner that this state does
-    /// not hold is then known to be off the line.
-    pub fn fence(&mut self, node: &str) {
-        let end = self.held_from(node);
-        self.note_step(node, end);
+    /// Marks the claimer of `epoch` as the device's latest owner (it
+    /// claimed the device from this node, or this node claimed it): a step
+    /// of an earlier epoch that this state does not hold is then known to
+    /// be off the line.
+    pub fn fence(&mut self, epoch: &Epoch) {
+        if let Some(node) = epoch.claimer() {
+            let end = self.held_from(node);
+            self.note_step(node, end);
+        }
+        self.raise_epoch(epoch);
+    }
+
+    /// The latest ownership epoch this copy knows.
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    /// Learns of `epoch` (a step or claim of it reached this copy).
+    pub fn raise_epoch(&mut self, epoch: &Epoch) {
+        if *epoch > self.epoch {
+            self.epoch = epoch.clone();
+        }
     }
 
     /// The node whose step this state took last (None: no step noted).
@@ -328,17 +375,23 @@ impl DeviceState {
                 self.next_seq = *to;
             }
             Op::Adopt(state) => {
-                // Either way the owner notes are united: each copy may know
-                // steps of some owner the other does not, and a node judges
-                // a resent step by them.
+                // Either way the owner notes are united and the later epoch
+                // stands: each copy may know steps of some owner, or a
+                // claim, the other does not, and a node judges a resent
+                // step by them.
                 if state.progress() > self.progress() {
                     let before = std::mem::replace(self, (**state).clone());
                     self.unite_owner_notes(&before);
+                    self.raise_epoch(&before.epoch);
                 } else {
                     self.unite_owner_notes(state);
+                    self.raise_epoch(&state.epoch);
                 }
             }
-            Op::Reset(state) => *self = (**state).clone(),
+            Op::Reset(state) => {
+                let before = std::mem::replace(self, (**state).clone());
+                self.raise_epoch(&before.epoch);
+            }
             Op::Emit(r) => {
                 if self.is_released_or_skipped(r.seq) {
                     return;

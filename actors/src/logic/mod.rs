@@ -3,6 +3,7 @@
 //! arguments so the same inputs always give the same outputs.
 
 pub mod device;
+pub mod epoch;
 pub mod events;
 pub mod validate;
 pub mod windows;

@@ -3,15 +3,22 @@
 //!
 //! - A node sequences a device only as its [`Role::Owner`]. It becomes owner
 //!   by claiming the device from every live peer (the node layer does the
-//!   calls) and adopting the most advanced state any of them held.
+//!   calls) and adopting the most advanced state any of them held, at an
+//!   ownership [`Epoch`] above every one they knew.
 //! - A claimed node marks the device [`Role::ClaimedBy`] the claimer, lets
-//!   its device actor finish every group it already took, then answers with
-//!   the final state and stops the actor. From then on it refuses readings
-//!   for the device and takes replica steps for it from the claimer only,
-//!   which fences off an old owner that has not yet noticed.
+//!   its device actor finish every group it already took, then raises the
+//!   device's epoch to the claimer's next one (logged as a fence), answers
+//!   with the final state and stops the actor. From then on it refuses
+//!   readings for the device.
+//! - Every step carries its owner's epoch. A step from an epoch below the
+//!   latest one a node knows comes from an owner the device has since been
+//!   taken from: only that later epoch's claimer can tell whether its line
+//!   holds the step, so the step is referred to it (see [`ReplicaVerdict`]).
 //! - Replica steps are checked in (`ReplicaBegin`), logged by the caller,
 //!   then folded (`ReplicaApply`); a claim waits for checked-in steps, so
 //!   its answer includes every step this node confirmed to an owner.
+//!
+//! The whole protocol, with a table of verdicts, is in `docs/cluster.md`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +31,7 @@ use super::{Activity, Entry, RouterMsg, RouterState};
 use crate::device::{Adoption, DeviceBatch, DeviceMsg, GroupFailure, Origin, ReplySlot};
 use crate::journal::{FenceRecord, ReplicaStep};
 use crate::logic::device::DeviceState;
+use crate::logic::epoch::Epoch;
 use crate::stats::NodeStats;
 
 /// What this node may do with a device.
@@ -32,9 +40,10 @@ pub enum Role {
     /// This node sequences the device.
     Owner,
     /// Not claimed by this node: any state it holds is a replica's or a
-    /// former owner's, and replica steps are welcome from any owner.
+    /// former owner's; steps are judged by their epoch.
     Unclaimed,
-    /// Another node claimed the device: replica steps only from it.
+    /// Another node claimed the device from this one: steps of earlier
+    /// epochs are referred to it.
     ClaimedBy(Arc<str>),
     /// This node is claiming the device (attempt number given); it becomes
     /// owner only if no other node's claim got in meanwhile.
@@ -52,8 +61,16 @@ impl Role {
     }
 }
 
-/// A device's state as one node holds it (None: it holds nothing).
-pub type HeldState = (DeviceId, Option<DeviceState>);
+/// A device's state as one node holds it (None: it holds nothing), with
+/// the term of the claim's epoch there: a claimed node answers with the
+/// term it fenced the device at, and the claimer adopts at a term no lower
+/// than any answer's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldState {
+    pub device: DeviceId,
+    pub state: Option<DeviceState>,
+    pub term: u64,
+}
 
 pub enum ClusterMsg {
     /// Another node takes these devices over; answered with the state held
@@ -82,7 +99,8 @@ pub enum ClusterMsg {
         devices: Vec<DeviceId>,
     },
     /// This node is now the devices' owner; `states` are the most advanced
-    /// states its peers held (logged through the device actor when ahead).
+    /// states its peers held, and the highest term any peer fenced each
+    /// device at (the adoption is logged through the device actor).
     /// Answered with the devices another node's claim took meanwhile (this
     /// node does not own those).
     Adopt {
@@ -94,8 +112,8 @@ pub enum ClusterMsg {
     /// an apply or abort.
     ReplicaBegin {
         from: Arc<str>,
-        /// Device, end in the owner's log, and whether a seed came with it.
-        steps: Vec<(DeviceId, u64, bool)>,
+        /// Device, end in the owner's log, and the term it logged it at.
+        steps: Vec<(DeviceId, u64, u64)>,
         reply: oneshot::Sender<Vec<ReplicaVerdict>>,
     },
     /// Checked-in replica steps are in the log (record end given): fold them.
@@ -131,7 +149,8 @@ pub enum ClusterMsg {
     Disown {
         keep: Box<dyn Fn(&DeviceId) -> bool + Send>,
         /// Whether a node is still a member: a fence towards one that left
-        /// is lifted (the fence in the device's state remains).
+        /// is lifted (the epoch in the device's state remains, but a step
+        /// is no longer referred to a claimer that left).
         member: Box<dyn Fn(&str) -> bool + Send>,
     },
 }
@@ -144,13 +163,14 @@ pub enum ReplicaVerdict {
     /// This node now owns the device, and its state includes the step:
     /// the step stands.
     Held,
-    /// This node now owns the device and went on without the step: the
-    /// sender must drop it.
+    /// The device's line (this node's own, as the latest claimer it knows
+    /// of) went on without the step: the sender must drop it.
     Orphaned,
-    /// Another node claimed the device; only it can tell whether its line
-    /// includes the step.
+    /// Another node claimed the device after the step's owner; only it can
+    /// tell whether its line includes the step.
     Fenced(Arc<str>),
-    /// This node still sequences the device itself; try again later.
+    /// This node still sequences the device itself, or just learned that
+    /// it no longer may; try again later.
     Busy,
 }
 
@@ -226,62 +246,22 @@ impl RouterState {
             }
             ClusterMsg::Adopt { states, reply } => {
                 let mut lost = Vec::new();
-                for (device, state) in states {
-                    let role = self.devices.get(&device).map(|e| e.role.clone());
+                for held in states {
+                    let role = self.devices.get(&held.device).map(|e| e.role.clone());
                     match role {
                         // This node's claims (concurrent calls may each
                         // claim a device): no other node's got in between.
-                        Some(Role::Claiming(_)) => {
-                            self.adopt(myself, device, state).await?;
-                        }
+                        Some(Role::Claiming(_)) => self.adopt(myself, held).await?,
                         Some(Role::Owner) => {}
-                        _ => lost.push(device),
+                        _ => lost.push(held.device),
                     }
                 }
                 let _ = reply.send(lost);
             }
             ClusterMsg::ReplicaBegin { from, steps, reply } => {
-                let me = self.ctx.node.clone();
                 let verdicts = steps
                     .into_iter()
-                    .map(|(device, end, seeded)| {
-                        let e = self.entry(device.clone());
-                        // A live actor here means this node still sequences
-                        // the device (it was its owner a moment ago).
-                        let idle = matches!(e.activity, Activity::Passive) && e.inflight.is_empty();
-                        let held = e.state.held_from(&from) >= end;
-                        // Another owner took steps after `from`'s last one
-                        // here: a later step of `from` is not on the line.
-                        let passed_by = e.state.last_owner().is_some_and(|o| o != &*from);
-                        let verdict = match &e.role {
-                            // The device's line runs here: this node decides.
-                            Role::Owner if held => ReplicaVerdict::Held,
-                            Role::Owner => ReplicaVerdict::Orphaned,
-                            Role::ClaimedBy(to) if *to != from => {
-                                ReplicaVerdict::Fenced(to.clone())
-                            }
-                            _ if !idle => ReplicaVerdict::Busy,
-                            // It claimed the device from this node: its line
-                            // runs from the state handed over.
-                            Role::ClaimedBy(_) => ReplicaVerdict::Take,
-                            // Only an owner seeds: its line comes with it.
-                            Role::Unclaimed | Role::Claiming(_) if seeded || !passed_by => {
-                                ReplicaVerdict::Take
-                            }
-                            Role::Unclaimed | Role::Claiming(_) if held => ReplicaVerdict::Held,
-                            Role::Unclaimed | Role::Claiming(_) => ReplicaVerdict::Orphaned,
-                        };
-                        if verdict == ReplicaVerdict::Take {
-                            e.replicating += 1;
-                        }
-                        tracing::debug!(
-                            node = %me, %device, %from, end, seeded, role = ?e.role,
-                            held_from = e.state.held_from(&from),
-                            last_owner = ?e.state.last_owner(),
-                            ?verdict, "replica step checked in"
-                        );
-                        verdict
-                    })
+                    .map(|(device, end, term)| self.judge(&from, device, end, term))
                     .collect();
                 let _ = reply.send(verdicts);
             }
@@ -376,6 +356,7 @@ impl RouterState {
                         _ => {}
                     }
                 }
+                self.member = member;
                 if disowned > 0 {
                     tracing::info!(
                         devices = disowned,
@@ -385,6 +366,66 @@ impl RouterState {
             }
         }
         Ok(())
+    }
+
+    /// What to do with the step that owner `from` logged at `term`, ending
+    /// at `end` in its log.
+    fn judge(&mut self, from: &Arc<str>, device: DeviceId, end: u64, term: u64) -> ReplicaVerdict {
+        let me = self.ctx.node.clone();
+        let now = self.ctx.clock.now_ms();
+        let member = &self.member;
+        let supervision = &self.supervision;
+        let e = self.devices.entry(device.clone()).or_insert_with(|| {
+            Entry::new(DeviceState::new(), now, 0, Role::Unclaimed, supervision)
+        });
+        let step = Epoch::of(term, from);
+        let known = e.state.epoch().clone();
+        // A live actor here means this node still sequences the device (it
+        // was its owner a moment ago).
+        let idle = matches!(e.activity, Activity::Passive) && e.inflight.is_empty();
+        let held = e.state.held_from(from) >= end;
+        let verdict = match &e.role {
+            // A claim this node did not hear of came after its own: it is
+            // no longer the device's owner. Its own steps since are judged
+            // by that claim's line like any other owner's.
+            Role::Owner if step > known => {
+                e.role = Role::Unclaimed;
+                if let Activity::Live(actor) = &e.activity
+                    && e.inflight.is_empty()
+                {
+                    actor.stop(Some("claimed by a later owner".into()));
+                    e.activity = Activity::Passive;
+                }
+                ReplicaVerdict::Busy
+            }
+            // The device's line runs here: this node decides.
+            Role::Owner if held => ReplicaVerdict::Held,
+            Role::Owner => ReplicaVerdict::Orphaned,
+            _ if !idle => ReplicaVerdict::Busy,
+            // From the latest owner known here, or a later one.
+            _ if step >= known => ReplicaVerdict::Take,
+            _ if held => ReplicaVerdict::Held,
+            // A later claim than the step's owner: its claimer's line
+            // decides. If that is this node, its copy is that line as far
+            // as this node took it; if the claimer left the cluster (a
+            // claim on this node is lifted when its claimer leaves), this
+            // copy is the best knowledge left of it.
+            role => match known.claimer() {
+                Some(c) if *c != *me && (matches!(role, Role::ClaimedBy(_)) || member(c)) => {
+                    ReplicaVerdict::Fenced(Arc::from(c))
+                }
+                _ => ReplicaVerdict::Orphaned,
+            },
+        };
+        if verdict == ReplicaVerdict::Take {
+            e.replicating += 1;
+        }
+        tracing::debug!(
+            node = %me, %device, %from, end, %step, %known, role = ?e.role,
+            held_from = e.state.held_from(from),
+            ?verdict, "replica step checked in"
+        );
+        verdict
     }
 
     fn entry(&mut self, device: DeviceId) -> &mut Entry {
@@ -484,22 +525,23 @@ impl RouterState {
             }
             return;
         }
-        // A copy known to be off the line (it holds dropped steps) is no
-        // copy: the claimer must not adopt it.
-        let state = (!e.diverged).then(|| e.state.clone());
         let ids: Vec<u64> = e.claim.drain(..).collect();
-        // From here on the device's line runs through the claimer.
-        if let Some(by) = ids
-            .last()
-            .and_then(|id| self.claims.pending.get(id))
-            .map(|p| p.by.clone())
-            && let Some(e) = self.devices.get_mut(device)
-        {
-            e.state.fence(&by);
-        }
         for id in ids {
-            if let Some(p) = self.claims.pending.get_mut(&id) {
-                p.answers.push((device.clone(), state.clone()));
+            if let Some(p) = self.claims.pending.get_mut(&id)
+                && let Some(e) = self.devices.get_mut(device)
+            {
+                // From here on the device's line runs through the claimer,
+                // at an epoch above every one this node knew (claims
+                // answered together are ordered as they came).
+                let epoch = e.state.epoch().next_for(&p.by);
+                e.state.fence(&epoch);
+                // A copy known to be off the line (it holds dropped steps)
+                // is no copy: the claimer must not adopt it.
+                p.answers.push(HeldState {
+                    device: device.clone(),
+                    state: (!e.diverged).then(|| e.state.clone()),
+                    term: epoch.term(),
+                });
                 p.waiting = p.waiting.saturating_sub(1);
             }
             self.finish_claim(id);
@@ -514,12 +556,12 @@ impl RouterState {
             // of this node cannot forget whom it handed the devices to.
             let log = self.ctx.log.clone();
             tokio::spawn(async move {
-                let appends = p.answers.iter().map(|(device, _)| {
+                let appends = p.answers.iter().map(|held| {
                     log_fence(
                         log.clone(),
                         FenceRecord {
-                            device: device.clone(),
-                            by: p.by.to_string(),
+                            device: held.device.clone(),
+                            epoch: Epoch::of(held.term, &p.by),
                         },
                     )
                 });
@@ -535,44 +577,26 @@ impl RouterState {
         }
     }
 
-    /// Marks this node as the device's latest owner (it took the device
-    /// over keeping its own copy): a former owner's step the copy does not
-    /// hold stays off the line after this node moves on. In the state at
-    /// once and, like a claimed node's fence, in the log, so a restart
-    /// keeps it.
-    fn fence_self(&mut self, device: DeviceId) {
-        let me = self.ctx.node.clone();
-        if let Some(e) = self.devices.get_mut(&device) {
-            e.state.fence(&me);
-        }
-        let fence = FenceRecord {
-            device,
-            by: me.to_string(),
-        };
-        let log = self.ctx.log.clone();
-        tokio::spawn(async move {
-            let device = fence.device.clone();
-            if let Err(e) = log_fence(log, fence).await {
-                // Held in memory still; only a restart before the device's
-                // next step would forget it.
-                tracing::warn!(error = %e, %device, "could not log a take-over");
-            }
-        });
-    }
-
     async fn adopt(
         &mut self,
         myself: &ActorRef<RouterMsg>,
-        device: DeviceId,
-        state: Option<DeviceState>,
+        held: HeldState,
     ) -> Result<(), ActorProcessingErr> {
         NodeStats::add(&self.ctx.stats.devices_claimed, 1);
         let node = self.ctx.node.clone();
+        let HeldState {
+            device,
+            state,
+            term,
+        } = held;
         let e = self.entry(device.clone());
         e.role = Role::Owner;
+        // Above every epoch this node and its peers knew for the device.
+        let epoch = e.state.epoch().next_for(&node).max(Epoch::of(term, &node));
         tracing::debug!(
             %node,
             %device,
+            %epoch,
             diverged = e.diverged,
             own = ?e.state.progress(),
             peers = ?state.as_ref().map(DeviceState::progress),
@@ -585,12 +609,13 @@ impl RouterState {
             // astray): they stay held.
             let mut s = state.unwrap_or_default();
             s.merge_held(&e.state);
+            s.fence(&epoch);
             Adoption::Reset(s)
         } else {
-            match state {
+            let mut s = match state {
                 Some(mut s) if s.progress() > e.state.progress() => {
                     s.merge_held(&e.state);
-                    Adoption::Further(s)
+                    s
                 }
                 peer => {
                     // This node's copy is the line, plus what a peer's copy
@@ -599,17 +624,17 @@ impl RouterState {
                     if let Some(peer) = &peer {
                         own.merge_held(peer);
                     }
-                    if own.progress() > e.state.progress() {
-                        Adoption::Further(own)
-                    } else {
-                        self.fence_self(device);
-                        return Ok(());
-                    }
+                    own
                 }
-            }
+            };
+            s.fence(&epoch);
+            Adoption::Further(s)
         };
-        // Logged by the device actor like any step, so the log explains
-        // the state and the replica gets it too.
+        // Steps are judged by the epoch from now on, also before the
+        // device actor has logged the adoption.
+        e.state.fence(&epoch);
+        // Logged by the device actor like any step (so the log explains
+        // the state and keeps the epoch) and shipped to the replica.
         let (tx, _rx) = oneshot::channel();
         let batch = DeviceBatch {
             no: 0,

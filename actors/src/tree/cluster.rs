@@ -51,8 +51,9 @@ impl ActorTree {
     }
 
     /// Node `by` takes these devices over: answers with the state held here
-    /// for each once nothing of it is in progress here, and from then on
-    /// refuses readings for them and replica steps from anyone but `by`.
+    /// for each once nothing of it is in progress here, raised to an epoch
+    /// of `by`'s above every one known here. From then on this node refuses
+    /// readings for them and refers steps of earlier epochs to `by`.
     pub async fn claim(
         &self,
         by: &str,
@@ -85,8 +86,9 @@ impl ActorTree {
     }
 
     /// This node is now the owner of these devices; each state is the most
-    /// advanced one its peers answered a claim with. Returns the devices
-    /// another node's claim took meanwhile (not owned here).
+    /// advanced one its peers answered a claim with, and each term the
+    /// highest they fenced the device at. Returns the devices another
+    /// node's claim took meanwhile (not owned here).
     pub async fn adopt(&self, states: Vec<HeldState>) -> Result<Vec<DeviceId>, TreeError> {
         self.ask(|reply| ClusterMsg::Adopt { states, reply }).await
     }
@@ -161,9 +163,9 @@ impl ActorTree {
                 step,
             });
         }
-        let keys: Vec<(DeviceId, u64, bool)> = steps
+        let keys: Vec<(DeviceId, u64, u64)> = steps
             .iter()
-            .map(|s| (s.step.device.clone(), s.end, s.seed.is_some()))
+            .map(|s| (s.step.device.clone(), s.end, s.step.term))
             .collect();
         let from_arc: Arc<str> = Arc::from(from);
         let verdicts = self

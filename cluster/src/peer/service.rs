@@ -135,13 +135,14 @@ impl v1::peer_server::Peer for PeerService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let mut devices = Vec::with_capacity(held.len());
-        for (device, state) in held {
+        for h in held {
             devices.push(ClaimedDevice {
-                device_id: device.as_str().to_owned(),
-                state: match state {
+                device_id: h.device.as_str().to_owned(),
+                state: match h.state {
                     Some(s) => state_to_wire(&s)?,
                     None => Vec::new(),
                 },
+                term: h.term,
             });
         }
         Ok(Response::new(ClaimReply { devices }))

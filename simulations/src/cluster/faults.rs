@@ -26,6 +26,12 @@ pub enum FaultKind {
     ClockSkew,
     /// Messages between the AZs take up to 300 ms instead of 5 ms.
     SlowLink,
+    /// Messages between any two hosts (nodes and gateways) are lost at
+    /// random, 1 in 10. The simulated TCP does not retransmit: a connection
+    /// that loses a segment stalls until keepalive gives up on it, and the
+    /// callers reconnect; an ack lost on its way makes the gateway send its
+    /// batch again.
+    MessageLoss,
     /// One node's time-series sink refuses every write.
     SinkOutage,
     /// One node's time-series sink takes 400 ms per write.
@@ -35,13 +41,14 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::NodeCrash,
         FaultKind::AzPartition,
         FaultKind::OneWayPartition,
         FaultKind::AzOutage,
         FaultKind::ClockSkew,
         FaultKind::SlowLink,
+        FaultKind::MessageLoss,
         FaultKind::SinkOutage,
         FaultKind::SlowSink,
         FaultKind::DiskErrors,
@@ -52,6 +59,8 @@ impl FaultKind {
 pub const LINK_MAX: Duration = Duration::from_millis(5);
 /// Longest message delay between the AZs while the link is slow.
 const SLOW_LINK_MAX: Duration = Duration::from_millis(300);
+/// Messages lost per thousand while the network is lossy.
+const LOSSY_LINK_PER_MILLE: u32 = 100;
 
 /// One thing the harness does to the cluster at a moment of simulated time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +98,11 @@ pub enum Action {
         b: Vec<String>,
         max: Duration,
     },
+    /// Sets how many messages per thousand are lost, between any two hosts
+    /// (0: none).
+    Loss {
+        per_mille: u32,
+    },
 }
 
 impl fmt::Display for Action {
@@ -112,6 +126,7 @@ impl fmt::Display for Action {
             Action::Latency { a, b, max } => {
                 write!(f, "delay {} <-> {} up to {max:?}", a.join("+"), b.join("+"))
             }
+            Action::Loss { per_mille } => write!(f, "lose {per_mille}‰ of all messages"),
         }
     }
 }
@@ -219,6 +234,12 @@ pub fn plan(
                     },
                 )
             }
+            FaultKind::MessageLoss => (
+                Action::Loss {
+                    per_mille: LOSSY_LINK_PER_MILLE,
+                },
+                Action::Loss { per_mille: 0 },
+            ),
             FaultKind::AzPartition | FaultKind::OneWayPartition => {
                 let one_way = kind == FaultKind::OneWayPartition;
                 let (from, to) = (azs[az].clone(), azs[other].clone());

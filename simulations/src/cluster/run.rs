@@ -347,6 +347,8 @@ fn apply(sim: &mut turmoil::Sim<'_>, specs: &[NodeSpec], action: &Action) {
                 spec.skew_ms.store(*ms, Ordering::Relaxed);
             }
         }
+        // Links given their own latency keep the global loss rate.
+        Action::Loss { per_mille } => sim.set_fail_rate(f64::from(*per_mille) / 1000.0),
         Action::Latency { a, b, max } => {
             for x in a {
                 for y in b {
