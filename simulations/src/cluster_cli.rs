@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use vatio_simulations::cluster::{ClusterOptions, ClusterReport, FaultKind, run_cluster_in};
+use vatio_simulations::cluster::{
+    ClusterOptions, ClusterReport, FaultKind, HEAP_GROWTH_MAX, run_cluster_in,
+};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -102,6 +104,7 @@ pub fn main(args: &ClusterArgs) -> ExitCode {
     let mut failed = Vec::new();
     let mut exercised: BTreeMap<String, u64> = BTreeMap::new();
     let (mut acked, mut refused, mut simulated) = (0usize, 0usize, Duration::ZERO);
+    let mut heap_peak = 0usize;
     for i in 0..args.seeds {
         let seed = args.first_seed.wrapping_add(i);
         match run_one(args, seed) {
@@ -109,6 +112,7 @@ pub fn main(args: &ClusterArgs) -> ExitCode {
                 acked += report.acked_readings;
                 refused += report.refused_readings;
                 simulated += report.simulated;
+                heap_peak = heap_peak.max(report.heap_peak_growth);
                 for (_, action) in &report.schedule {
                     let kind = action.split(' ').next().unwrap_or("").to_owned();
                     *exercised.entry(kind).or_default() += 1;
@@ -141,7 +145,10 @@ pub fn main(args: &ClusterArgs) -> ExitCode {
     println!(
         "{table}readings acknowledged (each checked: archived exactly once, in seq order, \
          counted once by the sinks, replicated ack): {acked}; refused (each checked: a dead \
-         letter with its reason, archived nowhere): {refused}"
+         letter with its reason, archived nowhere): {refused}; heap growth at its highest \
+         (checked against a bound of {} MiB): {:.1} MiB",
+        HEAP_GROWTH_MAX >> 20,
+        heap_peak as f64 / f64::from(1u32 << 20)
     );
     println!(
         "{} seed(s) in {:.1} s: {} passed, {} failed",

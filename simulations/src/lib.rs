@@ -26,6 +26,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod heap;
 pub mod model;
 pub mod observe;
 pub mod recording;

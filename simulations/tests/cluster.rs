@@ -95,3 +95,28 @@ fn sink_outages_and_slow_sinks_lose_no_acknowledged_reading() -> anyhow::Result<
 fn log_disk_errors_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(16, &[FaultKind::DiskErrors], INVALID_SHARE)
 }
+
+/// The bounded-memory check can fail: a run held to a heap bound below
+/// what four nodes need is reported.
+#[test]
+fn a_run_beyond_its_heap_bound_is_reported() -> anyhow::Result<()> {
+    let opts = ClusterOptions {
+        seed: 19,
+        fault_kinds: Vec::new(),
+        load_for: std::time::Duration::from_secs(5),
+        heap_growth_max: 64 << 10,
+        ..ClusterOptions::default()
+    };
+    let dir = tempfile::tempdir()?;
+    let report = run_cluster_in(&opts, dir.path())?;
+    assert!(report.heap_peak_growth > 64 << 10);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.starts_with("memory not bounded")),
+        "{:?}",
+        report.violations
+    );
+    Ok(())
+}

@@ -21,4 +21,4 @@ pub mod run;
 pub mod sink;
 
 pub use faults::FaultKind;
-pub use run::{ClusterOptions, ClusterReport, run_cluster_in};
+pub use run::{ClusterOptions, ClusterReport, HEAP_GROWTH_MAX, run_cluster_in};
