@@ -164,7 +164,7 @@ impl DeviceTable {
         self.devices
             .entry(fence.device.clone())
             .or_default()
-            .fence(&fence.epoch);
+            .fence(&fence.epoch, fence.claimer_head);
         self.changed.insert(fence.device.clone());
     }
 

@@ -54,6 +54,8 @@ pub struct ReplicaStep {
 pub struct FenceRecord {
     pub device: DeviceId,
     pub epoch: Epoch,
+    /// Where the claimer's log ended at its claim (None: not told).
+    pub claimer_head: Option<u64>,
 }
 
 impl FenceRecord {

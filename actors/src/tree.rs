@@ -962,6 +962,12 @@ impl ActorTree {
         &self.stores
     }
 
+    /// Where the write-ahead log ends now: every step logged from here on
+    /// ends past it.
+    pub fn log_head(&self) -> u64 {
+        self.log.visible_head().0
+    }
+
     /// Completes when the node supervisor has stopped: after a shutdown, or
     /// when a child failed beyond its restart budget (fatal for the node).
     pub async fn stopped(&self) {

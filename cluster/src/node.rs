@@ -149,6 +149,7 @@ impl Node {
             Routing::new(
                 m.node().clone(),
                 t.watch(),
+                t.pending_watch(),
                 clients,
                 tree.clone(),
                 cfg.cluster.peer_timeout,

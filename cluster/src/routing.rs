@@ -25,6 +25,8 @@ pub struct Routing {
     me: NodeId,
     /// Verified members only (see [`crate::trust`]).
     views: watch::Receiver<View>,
+    /// Members verified before, alive, and not verified again yet.
+    pending: watch::Receiver<Vec<NodeId>>,
     clients: PeerClients,
     tree: Arc<ActorTree>,
     timeout: Duration,
@@ -34,6 +36,7 @@ impl Routing {
     pub fn new(
         me: NodeId,
         views: watch::Receiver<View>,
+        pending: watch::Receiver<Vec<NodeId>>,
         clients: PeerClients,
         tree: Arc<ActorTree>,
         timeout: Duration,
@@ -41,6 +44,7 @@ impl Routing {
         Arc::new(Self {
             me,
             views,
+            pending,
             clients,
             tree,
             timeout,
@@ -151,6 +155,19 @@ impl Routing {
     /// them (and stops sequencing them); this node adopts the most
     /// advanced state. Every ready peer must answer, or nothing is adopted.
     async fn claim(&self, devices: Vec<DeviceId>) -> Result<(), Status> {
+        // A member out of reach may hold the only other copy of a device
+        // (its former replica): adopting without it would start the
+        // device's line again from an older state.
+        let pending = self.pending.borrow().clone();
+        if !pending.is_empty() {
+            let names: Vec<String> = pending.iter().map(ToString::to_string).collect();
+            return Err(Status::unavailable(format!(
+                "taking over {} device(s): waiting for {} (alive, not answering) to be \
+                 verified again; send the batch again",
+                devices.len(),
+                names.join(", ")
+            )));
+        }
         // This node's own unsettled steps of these devices first (after a
         // restart: its tail), so its copy of their state is either the
         // cluster's or known to be off the line.
@@ -161,7 +178,8 @@ impl Routing {
             .map_err(tree_stopped)?;
         if !settled {
             return Err(Status::unavailable(format!(
-                "taking over {} device(s): this node's earlier steps for them are not yet                  confirmed by a replica; send the batch again",
+                "taking over {} device(s): this node's earlier steps for them are not yet \
+                 confirmed by a replica; send the batch again",
                 devices.len()
             )));
         }
@@ -184,6 +202,7 @@ impl Routing {
         let request = ClaimRequest {
             by_node: self.me.to_string(),
             devices: devices.iter().map(|d| d.as_str().to_owned()).collect(),
+            log_head: self.tree.log_head(),
         };
         let calls = peers.iter().map(|peer| {
             let request = request.clone();

@@ -26,6 +26,7 @@ const RETRY: Duration = Duration::from_millis(500);
 /// The verified view, kept current by a background task.
 pub struct TrustedView {
     rx: watch::Receiver<View>,
+    pending: watch::Receiver<Vec<NodeId>>,
     task: JoinHandle<()>,
 }
 
@@ -35,12 +36,21 @@ impl TrustedView {
         let me = membership.node().clone();
         let initial = filtered(&membership.view(), &me, &HashSet::new());
         let (tx, rx) = watch::channel(initial);
-        let task = tokio::spawn(verify(membership, clients, timeout, me, tx));
-        Self { rx, task }
+        let (pending_tx, pending) = watch::channel(Vec::new());
+        let task = tokio::spawn(verify(membership, clients, timeout, me, tx, pending_tx));
+        Self { rx, pending, task }
     }
 
     pub fn watch(&self) -> watch::Receiver<View> {
         self.rx.clone()
+    }
+
+    /// Members this node verified before that gossip says are alive but
+    /// that are not verified again yet (they do not answer: a partition
+    /// that just healed, lost messages). Their copies of devices are not
+    /// in reach, so claims wait for them.
+    pub fn pending_watch(&self) -> watch::Receiver<Vec<NodeId>> {
+        self.pending.clone()
     }
 
     pub fn view(&self) -> View {
@@ -69,10 +79,13 @@ async fn verify(
     timeout: Duration,
     me: NodeId,
     tx: watch::Sender<View>,
+    pending_tx: watch::Sender<Vec<NodeId>>,
 ) {
     let mut changes = membership.watch();
     // A member is verified at one address; a restart elsewhere is checked again.
     let mut trusted: HashSet<(NodeId, SocketAddr)> = HashSet::new();
+    // Every member verified once, at any address.
+    let mut known: HashSet<NodeId> = HashSet::new();
     let mut refused_logged: HashSet<(NodeId, SocketAddr)> = HashSet::new();
     loop {
         let view = changes.borrow_and_update().clone();
@@ -88,6 +101,7 @@ async fn verify(
                 Ok(()) => {
                     tracing::info!(peer = %m.id, az = %m.az, addr = %m.addr, "peer verified");
                     refused_logged.remove(&key);
+                    known.insert(key.0.clone());
                     trusted.insert(key);
                 }
                 Err(e) => {
@@ -103,6 +117,21 @@ async fn verify(
             let changed = *current != next;
             if changed {
                 *current = next;
+            }
+            changed
+        });
+        let pending: Vec<NodeId> = view
+            .members()
+            .iter()
+            .filter(|m| {
+                m.id != me && known.contains(&m.id) && !trusted.contains(&(m.id.clone(), m.addr))
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        pending_tx.send_if_modified(|current| {
+            let changed = *current != pending;
+            if changed {
+                *current = pending;
             }
             changed
         });
@@ -131,6 +160,7 @@ async fn probe(
     let request = ClaimRequest {
         by_node: me.to_string(),
         devices: Vec::new(),
+        log_head: 0,
     };
     match tokio::time::timeout(timeout, client.claim(request)).await {
         Ok(Ok(_)) => Ok(()),

@@ -124,7 +124,7 @@ async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> any
 
     // n1 claims the device: it gets the state as folded, o1's steps in it,
     // fenced at the next term.
-    let (state, term) = handed_over(tree.claim("n1", vec![d.clone()]).await?, &d)?;
+    let (state, term) = handed_over(tree.claim("n1", None, vec![d.clone()]).await?, &d)?;
     assert_eq!((state.next_seq(), state.held_from("o1")), (3, 200));
     assert_eq!((term, state.epoch().clone()), (2, Epoch::of(2, "n1")));
 
@@ -156,7 +156,7 @@ async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> any
     assert!(tree.adopt(vec![unheld(&d)]).await?.is_empty());
     let outcome = tree.replicate("o1", resend()?).await?;
     assert_eq!((outcome.orphaned, outcome.fenced.len()), (vec![300], 0));
-    let (state, term) = handed_over(tree.claim("x1", vec![d.clone()]).await?, &d)?;
+    let (state, term) = handed_over(tree.claim("x1", None, vec![d.clone()]).await?, &d)?;
     assert_eq!((state.next_seq(), state.held_from("n1")), (4, 40));
     // r1 adopted at term 3, so x1 gets term 4.
     assert_eq!(term, 4);
@@ -298,7 +298,7 @@ async fn a_step_is_referred_only_to_a_claimer_that_is_a_member() -> anyhow::Resu
         tree.replicate("o1", vec![first]).await?,
         Replicated::default()
     );
-    tree.claim("n1", vec![d.clone()]).await?;
+    tree.claim("n1", None, vec![d.clone()]).await?;
     let late = || step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1);
     let n1: Arc<str> = Arc::from("n1");
     assert_eq!(
@@ -308,6 +308,53 @@ async fn a_step_is_referred_only_to_a_claimer_that_is_a_member() -> anyhow::Resu
 
     tree.disown(Box::new(|_| false), Box::new(|node| node != "n1"))?;
     assert_eq!(tree.replicate("o1", vec![late()?]).await?.orphaned, [200]);
+
+    node.node.shutdown().await?;
+    Ok(())
+}
+
+/// An owner whose log lost its tail (a cut at start-up) claims its device
+/// back and logs new steps at log ends its lost steps had: they are new
+/// steps of a later epoch, folded, not taken for the lost ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_at_ends_an_owner_reused_after_losing_its_tail_are_folded() -> anyhow::Result<()> {
+    let node = replica_node().await?;
+    let tree = node.node.tree();
+    let d = DeviceId::new("meter-14");
+
+    let first = vec![
+        step(
+            &d,
+            vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
+            100,
+            1,
+        )?,
+        step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1)?,
+    ];
+    assert_eq!(tree.replicate("o1", first).await?, Replicated::default());
+
+    // o1 restarts with its log cut at 120 and claims the device back.
+    let (state, term) = handed_over(tree.claim("o1", Some(120), vec![d.clone()]).await?, &d)?;
+    assert_eq!((state.next_seq(), term), (3, 2));
+    // Its step before the cut, sent again, stands.
+    let kept = step(
+        &d,
+        vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
+        100,
+        1,
+    )?;
+    assert_eq!(
+        tree.replicate("o1", vec![kept]).await?,
+        Replicated::default()
+    );
+    let reused = step(&d, vec![Op::Emit(emit(&d, 3))], 150, 2)?;
+    assert_eq!(
+        tree.replicate("o1", vec![reused]).await?,
+        Replicated::default()
+    );
+
+    let (state, _) = handed_over(tree.claim("x1", None, vec![d.clone()]).await?, &d)?;
+    assert_eq!(state.next_seq(), 4);
 
     node.node.shutdown().await?;
     Ok(())

@@ -33,6 +33,7 @@ pub(super) fn decode(version: u8, body: &[u8]) -> Result<LogRecord, RecordError>
             Ok(LogRecord::Fence(FenceRecord {
                 device: fence.device,
                 epoch: Epoch::ZERO,
+                claimer_head: None,
             }))
         }
         v => Err(RecordError::Version(v)),

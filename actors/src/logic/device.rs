@@ -260,10 +260,16 @@ impl DeviceState {
     /// in `node`'s log. Part of the fold: the owner calls it after logging
     /// a step, replicas and recovery after folding one.
     pub fn note_step(&mut self, node: &str, end: u64) {
+        let end = end.max(self.held_from(node));
+        self.set_note(node, end);
+    }
+
+    /// Makes `node` the latest owner noted, its steps held up to `end`.
+    fn set_note(&mut self, node: &str, end: u64) {
         match self.owners.iter().position(|(n, _)| n == node) {
             Some(i) => {
-                let (n, e) = self.owners.remove(i);
-                self.owners.push((n, e.max(end)));
+                let (n, _) = self.owners.remove(i);
+                self.owners.push((n, end));
             }
             None => {
                 if self.owners.len() >= OWNERS_MAX {
@@ -291,10 +297,15 @@ impl DeviceState {
     /// claimed the device from this node, or this node claimed it): a step
     /// of an earlier epoch that this state does not hold is then known to
     /// be off the line.
-    pub fn fence(&mut self, epoch: &Epoch) {
+    ///
+    /// `claimer_head` is where the claimer's log ended when it claimed. Its
+    /// steps this state holds beyond it were lost from its log (cut at its
+    /// start-up), and its new steps end past it, possibly at ends the lost
+    /// ones had: those must not pass for steps already held.
+    pub fn fence(&mut self, epoch: &Epoch, claimer_head: Option<u64>) {
         if let Some(node) = epoch.claimer() {
-            let end = self.held_from(node);
-            self.note_step(node, end);
+            let held = self.held_from(node);
+            self.set_note(node, claimer_head.map_or(held, |head| held.min(head)));
         }
         self.raise_epoch(epoch);
     }
@@ -815,6 +826,24 @@ mod tests {
         );
         assert_eq!(s.pending_len(), 1);
         assert_eq!(release_at(&mut s, NOW), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_fence_makes_the_claimer_latest_owner_held_no_further_than_its_log() {
+        let mut s = DeviceState::new();
+        s.note_step("o1", 200);
+        s.note_step("n1", 50);
+        // o1 claims back with its log ending at 120 (its steps past 120 were
+        // lost from it): held up to 120 only, and the latest owner.
+        s.fence(&Epoch::of(2, "o1"), Some(120));
+        assert_eq!((s.held_from("o1"), s.last_owner()), (120, Some("o1")));
+        assert_eq!(s.epoch(), &Epoch::of(2, "o1"));
+        // A claimer's head past what is held changes nothing held.
+        s.fence(&Epoch::of(3, "n1"), Some(900));
+        assert_eq!((s.held_from("n1"), s.last_owner()), (50, Some("n1")));
+        // Its new steps are noted as they come, past the head.
+        s.note_step("o1", 150);
+        assert_eq!(s.held_from("o1"), 150);
     }
 
     #[test]

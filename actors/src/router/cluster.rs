@@ -77,6 +77,8 @@ pub enum ClusterMsg {
     /// here for each, once no step for them is in progress here.
     Claim {
         by: Arc<str>,
+        /// Where the claimer's log ends (None: not told).
+        by_head: Option<u64>,
         devices: Vec<DeviceId>,
         reply: oneshot::Sender<Vec<HeldState>>,
     },
@@ -183,6 +185,7 @@ pub struct Claims {
 
 struct PendingClaim {
     by: Arc<str>,
+    by_head: Option<u64>,
     reply: oneshot::Sender<Vec<HeldState>>,
     answers: Vec<HeldState>,
     waiting: usize,
@@ -209,7 +212,12 @@ impl RouterState {
         msg: ClusterMsg,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ClusterMsg::Claim { by, devices, reply } => self.claim(by, devices, reply),
+            ClusterMsg::Claim {
+                by,
+                by_head,
+                devices,
+                reply,
+            } => self.claim(by, by_head, devices, reply),
             ClusterMsg::HandedOver {
                 claim,
                 device,
@@ -439,6 +447,7 @@ impl RouterState {
     fn claim(
         &mut self,
         by: Arc<str>,
+        by_head: Option<u64>,
         devices: Vec<DeviceId>,
         reply: oneshot::Sender<Vec<HeldState>>,
     ) {
@@ -448,6 +457,7 @@ impl RouterState {
             id,
             PendingClaim {
                 by: by.clone(),
+                by_head,
                 reply,
                 answers: Vec::with_capacity(devices.len()),
                 waiting: devices.len(),
@@ -534,7 +544,7 @@ impl RouterState {
                 // at an epoch above every one this node knew (claims
                 // answered together are ordered as they came).
                 let epoch = e.state.epoch().next_for(&p.by);
-                e.state.fence(&epoch);
+                e.state.fence(&epoch, p.by_head);
                 // A copy known to be off the line (it holds dropped steps)
                 // is no copy: the claimer must not adopt it.
                 p.answers.push(HeldState {
@@ -562,6 +572,7 @@ impl RouterState {
                         FenceRecord {
                             device: held.device.clone(),
                             epoch: Epoch::of(held.term, &p.by),
+                            claimer_head: p.by_head,
                         },
                     )
                 });
@@ -609,7 +620,7 @@ impl RouterState {
             // astray): they stay held.
             let mut s = state.unwrap_or_default();
             s.merge_held(&e.state);
-            s.fence(&epoch);
+            s.fence(&epoch, None);
             Adoption::Reset(s)
         } else {
             let mut s = match state {
@@ -627,12 +638,12 @@ impl RouterState {
                     own
                 }
             };
-            s.fence(&epoch);
+            s.fence(&epoch, None);
             Adoption::Further(s)
         };
         // Steps are judged by the epoch from now on, also before the
         // device actor has logged the adoption.
-        e.state.fence(&epoch);
+        e.state.fence(&epoch, None);
         // Logged by the device actor like any step (so the log explains
         // the state and keeps the epoch) and shipped to the replica.
         let (tx, _rx) = oneshot::channel();

@@ -54,15 +54,23 @@ impl ActorTree {
     /// for each once nothing of it is in progress here, raised to an epoch
     /// of `by`'s above every one known here. From then on this node refuses
     /// readings for them and refers steps of earlier epochs to `by`.
+    /// `by_head` is where `by`'s log ends now, if it said: its steps
+    /// held here beyond it were lost from its log.
     pub async fn claim(
         &self,
         by: &str,
+        by_head: Option<u64>,
         devices: Vec<DeviceId>,
     ) -> Result<Vec<HeldState>, TreeError> {
         let n = devices.len() as u64;
         let by: Arc<str> = Arc::from(by);
         let held = self
-            .ask(|reply| ClusterMsg::Claim { by, devices, reply })
+            .ask(|reply| ClusterMsg::Claim {
+                by,
+                by_head,
+                devices,
+                reply,
+            })
             .await?;
         NodeStats::add(&self.stats.devices_handed_over, n);
         Ok(held)

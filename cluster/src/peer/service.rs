@@ -122,6 +122,7 @@ impl v1::peer_server::Peer for PeerService {
 
     async fn claim(&self, request: Request<ClaimRequest>) -> Result<Response<ClaimReply>, Status> {
         let by = request.get_ref().by_node.clone();
+        let by_head = Some(request.get_ref().log_head).filter(|h| *h > 0);
         self.authorize(&request, &by)?;
         let devices = request
             .into_inner()
@@ -131,7 +132,7 @@ impl v1::peer_server::Peer for PeerService {
             .collect();
         let held = self
             .tree
-            .claim(&by, devices)
+            .claim(&by, by_head, devices)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let mut devices = Vec::with_capacity(held.len());
