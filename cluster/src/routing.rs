@@ -162,8 +162,8 @@ impl Routing {
         if !pending.is_empty() {
             let names: Vec<String> = pending.iter().map(ToString::to_string).collect();
             return Err(Status::unavailable(format!(
-                "taking over {} device(s): waiting for {} (alive, not answering) to be \
-                 verified again; send the batch again",
+                "taking over {} device(s): waiting for {} (alive by gossip, not verified \
+                 yet) so that every copy of them is in reach; send the batch again",
                 devices.len(),
                 names.join(", ")
             )));

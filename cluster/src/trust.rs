@@ -22,6 +22,11 @@ use crate::placement::{Member, NodeId, View};
 
 /// How often members that failed verification are tried again.
 const RETRY: Duration = Duration::from_millis(500);
+/// For how many probe timeouts after start every live member counts as
+/// one to wait for before claiming: a node that starts has verified no one
+/// yet, and its first view may lack the members holding copies. A member
+/// never verified (another CA) holds claims back only this long.
+const START_GRACE_PROBES: u32 = 3;
 
 /// The verified view, kept current by a background task.
 pub struct TrustedView {
@@ -47,8 +52,9 @@ impl TrustedView {
 
     /// Members this node verified before that gossip says are alive but
     /// that are not verified again yet (they do not answer: a partition
-    /// that just healed, lost messages). Their copies of devices are not
-    /// in reach, so claims wait for them.
+    /// that just healed, lost messages), and shortly after start every
+    /// live member not verified yet. Their copies of devices are not in
+    /// reach, so claims wait for them.
     pub fn pending_watch(&self) -> watch::Receiver<Vec<NodeId>> {
         self.pending.clone()
     }
@@ -86,6 +92,7 @@ async fn verify(
     let mut trusted: HashSet<(NodeId, SocketAddr)> = HashSet::new();
     // Every member verified once, at any address.
     let mut known: HashSet<NodeId> = HashSet::new();
+    let grace_until = tokio::time::Instant::now() + timeout * START_GRACE_PROBES;
     let mut refused_logged: HashSet<(NodeId, SocketAddr)> = HashSet::new();
     loop {
         let view = changes.borrow_and_update().clone();
@@ -120,11 +127,14 @@ async fn verify(
             }
             changed
         });
+        let starting = tokio::time::Instant::now() < grace_until;
         let pending: Vec<NodeId> = view
             .members()
             .iter()
             .filter(|m| {
-                m.id != me && known.contains(&m.id) && !trusted.contains(&(m.id.clone(), m.addr))
+                m.id != me
+                    && (starting || known.contains(&m.id))
+                    && !trusted.contains(&(m.id.clone(), m.addr))
             })
             .map(|m| m.id.clone())
             .collect();
