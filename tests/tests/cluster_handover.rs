@@ -51,6 +51,17 @@ fn step(device: &DeviceId, ops: Vec<Op>, end: u64, term: u64) -> anyhow::Result<
     })
 }
 
+/// The device's first step (its reading seq 1), ending at `end` in the
+/// log of an owner at `term`.
+fn first_step(device: &DeviceId, end: u64, term: u64) -> anyhow::Result<IncomingStep> {
+    step(
+        device,
+        vec![Op::Start { seq: 1 }, Op::Emit(emit(device, 1))],
+        end,
+        term,
+    )
+}
+
 /// The state and fence term a claim's answer holds for `device`.
 fn handed_over(held: Vec<HeldState>, device: &DeviceId) -> anyhow::Result<(DeviceState, u64)> {
     held.into_iter()
@@ -110,12 +121,7 @@ async fn a_claim_fences_the_old_owner_and_tells_held_steps_from_orphans() -> any
         .replicate(
             "o1",
             vec![
-                step(
-                    &d,
-                    vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
-                    100,
-                    1,
-                )?,
+                first_step(&d, 100, 1)?,
                 step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1)?,
             ],
         )
@@ -174,17 +180,7 @@ async fn an_orphaned_step_stays_orphaned_after_the_device_moves_on() -> anyhow::
     let tree = node.node.tree();
     let d = DeviceId::new("meter-9");
 
-    let outcome = tree
-        .replicate(
-            "o1",
-            vec![step(
-                &d,
-                vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
-                100,
-                1,
-            )?],
-        )
-        .await?;
+    let outcome = tree.replicate("o1", vec![first_step(&d, 100, 1)?]).await?;
     assert_eq!(outcome, Replicated::default());
 
     // o1 dies; this node takes the device over with the copy it holds.
@@ -214,12 +210,7 @@ async fn a_seeded_step_from_before_this_nodes_claim_is_orphaned() -> anyhow::Res
     let tree = node.node.tree();
     let d = DeviceId::new("meter-11");
 
-    let first = step(
-        &d,
-        vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
-        100,
-        1,
-    )?;
+    let first = first_step(&d, 100, 1)?;
     assert_eq!(
         tree.replicate("b2", vec![first]).await?,
         Replicated::default()
@@ -264,7 +255,7 @@ async fn an_owner_steps_down_for_a_later_epoch() -> anyhow::Result<()> {
     assert!(tree.unowned(vec![d.clone()]).await?.is_empty());
 
     // n1 claimed at term 5 without reaching this node.
-    let later = || step(&d, vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))], 70, 5);
+    let later = || first_step(&d, 70, 5);
     let outcome = tree.replicate("n1", vec![later()?]).await?;
     assert_eq!(outcome.busy, [70]);
     assert_eq!(
@@ -288,12 +279,7 @@ async fn a_step_is_referred_only_to_a_claimer_that_is_a_member() -> anyhow::Resu
     let tree = node.node.tree();
     let d = DeviceId::new("meter-13");
 
-    let first = step(
-        &d,
-        vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
-        100,
-        1,
-    )?;
+    let first = first_step(&d, 100, 1)?;
     assert_eq!(
         tree.replicate("o1", vec![first]).await?,
         Replicated::default()
@@ -323,12 +309,7 @@ async fn steps_at_ends_an_owner_reused_after_losing_its_tail_are_folded() -> any
     let d = DeviceId::new("meter-14");
 
     let first = vec![
-        step(
-            &d,
-            vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
-            100,
-            1,
-        )?,
+        first_step(&d, 100, 1)?,
         step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1)?,
     ];
     assert_eq!(tree.replicate("o1", first).await?, Replicated::default());
@@ -337,12 +318,7 @@ async fn steps_at_ends_an_owner_reused_after_losing_its_tail_are_folded() -> any
     let (state, term) = handed_over(tree.claim("o1", Some(120), vec![d.clone()]).await?, &d)?;
     assert_eq!((state.next_seq(), term), (3, 2));
     // Its step before the cut, sent again, stands.
-    let kept = step(
-        &d,
-        vec![Op::Start { seq: 1 }, Op::Emit(emit(&d, 1))],
-        100,
-        1,
-    )?;
+    let kept = first_step(&d, 100, 1)?;
     assert_eq!(
         tree.replicate("o1", vec![kept]).await?,
         Replicated::default()
