@@ -166,6 +166,22 @@ impl Entry {
             confirming: false,
         }
     }
+
+    /// Stops the device actor if nothing is left for it: no group in flight
+    /// (only the router sends groups, so none can reach it after the stop)
+    /// and no claim waiting for its hand-over. Otherwise it stops later,
+    /// when its last group is done or it has handed over.
+    fn stop_actor_if_idle(&mut self, reason: &str) -> bool {
+        if !self.inflight.is_empty() || !self.claim.is_empty() {
+            return false;
+        }
+        let Activity::Live(actor) = &self.activity else {
+            return false;
+        };
+        actor.stop(Some(reason.to_owned()));
+        self.activity = Activity::Passive;
+        true
+    }
 }
 
 pub struct RouterState {
@@ -477,14 +493,8 @@ impl RouterState {
             // A device placed elsewhere while this batch ran stops now, so
             // the steps of its next owner are taken without waiting for
             // the idle scan.
-            // (A claimed one hands its state over first: the claim asked.)
-            if e.role != Role::Owner
-                && e.inflight.is_empty()
-                && e.claim.is_empty()
-                && let Activity::Live(actor) = &e.activity
-            {
-                actor.stop(Some("placed elsewhere".into()));
-                e.activity = Activity::Passive;
+            if e.role != Role::Owner {
+                e.stop_actor_if_idle("placed elsewhere");
             }
         }
     }
@@ -632,22 +642,12 @@ impl RouterState {
         let idle_ms = self.idle_ms;
         let mut passivated = 0u64;
         for e in self.devices.values_mut() {
-            let Activity::Live(actor) = &e.activity else {
-                continue;
-            };
-            // Only the router sends groups, so with nothing in flight nothing
-            // can reach the actor after this stop: passivation is race-free.
             // A device this node no longer sequences stops at once.
             let placed_elsewhere = e.role != Role::Owner;
-            // A pending claim has asked the actor for its state: it stops
-            // once it has handed it over.
-            if e.inflight.is_empty()
-                && e.claim.is_empty()
-                && (placed_elsewhere
-                    || (e.state.is_idle() && now.saturating_sub(e.last_active_ms) >= idle_ms))
+            if (placed_elsewhere
+                || (e.state.is_idle() && now.saturating_sub(e.last_active_ms) >= idle_ms))
+                && e.stop_actor_if_idle("passivated")
             {
-                actor.stop(Some("passivated".into()));
-                e.activity = Activity::Passive;
                 passivated += 1;
             }
         }

@@ -155,19 +155,6 @@ impl Routing {
     /// them (and stops sequencing them); this node adopts the most
     /// advanced state. Every ready peer must answer, or nothing is adopted.
     async fn claim(&self, devices: Vec<DeviceId>) -> Result<(), Status> {
-        // A member out of reach may hold the only other copy of a device
-        // (its former replica): adopting without it would start the
-        // device's line again from an older state.
-        let pending = self.pending.borrow().clone();
-        if !pending.is_empty() {
-            let names: Vec<String> = pending.iter().map(ToString::to_string).collect();
-            return Err(Status::unavailable(format!(
-                "taking over {} device(s): waiting for {} (alive by gossip, not verified \
-                 yet) so that every copy of them is in reach; send the batch again",
-                devices.len(),
-                names.join(", ")
-            )));
-        }
         // This node's own unsettled steps of these devices first (after a
         // restart: its tail), so its copy of their state is either the
         // cluster's or known to be off the line.
@@ -197,6 +184,19 @@ impl Routing {
 
     /// One claim attempt: every verified peer hands over, then this node adopts.
     async fn claim_attempt(&self, devices: &[DeviceId]) -> Result<(), Status> {
+        // A member out of reach may hold the only other copy of a device
+        // (its former replica): adopting without it would start the
+        // device's line again from an older state.
+        let pending = self.pending.borrow().clone();
+        if !pending.is_empty() {
+            let names: Vec<String> = pending.iter().map(ToString::to_string).collect();
+            return Err(Status::unavailable(format!(
+                "taking over {} device(s): waiting for {} (alive by gossip, not verified \
+                 yet) so that every copy of them is in reach; send the batch again",
+                devices.len(),
+                names.join(", ")
+            )));
+        }
         let view = self.views.borrow().clone();
         let peers: Vec<&Member> = view.members().iter().filter(|m| m.id != self.me).collect();
         let request = ClaimRequest {

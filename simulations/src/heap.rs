@@ -2,8 +2,10 @@
 //!
 //! Every binary that links this crate (the `vatio-simulations` command and
 //! its tests) allocates through [`HEAP`], which counts the bytes in use.
-//! A simulation runs all its nodes in one process, one run at a time, so
-//! the growth over a run's start is what that run's nodes hold. SQLite,
+//! A simulation runs all its nodes in one process, and one run per process
+//! (the command runs seeds one after another; nextest runs each test in
+//! its own process, and ractor's registry needs that anyway), so the growth
+//! over a run's start is what that run's nodes hold. SQLite,
 //! bundled C code, allocates with `malloc` directly: its page caches are
 //! not counted.
 

@@ -314,9 +314,10 @@ async fn steps_at_ends_an_owner_reused_after_losing_its_tail_are_folded() -> any
     ];
     assert_eq!(tree.replicate("o1", first).await?, Replicated::default());
 
-    // o1 restarts with its log cut at 120 and claims the device back.
+    // o1 restarts with its log cut at 120 and claims the device back. It
+    // is the latest claimer already: its epoch stays (it adopts above it).
     let (state, term) = handed_over(tree.claim("o1", Some(120), vec![d.clone()]).await?, &d)?;
-    assert_eq!((state.next_seq(), term), (3, 2));
+    assert_eq!((state.next_seq(), term), (3, 1));
     // Its step before the cut, sent again, stands.
     let kept = first_step(&d, 100, 1)?;
     assert_eq!(

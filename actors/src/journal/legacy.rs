@@ -3,8 +3,9 @@
 //!
 //! - Version 1 (types 1, 2, 3): no ownership epochs. Own and replica steps
 //!   had no term (read as term 0, the epoch before any claim) and a state
-//!   inside an op or seed had no epoch; a fence named only the claimer (read
-//!   as the claimer at term 0, which orders below any claim made since).
+//!   inside an op or seed had no epoch; a fence named only the claimer and
+//!   is replayed as a fence at term 0, which changes nothing (the
+//!   claimer's steps since carry a term above 0 and are judged by it).
 
 use serde::Deserialize;
 use vatio_stores::{DeviceId, NewDeadLetter, Reading};
@@ -28,8 +29,7 @@ pub(super) fn decode(version: u8, body: &[u8]) -> Result<LogRecord, RecordError>
         ))),
         FENCE_V1 => {
             let fence: FenceRecordV1 = postcard::from_bytes(body)?;
-            // A node's fence is kept in its owner notes; at term 0 the
-            // epoch stays as it was.
+            // At term 0 the fence changes nothing (see the module docs).
             Ok(LogRecord::Fence(FenceRecord {
                 device: fence.device,
                 epoch: Epoch::ZERO,

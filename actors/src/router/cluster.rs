@@ -318,12 +318,7 @@ impl RouterState {
                 if e.role == Role::Owner {
                     e.role = Role::Unclaimed;
                 }
-                if let Activity::Live(actor) = &e.activity
-                    && e.inflight.is_empty()
-                {
-                    actor.stop(Some("off the cluster's line".into()));
-                    e.activity = Activity::Passive;
-                }
+                e.stop_actor_if_idle("off the cluster's line");
             }
             ClusterMsg::OwnEnd { devices, reply } => {
                 let end = devices
@@ -353,12 +348,7 @@ impl RouterState {
                             disowned += 1;
                             // No timer may release anything here any more;
                             // the state stays for the next owner's claim.
-                            if let Activity::Live(actor) = &e.activity
-                                && e.inflight.is_empty()
-                            {
-                                actor.stop(Some("placed elsewhere".into()));
-                                e.activity = Activity::Passive;
-                            }
+                            e.stop_actor_if_idle("placed elsewhere");
                         }
                         Role::ClaimedBy(by) if !member(by) => e.role = Role::Unclaimed,
                         _ => {}
@@ -398,12 +388,7 @@ impl RouterState {
             // by that claim's line like any other owner's.
             Role::Owner if step > known => {
                 e.role = Role::Unclaimed;
-                if let Activity::Live(actor) = &e.activity
-                    && e.inflight.is_empty()
-                {
-                    actor.stop(Some("claimed by a later owner".into()));
-                    e.activity = Activity::Passive;
-                }
+                e.stop_actor_if_idle("claimed by a later owner");
                 ReplicaVerdict::Busy
             }
             // The device's line runs here: this node decides.
@@ -542,8 +527,14 @@ impl RouterState {
             {
                 // From here on the device's line runs through the claimer,
                 // at an epoch above every one this node knew (claims
-                // answered together are ordered as they came).
-                let epoch = e.state.epoch().next_for(&p.by);
+                // answered together are ordered as they came). A claimer
+                // that is the latest one already (two of its claims at
+                // once, or a claim after its restart) keeps its epoch: its
+                // steps at it are its line, not an old owner's.
+                let epoch = match e.state.epoch().claimer() {
+                    Some(c) if *c == *p.by => e.state.epoch().clone(),
+                    _ => e.state.epoch().next_for(&p.by),
+                };
                 e.state.fence(&epoch, p.by_head);
                 // A copy known to be off the line (it holds dropped steps)
                 // is no copy: the claimer must not adopt it.
@@ -614,31 +605,34 @@ impl RouterState {
             "adopting a claimed device"
         );
         // This node's copy counts unless a replica said it is off the line.
-        let adopt = if std::mem::take(&mut e.diverged) {
+        let reset = std::mem::take(&mut e.diverged);
+        let mut s = match state {
             // This node's copy is off the line, but readings it holds may
             // have been acknowledged (confirmed before the step that went
             // astray): they stay held.
-            let mut s = state.unwrap_or_default();
-            s.merge_held(&e.state);
-            s.fence(&epoch, None);
+            peer if reset => {
+                let mut s = peer.unwrap_or_default();
+                s.merge_held(&e.state);
+                s
+            }
+            Some(mut s) if s.progress() > e.state.progress() => {
+                s.merge_held(&e.state);
+                s
+            }
+            peer => {
+                // This node's copy is the line, plus what a peer's copy
+                // holds that it lacks.
+                let mut own = e.state.clone();
+                if let Some(peer) = &peer {
+                    own.merge_held(peer);
+                }
+                own
+            }
+        };
+        s.fence(&epoch, None);
+        let adopt = if reset {
             Adoption::Reset(s)
         } else {
-            let mut s = match state {
-                Some(mut s) if s.progress() > e.state.progress() => {
-                    s.merge_held(&e.state);
-                    s
-                }
-                peer => {
-                    // This node's copy is the line, plus what a peer's copy
-                    // holds that it lacks.
-                    let mut own = e.state.clone();
-                    if let Some(peer) = &peer {
-                        own.merge_held(peer);
-                    }
-                    own
-                }
-            };
-            s.fence(&epoch, None);
             Adoption::Further(s)
         };
         // Steps are judged by the epoch from now on, also before the

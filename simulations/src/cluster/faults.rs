@@ -26,8 +26,10 @@ pub enum FaultKind {
     ClockSkew,
     /// Messages between the AZs take up to 300 ms instead of 5 ms.
     SlowLink,
-    /// Messages between any two hosts (nodes and gateways) are lost at
-    /// random, 1 in 10. The simulated TCP does not retransmit: a connection
+    /// Links between any two hosts (nodes and gateways) break at random:
+    /// each message breaks its link with a chance of 1 in 10, losing it and
+    /// whatever else is in flight on that link (the next message repairs
+    /// it), so losses come in bursts. The simulated TCP does not retransmit: a connection
     /// that loses a segment stalls until keepalive gives up on it, and the
     /// callers reconnect; an ack lost on its way makes the gateway send its
     /// batch again.
@@ -59,7 +61,8 @@ impl FaultKind {
 pub const LINK_MAX: Duration = Duration::from_millis(5);
 /// Longest message delay between the AZs while the link is slow.
 const SLOW_LINK_MAX: Duration = Duration::from_millis(300);
-/// Messages lost per thousand while the network is lossy.
+/// Per thousand messages, how many break their link while the network is
+/// lossy (turmoil's `fail_rate`).
 const LOSSY_LINK_PER_MILLE: u32 = 100;
 
 /// One thing the harness does to the cluster at a moment of simulated time.
@@ -126,7 +129,7 @@ impl fmt::Display for Action {
             Action::Latency { a, b, max } => {
                 write!(f, "delay {} <-> {} up to {max:?}", a.join("+"), b.join("+"))
             }
-            Action::Loss { per_mille } => write!(f, "lose {per_mille}‰ of all messages"),
+            Action::Loss { per_mille } => write!(f, "break links at {per_mille}‰ of messages"),
         }
     }
 }
