@@ -104,3 +104,28 @@ async fn four_nodes_in_two_azs_share_the_factory() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The README runs the demo with its default, relative data directory:
+/// each node, which reads relative paths against its own data directory,
+/// still finds the demo's certificates where the demo wrote them.
+#[test]
+fn a_relative_data_directory_still_leads_each_node_to_the_demo_certificates() -> anyhow::Result<()>
+{
+    let relative = Path::new("vatio-data/demo");
+    let certs = std::path::absolute(relative.join("certs"))?;
+    for seat in SEATS {
+        let cfg = node_config(seat, relative, "127.0.0.1:0".parse()?, &[])?;
+        for file in [&cfg.tls.ca_file, &cfg.tls.cert_file, &cfg.tls.key_file] {
+            let read_at = cfg.data_path(file);
+            assert!(
+                read_at.starts_with(&certs),
+                "{}: {} is read at {}, not under {}",
+                seat.id,
+                file.display(),
+                read_at.display(),
+                certs.display()
+            );
+        }
+    }
+    Ok(())
+}

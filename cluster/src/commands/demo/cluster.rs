@@ -67,8 +67,12 @@ pub fn node_config(
     cfg.node.data_dir = data_dir.join(seat.id);
     cfg.node.listen = listen;
     // Mutual TLS between the nodes and towards the demo's own clients, as
-    // in production, with the demo's development CA.
-    let files = TlsFiles::node(&certs_dir(data_dir), seat.id);
+    // in production, with the demo's development CA. Absolute: a node
+    // resolves relative paths in its configuration against its own data
+    // directory, and `data_dir` may be relative to the working directory.
+    let certs = std::path::absolute(certs_dir(data_dir))
+        .with_context(|| format!("locating {}", certs_dir(data_dir).display()))?;
+    let files = TlsFiles::node(&certs, seat.id);
     cfg.tls.ca_file = files.ca;
     cfg.tls.cert_file = files.cert;
     cfg.tls.key_file = files.key;
