@@ -115,9 +115,16 @@ impl Node {
             .await?
             .map(Arc::new);
         let clients = PeerClients::new(transport.clone(), options.network.clone());
-        let trusted = membership
-            .as_ref()
-            .map(|m| TrustedView::start(m.clone(), clients.clone(), cfg.cluster.peer_timeout));
+        let trusted = membership.as_ref().map(|m| {
+            // A log past its first header held steps: this node ran before.
+            let restarted = log.recovery.head.0 > vatio_wal::HEADER_BYTES;
+            TrustedView::start(
+                m.clone(),
+                clients.clone(),
+                cfg.cluster.peer_timeout,
+                restarted,
+            )
+        });
         let mut tree_options = options.tree.clone();
         if let (Some(m), Some(trusted)) = (&membership, &trusted) {
             tree_options.replication = Some(Replication {
@@ -149,7 +156,7 @@ impl Node {
             Routing::new(
                 m.node().clone(),
                 t.watch(),
-                t.pending_watch(),
+                t.gate_watch(),
                 clients,
                 tree.clone(),
                 cfg.cluster.peer_timeout,

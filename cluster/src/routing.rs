@@ -19,14 +19,15 @@ use vatio_stores::{DeviceId, RawReading};
 use crate::peer::PeerClients;
 use crate::placement::{Member, NodeId, View};
 use crate::services::convert::{ingest_status, raw_into_wire};
+use crate::trust::ClaimGate;
 use tokio::sync::watch;
 
 pub struct Routing {
     me: NodeId,
     /// Verified members only (see [`crate::trust`]).
     views: watch::Receiver<View>,
-    /// Members verified before, alive, and not verified again yet.
-    pending: watch::Receiver<Vec<NodeId>>,
+    /// Whether claims may go ahead (see [`ClaimGate`]).
+    gate: watch::Receiver<ClaimGate>,
     clients: PeerClients,
     tree: Arc<ActorTree>,
     timeout: Duration,
@@ -36,7 +37,7 @@ impl Routing {
     pub fn new(
         me: NodeId,
         views: watch::Receiver<View>,
-        pending: watch::Receiver<Vec<NodeId>>,
+        gate: watch::Receiver<ClaimGate>,
         clients: PeerClients,
         tree: Arc<ActorTree>,
         timeout: Duration,
@@ -44,7 +45,7 @@ impl Routing {
         Arc::new(Self {
             me,
             views,
-            pending,
+            gate,
             clients,
             tree,
             timeout,
@@ -187,14 +188,21 @@ impl Routing {
         // A member out of reach may hold the only other copy of a device
         // (its former replica): adopting without it would start the
         // device's line again from an older state.
-        let pending = self.pending.borrow().clone();
-        if !pending.is_empty() {
-            let names: Vec<String> = pending.iter().map(ToString::to_string).collect();
+        let gate = self.gate.borrow().clone();
+        if !gate.unverified.is_empty() {
+            let names: Vec<String> = gate.unverified.iter().map(ToString::to_string).collect();
             return Err(Status::unavailable(format!(
                 "taking over {} device(s): waiting for {} (alive by gossip, not verified \
                  yet) so that every copy of them is in reach; send the batch again",
                 devices.len(),
                 names.join(", ")
+            )));
+        }
+        if gate.discovering {
+            return Err(Status::unavailable(format!(
+                "taking over {} device(s): this node started moments ago and is still \
+                 learning the cluster's members; send the batch again",
+                devices.len()
             )));
         }
         let view = self.views.borrow().clone();

@@ -28,35 +28,66 @@ const RETRY: Duration = Duration::from_millis(500);
 /// never verified (another CA) holds claims back only this long.
 const START_GRACE_PROBES: u32 = 3;
 
+/// Whether this node may take devices over, as far as its view of the
+/// members goes: every copy of a device must be in reach of its claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimGate {
+    /// Members alive by gossip and not verified (again) yet: ones verified
+    /// before (a partition that just healed, lost messages) and, while
+    /// this node starts, any.
+    pub unverified: Vec<NodeId>,
+    /// This node restarted moments ago (its log holds steps from before)
+    /// and its view of the members changed within the last probe timeout:
+    /// it may not know every member yet, such as the one that took its
+    /// devices over while it was down. (A node that starts with an empty
+    /// log may claim at once: in a cluster that starts afresh no other
+    /// node holds a copy it could miss.)
+    pub discovering: bool,
+}
+
+impl ClaimGate {
+    pub fn is_open(&self) -> bool {
+        self.unverified.is_empty() && !self.discovering
+    }
+}
+
 /// The verified view, kept current by a background task.
 pub struct TrustedView {
     rx: watch::Receiver<View>,
-    pending: watch::Receiver<Vec<NodeId>>,
+    gate: watch::Receiver<ClaimGate>,
     task: JoinHandle<()>,
 }
 
 impl TrustedView {
     /// Starts verifying `membership`'s members (this node is trusted as is).
-    pub fn start(membership: Arc<Membership>, clients: PeerClients, timeout: Duration) -> Self {
+    /// `restarted`: this node's log holds steps from before this start.
+    pub fn start(
+        membership: Arc<Membership>,
+        clients: PeerClients,
+        timeout: Duration,
+        restarted: bool,
+    ) -> Self {
         let me = membership.node().clone();
         let initial = filtered(&membership.view(), &me, &HashSet::new());
         let (tx, rx) = watch::channel(initial);
-        let (pending_tx, pending) = watch::channel(Vec::new());
-        let task = tokio::spawn(verify(membership, clients, timeout, me, tx, pending_tx));
-        Self { rx, pending, task }
+        // After a restart, closed until the node has looked at its members.
+        let (gate_tx, gate) = watch::channel(ClaimGate {
+            unverified: Vec::new(),
+            discovering: restarted,
+        });
+        let task = tokio::spawn(verify(
+            membership, clients, timeout, me, restarted, tx, gate_tx,
+        ));
+        Self { rx, gate, task }
     }
 
     pub fn watch(&self) -> watch::Receiver<View> {
         self.rx.clone()
     }
 
-    /// Members this node verified before that gossip says are alive but
-    /// that are not verified again yet (they do not answer: a partition
-    /// that just healed, lost messages), and shortly after start every
-    /// live member not verified yet. Their copies of devices are not in
-    /// reach, so claims wait for them.
-    pub fn pending_watch(&self) -> watch::Receiver<Vec<NodeId>> {
-        self.pending.clone()
+    /// Whether claims may go ahead (see [`ClaimGate`]).
+    pub fn gate_watch(&self) -> watch::Receiver<ClaimGate> {
+        self.gate.clone()
     }
 
     pub fn view(&self) -> View {
@@ -84,8 +115,9 @@ async fn verify(
     clients: PeerClients,
     timeout: Duration,
     me: NodeId,
+    restarted: bool,
     tx: watch::Sender<View>,
-    pending_tx: watch::Sender<Vec<NodeId>>,
+    gate_tx: watch::Sender<ClaimGate>,
 ) {
     let mut changes = membership.watch();
     // A member is verified at one address; a restart elsewhere is checked again.
@@ -93,6 +125,9 @@ async fn verify(
     // Every member verified once, at any address.
     let mut known: HashSet<NodeId> = HashSet::new();
     let grace_until = tokio::time::Instant::now() + timeout * START_GRACE_PROBES;
+    // The member ids last seen, and since when.
+    let mut ids: Vec<NodeId> = Vec::new();
+    let mut ids_since = tokio::time::Instant::now();
     let mut refused_logged: HashSet<(NodeId, SocketAddr)> = HashSet::new();
     loop {
         let view = changes.borrow_and_update().clone();
@@ -127,8 +162,15 @@ async fn verify(
             }
             changed
         });
-        let starting = tokio::time::Instant::now() < grace_until;
-        let pending: Vec<NodeId> = view
+        let now = tokio::time::Instant::now();
+        let starting = now < grace_until;
+        let mut seen: Vec<NodeId> = view.members().iter().map(|m| m.id.clone()).collect();
+        seen.sort();
+        if seen != ids {
+            ids = seen;
+            ids_since = now;
+        }
+        let unverified: Vec<NodeId> = view
             .members()
             .iter()
             .filter(|m| {
@@ -138,16 +180,23 @@ async fn verify(
             })
             .map(|m| m.id.clone())
             .collect();
-        pending_tx.send_if_modified(|current| {
-            let changed = *current != pending;
+        let gate = ClaimGate {
+            unverified,
+            discovering: restarted
+                && starting
+                && now.saturating_duration_since(ids_since) < timeout,
+        };
+        gate_tx.send_if_modified(|current| {
+            let changed = *current != gate;
             if changed {
-                *current = pending;
+                *current = gate;
             }
             changed
         });
         let everyone_verified = view.members().len() == tx.borrow().members().len();
         let wait_for_change = changes.changed();
-        if everyone_verified {
+        // While starting, look again soon: the gate opens with time.
+        if everyone_verified && !starting {
             if wait_for_change.await.is_err() {
                 return;
             }
