@@ -45,12 +45,6 @@ pub struct ClaimGate {
     pub discovering: bool,
 }
 
-impl ClaimGate {
-    pub fn is_open(&self) -> bool {
-        self.unverified.is_empty() && !self.discovering
-    }
-}
-
 /// The verified view, kept current by a background task.
 pub struct TrustedView {
     rx: watch::Receiver<View>,

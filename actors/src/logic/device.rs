@@ -144,7 +144,7 @@ pub struct DeviceStateV1 {
 
 impl From<DeviceStateV1> for DeviceState {
     fn from(v1: DeviceStateV1) -> Self {
-        Self {
+        DeviceStateV2 {
             kind: v1.kind,
             next_seq: v1.next_seq,
             last: v1.last,
@@ -152,8 +152,8 @@ impl From<DeviceStateV1> for DeviceState {
             skipped: v1.skipped,
             pending: v1.pending,
             owners: Vec::new(),
-            epoch: Epoch::ZERO,
         }
+        .into()
     }
 }
 
