@@ -155,7 +155,8 @@ impl DeviceTable {
     /// Applies one step kept as another node's replica.
     pub fn fold_replica(&mut self, replica: &ReplicaStep) {
         let device = &replica.step.device;
-        replica.fold_into(self.devices.entry(device.clone()).or_default());
+        // The count was logged when the step was first folded.
+        let _ = replica.fold_into(self.devices.entry(device.clone()).or_default());
         self.changed.insert(device.clone());
     }
 

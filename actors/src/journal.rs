@@ -95,21 +95,26 @@ impl ReplicaStep {
         Epoch::of(self.step.term, &self.from)
     }
 
-    /// The device's state after folding this step onto `state`.
-    pub fn fold_into(&self, state: &mut DeviceState) {
+    /// The device's state after folding this step onto `state`. Returns
+    /// how many readings `state` held that the owner's line had already
+    /// passed: more than 0 only when `state` missed some of the line's
+    /// steps (see [`DeviceState::apply`]).
+    pub fn fold_into(&self, state: &mut DeviceState) -> usize {
         // Already folded (the owner sent it again): folding twice would undo
         // later steps where an op replaces the state.
         if state.held_from(&self.from) >= self.end {
-            return;
+            return 0;
         }
+        let mut passed = 0;
         if let Some(seed) = &self.seed {
-            state.apply(&Op::Adopt(Box::new(seed.clone())));
+            passed += state.apply(&Op::Adopt(Box::new(seed.clone())));
         }
         for op in &self.step.ops {
-            state.apply(op);
+            passed += state.apply(op);
         }
         state.note_step(&self.from, self.end);
         state.raise_epoch(&self.epoch());
+        passed
     }
 }
 

@@ -362,7 +362,16 @@ impl DeviceState {
     /// took a newer copy of the state can still fold older steps on top.
     /// The device actor only produces ops ahead of the state, so for it
     /// every op applies.
-    pub fn apply(&mut self, op: &Op) {
+    ///
+    /// Every held reading stays ahead of the line (see
+    /// [`DeviceState::drop_passed`]), whatever the ops; returns how many
+    /// held readings this op's line passed (0 for a copy missing no step).
+    pub fn apply(&mut self, op: &Op) -> usize {
+        self.apply_op(op);
+        self.drop_passed()
+    }
+
+    fn apply_op(&mut self, op: &Op) {
         match op {
             Op::Start { seq } => {
                 if self.next_seq != 0 {
@@ -417,6 +426,31 @@ impl DeviceState {
             }
             Op::Replayed(_) => {}
         }
+    }
+
+    /// Forgets held readings the line has passed. Ops from one line never
+    /// leave any: the device actor emits in seq order and gives up only
+    /// gaps before its first held reading. A copy that misses some of a
+    /// line's steps can: a replica whose owner shipped the steps between
+    /// to another node folds a step that emits or gives up past readings
+    /// it still holds. The line has decided those seqs (released by it, or
+    /// given up), so a copy holding them would only wait for a seq that
+    /// has gone, and never release again.
+    fn drop_passed(&mut self) -> usize {
+        let floor = match &self.last {
+            Some(last) => self.next_seq.max(last.seq.saturating_add(1)),
+            None => self.next_seq,
+        };
+        if self
+            .pending
+            .first_key_value()
+            .is_none_or(|(&k, _)| k >= floor)
+        {
+            return 0;
+        }
+        let before = self.pending.len();
+        self.pending = self.pending.split_off(&floor);
+        before - self.pending.len()
     }
 
     /// Applies `op` and hands it to `rec`.
@@ -587,6 +621,9 @@ pub fn release(state: &mut DeviceState, limits: &Limits, now_ms: i64, out: &mut 
         .map(|(&seq, _)| seq)
         .next_back();
     let window = usize::try_from(limits.reorder_window).unwrap_or(usize::MAX);
+    // A state decoded from a log or checkpoint written before `apply`
+    // kept its held readings ahead of the line.
+    let _ = state.drop_passed();
 
     while let Some(&seq) = state.pending.keys().next() {
         if seq > state.next_seq {
@@ -601,12 +638,18 @@ pub fn release(state: &mut DeviceState, limits: &Limits, now_ms: i64, out: &mut 
             let r = p.reading.clone();
             state.change(Op::Emit(r), out);
         }
+        // Every turn takes the head off the buffer, so this loop ends; a
+        // head still there (a seq at the very end of the range) would spin.
+        if state.pending.contains_key(&seq) {
+            break;
+        }
     }
 }
 
 /// Releases everything pending regardless of gaps (shutdown, admin flush);
 /// the gaps become skipped, so stragglers from them are late.
 pub fn flush(state: &mut DeviceState, out: &mut impl Recorder) {
+    let _ = state.drop_passed();
     while let Some((&seq, p)) = state.pending.first_key_value() {
         let r = p.reading.clone();
         let from = state.next_seq;
@@ -614,6 +657,9 @@ pub fn flush(state: &mut DeviceState, out: &mut impl Recorder) {
             state.change(Op::GiveUp { from, to: seq }, out);
         }
         state.change(Op::Emit(r), out);
+        if state.pending.contains_key(&seq) {
+            break;
+        }
     }
 }
 
@@ -1319,5 +1365,147 @@ mod tests {
             owner.apply(&Op::Adopt(Box::new(states[seed_at].clone())));
             assert_eq!(owner, live);
         }
+    }
+
+    /// A replica that missed some of a line's steps (its owner shipped
+    /// them to another node) and then folds a later step: the readings
+    /// it still holds below the line are gone from it, and it releases
+    /// again. Before, it held them forever and `release` spun on them.
+    #[test]
+    fn a_copy_that_missed_steps_forgets_held_readings_the_line_passed() {
+        let mut owner = DeviceState::new();
+        let mut early: Vec<Op> = Vec::new();
+        assert_eq!(put(&mut owner, &power(1)), Offer::Accepted);
+        release(&mut owner, &LIMITS, NOW, &mut early);
+        let _ = offer(
+            &mut owner,
+            &dev(),
+            &power(3),
+            &RULES,
+            &LIMITS,
+            NOW,
+            &mut early,
+        );
+        let mut replica = DeviceState::new();
+        for op in &early {
+            replica.apply(op);
+        }
+        assert_eq!(replica.pending_len(), 1, "the replica holds seq 3");
+
+        // Steps the replica never sees: 2 fills the gap, 3 and 4 leave.
+        let mut missed: Vec<Op> = Vec::new();
+        for seq in [2, 4] {
+            let _ = offer(
+                &mut owner,
+                &dev(),
+                &power(seq),
+                &RULES,
+                &LIMITS,
+                NOW,
+                &mut missed,
+            );
+        }
+        release(&mut owner, &LIMITS, NOW, &mut missed);
+        // The step it does see: 5 arrives and leaves.
+        let mut seen: Vec<Op> = Vec::new();
+        let _ = offer(
+            &mut owner,
+            &dev(),
+            &power(5),
+            &RULES,
+            &LIMITS,
+            NOW,
+            &mut seen,
+        );
+        release(&mut owner, &LIMITS, NOW, &mut seen);
+        let passed: usize = seen.iter().map(|op| replica.apply(op)).sum();
+
+        assert_eq!(passed, 1, "seq 3 was passed by the line");
+        assert_eq!(replica.pending_len(), 0);
+        assert_eq!(replica.next_seq(), owner.next_seq());
+        assert_eq!(replica.last(), owner.last());
+        // Taken over, it goes on from the line, not from seq 3.
+        assert_eq!(put(&mut replica, &power(6)), Offer::Accepted);
+        assert_eq!(release_at(&mut replica, NOW), [6]);
+    }
+
+    /// Whatever run of a line's ops a copy misses, folding the rest keeps
+    /// every held reading ahead of the line, and `release` and `flush`
+    /// finish on it.
+    #[test]
+    fn copies_missing_any_run_of_ops_keep_held_readings_ahead_of_the_line() {
+        let mut next = below(0x5851_f42d_4c95_7f2d);
+        for _round in 0..100 {
+            let mut live = DeviceState::new();
+            let mut ops: Vec<Op> = Vec::new();
+            let mut now = NOW;
+            for _ in 0..150 {
+                now += i64::try_from(next(700)).unwrap_or(0);
+                let seq = 1 + next(100);
+                let _ = offer(
+                    &mut live,
+                    &dev(),
+                    &power(seq),
+                    &RULES,
+                    &LIMITS,
+                    now,
+                    &mut ops,
+                );
+                release(&mut live, &LIMITS, now, &mut ops);
+            }
+            let len = ops.len() as u64;
+            let start = usize::try_from(next(len)).unwrap_or(0);
+            let end = start + usize::try_from(next(len - start as u64 + 1)).unwrap_or(0);
+            let mut copy = DeviceState::new();
+            for op in ops[..start].iter().chain(&ops[end..]) {
+                copy.apply(op);
+            }
+            let floor = copy.next_seq().max(copy.last().map_or(0, |r| r.seq + 1));
+            assert!(
+                copy.pending.keys().all(|&k| k >= floor),
+                "missing ops {start}..{end}: held {:?} behind {floor}",
+                copy.pending.keys().collect::<Vec<_>>()
+            );
+            release(
+                &mut copy,
+                &LIMITS,
+                now + LIMITS.reorder_max_hold_ms,
+                &mut (),
+            );
+            flush(&mut copy, &mut ());
+            assert!(copy.is_idle());
+        }
+    }
+
+    /// A state decoded from before `apply` kept held readings ahead of the
+    /// line: `release` and `flush` drop what the line passed and finish.
+    #[test]
+    fn release_and_flush_finish_on_a_state_holding_passed_readings() {
+        let mut s = DeviceState::new();
+        for seq in 1..=3 {
+            assert_eq!(put(&mut s, &power(seq)), Offer::Accepted);
+        }
+        assert_eq!(release_at(&mut s, NOW), [1, 2, 3]);
+        let mut stale = s.clone();
+        stale.pending.insert(
+            2,
+            Pending {
+                reading: s
+                    .last()
+                    .cloned()
+                    .map(|mut r| {
+                        r.seq = 2;
+                        r
+                    })
+                    .unwrap_or_else(|| unreachable!("seq 3 was released")),
+                arrived_ms: NOW,
+            },
+        );
+        let mut again = stale.clone();
+        assert_eq!(release_at(&mut stale, NOW), Vec::<u64>::new());
+        assert!(stale.is_idle());
+        let mut out: Vec<Reading> = Vec::new();
+        flush(&mut again, &mut out);
+        assert!(out.is_empty() && again.is_idle());
     }
 }

@@ -277,7 +277,21 @@ impl RouterState {
                 for replica in steps {
                     let device = replica.step.device.clone();
                     if let Some(e) = self.devices.get_mut(&device) {
-                        replica.fold_into(&mut e.state);
+                        let passed = replica.fold_into(&mut e.state);
+                        if passed > 0 {
+                            // Its owner shipped the steps between to
+                            // another replica; this copy follows the line
+                            // again from here.
+                            tracing::info!(
+                                node = %self.ctx.node,
+                                %device,
+                                from = %replica.from,
+                                end = replica.end,
+                                passed,
+                                "a replica copy missed steps of its owner; \
+                                 dropped the held readings the owner's line has passed"
+                            );
+                        }
                         e.replicating = e.replicating.saturating_sub(1);
                     }
                     self.answer_claims(&device);
