@@ -96,6 +96,11 @@ pub struct LogConsumer {
     pub stats: Arc<NodeStats>,
     /// In a cluster: what the subscriber may read (see [`Gate`]).
     pub gate: Option<Gate>,
+    /// Reads only records on disk ([`Log::durable_reader`]). The shipper
+    /// does: no replica then holds a step this node's log could lose in a
+    /// power loss, and through the shipper's watermark neither do the sinks
+    /// or a replicated ack (under `fsync = interval` they wait for it).
+    pub durable_only: bool,
 }
 
 /// In a cluster, a subscriber reads only steps settled with the replicas,
@@ -142,7 +147,11 @@ impl LogConsumer {
             from
         };
         self.progress.resume_at(from);
-        let reader = self.log.reader(Position(from))?;
+        let reader = if self.durable_only {
+            self.log.durable_reader(Position(from))?
+        } else {
+            self.log.reader(Position(from))?
+        };
         let mailbox = Bounded::new(self.name(), actor, self.mailbox_readings);
         let name = self.name();
         let stats = self.stats.clone();

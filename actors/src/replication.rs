@@ -296,7 +296,9 @@ impl ShipperState {
                     // settled with a replica.
                     let first = steps.first().map_or(0, |s| s.end);
                     if self.args.no_other_az == NoOtherAz::Degrade && first > self.args.start_head {
-                        let head = self.args.consumer.log.visible_head().0;
+                        // What is on disk: sinks never get what a power
+                        // loss could take back from the log.
+                        let head = self.args.consumer.log.durable_head().0;
                         self.args.shipping.set_deliverable(head);
                     }
                     return;

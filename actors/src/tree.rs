@@ -318,12 +318,16 @@ impl ActorTree {
             mailbox_readings: mailbox_readings as usize,
             stats: stats.clone(),
             gate: None,
+            durable_only: false,
         };
         // In a cluster the shipper reads every own step first; the others
         // read only what it has settled with the replicas.
         let shipper = match (&options.replication, &void) {
             (Some(rep), Some(void)) => {
-                let c = ungated("replication", cfg.aggregator.mailbox_readings);
+                let c = LogConsumer {
+                    durable_only: true,
+                    ..ungated("replication", cfg.aggregator.mailbox_readings)
+                };
                 let shipping = Shipping::new(c.progress.clone(), void.clone());
                 Some((rep.clone(), c, shipping))
             }

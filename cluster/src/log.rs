@@ -8,9 +8,15 @@ use std::time::Instant;
 use anyhow::Context;
 use vatio_actors::TreeLog;
 use vatio_config::{Config, LogFsync};
-use vatio_wal::{FaultHook, FsyncMode, Log, LogConfig, PositionStore};
+use vatio_wal::{DurableHook, FaultHook, FsyncMode, Log, LogConfig, PositionStore};
 
-pub async fn open(cfg: &Config, fault: Option<FaultHook>) -> anyhow::Result<TreeLog> {
+/// `fault` and `durable` are fault injection for tests and simulations
+/// (`None` in production).
+pub async fn open(
+    cfg: &Config,
+    fault: Option<FaultHook>,
+    durable: Option<DurableHook>,
+) -> anyhow::Result<TreeLog> {
     let dir = cfg.data_path(&cfg.log.dir);
     let mut log_cfg = LogConfig::new(dir.join("segments"));
     log_cfg.fsync = match cfg.log.fsync {
@@ -23,6 +29,7 @@ pub async fn open(cfg: &Config, fault: Option<FaultHook>) -> anyhow::Result<Tree
     log_cfg.tail_cache_bytes_max =
         usize::try_from(cfg.log.tail_cache_bytes_max).unwrap_or(usize::MAX);
     log_cfg.fault = fault;
+    log_cfg.durable = durable;
     let (log, recovery) = tokio::task::spawn_blocking(move || Log::open(log_cfg))
         .await
         .context("opening the write-ahead log (task)")?

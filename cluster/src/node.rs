@@ -46,6 +46,9 @@ pub struct NodeOptions {
     /// Fault injection for tests and simulations only: makes the
     /// write-ahead log's writes or fsyncs fail on demand.
     pub log_fault: Option<vatio_wal::FaultHook>,
+    /// Fault injection for simulations only: told how far each log segment
+    /// is durable, so that a simulated power loss can drop the rest.
+    pub log_durable: Option<vatio_wal::DurableHook>,
     /// The network to serve, call peers and gossip on instead of real
     /// sockets (a simulation's).
     pub network: Option<Arc<dyn Network>>,
@@ -58,6 +61,7 @@ impl NodeOptions {
             tree: TreeOptions::default(),
             stores: None,
             log_fault: None,
+            log_durable: None,
             network: None,
         }
     }
@@ -91,7 +95,8 @@ impl Node {
             Some(s) => s,
             None => crate::stores::open_embedded(&cfg)?,
         };
-        let log = crate::log::open(&cfg, options.log_fault.clone()).await?;
+        let log =
+            crate::log::open(&cfg, options.log_fault.clone(), options.log_durable.clone()).await?;
         let started_ms = options.clock.now_ms();
         let bind_error = || format!("binding node.listen {}", cfg.node.listen);
         let (addr, incoming) = match &options.network {

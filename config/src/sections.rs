@@ -379,10 +379,13 @@ pub enum LogFsync {
     #[default]
     Always,
     /// Batches are acknowledged once written; the log is fsynced at this
-    /// interval. Survives a process crash; a power loss may lose the last interval.
+    /// interval. Survives a process crash; a power loss may lose the last
+    /// interval. In a cluster, steps are shipped to replicas (and so reach
+    /// the sinks and replicated acks) only once fsynced: a replicated ack
+    /// survives a power loss under this mode too.
     Interval(Duration),
     /// Batches are acknowledged once written; the OS decides when to write
-    /// back. Survives a process crash only.
+    /// back. Survives a process crash only, replicated acks included.
     Never,
 }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use vatio_config::LogFsync;
 use vatio_simulations::cluster::{
     ClusterOptions, ClusterReport, FaultKind, HEAP_GROWTH_MAX, run_cluster_in,
 };
@@ -34,6 +35,11 @@ pub struct ClusterArgs {
     /// Share of readings sent invalid (each must end in dead letters).
     #[arg(long, default_value_t = 0.0)]
     invalid_share: f64,
+    /// When the nodes' logs fsync: `always`, `interval(5ms)` or `never`.
+    /// Under `never` a power loss may lose acknowledged readings (the
+    /// configuration says so); the checks still expect none.
+    #[arg(long, default_value = "always", value_parser = LogFsync::parse)]
+    log_fsync: LogFsync,
     /// Keep every run's files (only failing runs' otherwise).
     #[arg(long)]
     keep: bool,
@@ -56,6 +62,7 @@ impl ClusterArgs {
             fault_kinds: self.kinds(),
             faults: self.faults_per_run,
             invalid_share: self.invalid_share,
+            log_fsync: self.log_fsync,
             ..ClusterOptions::default()
         }
     }
@@ -73,12 +80,13 @@ impl ClusterArgs {
         format!(
             "VATIO_LOG=info cargo run -p vatio-simulations --release -- cluster --seeds 1 \
              --first-seed {seed} --faults {} --faults-per-run {} --nodes-per-az {} \
-             --load-seconds {} --invalid-share {} --keep",
+             --load-seconds {} --invalid-share {} --log-fsync '{}' --keep",
             kinds.join(","),
             self.faults_per_run,
             self.nodes_per_az,
             self.load_seconds,
-            self.invalid_share
+            self.invalid_share,
+            self.log_fsync
         )
     }
 }

@@ -2,6 +2,9 @@
 //! every fault kind. A failing seed prints its schedule and the command
 //! that replays it.
 
+use std::time::Duration;
+
+use vatio_config::LogFsync;
 use vatio_simulations::cluster::{ClusterOptions, FaultKind, run_cluster_in};
 
 /// Share of invalid readings in every run: each must end in dead letters,
@@ -13,12 +16,17 @@ const INVALID_SHARE: f64 = 0.01;
 /// Runs `seed` with `kinds` of faults; `invalid_share` of the readings are
 /// sent invalid and must end in dead letters.
 fn run(seed: u64, kinds: &[FaultKind], invalid_share: f64) -> anyhow::Result<()> {
-    let opts = ClusterOptions {
+    run_with(ClusterOptions {
         seed,
         fault_kinds: kinds.to_vec(),
         invalid_share,
         ..ClusterOptions::default()
-    };
+    })
+}
+
+/// Runs `opts`; a failure names the seed, the violations and the replay.
+fn run_with(opts: ClusterOptions) -> anyhow::Result<()> {
+    let (seed, invalid_share) = (opts.seed, opts.invalid_share);
     let dir = tempfile::tempdir()?;
     let report = run_cluster_in(&opts, dir.path())?;
     eprintln!("{report:#?}");
@@ -26,22 +34,41 @@ fn run(seed: u64, kinds: &[FaultKind], invalid_share: f64) -> anyhow::Result<()>
         return Ok(());
     }
     let kept = dir.keep();
-    let kinds: Vec<String> = kinds
+    let kinds: Vec<String> = opts
+        .fault_kinds
         .iter()
         .filter_map(clap::ValueEnum::to_possible_value)
         .map(|v| v.get_name().to_owned())
         .collect();
     anyhow::bail!(
-        "seed {seed} broke guarantees (files kept in {}):\n{}\nreplay: VATIO_LOG=info cargo run -p vatio-simulations --release -- cluster --first-seed {seed} --seeds 1 --faults {} --invalid-share {invalid_share}",
+        "seed {seed} broke guarantees (files kept in {}):\n{}\nreplay: VATIO_LOG=info cargo run -p vatio-simulations --release -- cluster --first-seed {seed} --seeds 1 --faults {} --faults-per-run {} --invalid-share {invalid_share} --log-fsync '{}'",
         kept.display(),
         report.violations.join("\n"),
-        kinds.join(",")
+        kinds.join(","),
+        opts.faults,
+        opts.log_fsync
     )
 }
 
 #[test]
 fn node_crashes_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(11, &[FaultKind::NodeCrash], INVALID_SHARE)
+}
+
+/// A power loss drops the log's unsynced writes. Under `fsync = interval`
+/// acks wait for no fsync, but replicated ones wait for the shipper, which
+/// ships only what is on disk: none of those is lost (seeds 19 to 21 lost
+/// 6 to 30 readings each before the shipper waited).
+#[test]
+fn power_losses_under_interval_fsync_lose_no_replicated_ack() -> anyhow::Result<()> {
+    run_with(ClusterOptions {
+        seed: 19,
+        fault_kinds: vec![FaultKind::PowerLoss],
+        faults: 3,
+        invalid_share: INVALID_SHARE,
+        log_fsync: LogFsync::Interval(Duration::from_millis(50)),
+        ..ClusterOptions::default()
+    })
 }
 
 #[test]

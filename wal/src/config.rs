@@ -5,7 +5,7 @@
 //! failures; production code leaves it unset.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +107,12 @@ pub enum FaultPoint {
 /// fail with it. Production configurations leave [`LogConfig::fault`] unset.
 pub type FaultHook = Arc<dyn Fn(FaultPoint) -> Option<std::io::Error> + Send + Sync>;
 
+/// FAULT INJECTION, for simulations only: told, on the writer thread,
+/// whenever a segment file is durable up to a length (after each fsync, a
+/// new segment's creation, and for the active segment when the log opens).
+/// A simulated power loss cuts each file back to its last such length.
+pub type DurableHook = Arc<dyn Fn(&Path, u64) + Send + Sync>;
+
 /// Where a log lives and the bounds it works within.
 #[derive(Clone)]
 pub struct LogConfig {
@@ -126,6 +132,8 @@ pub struct LogConfig {
     pub tail_cache_bytes_max: usize,
     /// FAULT INJECTION for tests and simulations only; `None` in production.
     pub fault: Option<FaultHook>,
+    /// FAULT INJECTION for simulations only; `None` in production.
+    pub durable: Option<DurableHook>,
 }
 
 impl LogConfig {
@@ -145,6 +153,7 @@ impl LogConfig {
             append_queue_max: Self::APPEND_QUEUE_MAX_DEFAULT,
             tail_cache_bytes_max: Self::TAIL_CACHE_BYTES_MAX_DEFAULT,
             fault: None,
+            durable: None,
         }
     }
 

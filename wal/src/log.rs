@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, oneshot, watch};
 
+use crate::reader::Reach;
 use crate::recovery::{self, Recovery};
 use crate::segment::PAYLOAD_BYTES_MAX;
 use crate::shared::{Shared, lock, sync_dir};
@@ -108,6 +109,19 @@ impl Log {
             )));
         };
         let file = recovery::open_active(&active_segment, recovered.active_len)?;
+        if let Some(hook) = &cfg.durable {
+            // The log as recovered counts as on disk: a process that died
+            // left its writes to the file system, and a simulated power
+            // loss cuts what it drops before the log opens again.
+            for segment in &recovered.segments {
+                let len = if segment.base == active_segment.base {
+                    recovered.active_len
+                } else {
+                    std::fs::metadata(&segment.path).map_or(0, |m| m.len())
+                };
+                hook(&segment.path, len);
+            }
+        }
         let shared = Arc::new(Shared::new(
             dir.clone(),
             recovered.segments,
@@ -128,9 +142,11 @@ impl Log {
                 segment_bytes_max: cfg.segment_bytes_max,
                 group_bytes_max: cfg.group_bytes_max,
                 fault: cfg.fault.clone(),
+                durable: cfg.durable.clone(),
             },
             lock_file,
         );
+
         let thread = std::thread::Builder::new()
             .name(WRITER_THREAD.to_string())
             .spawn(move || writer.run())
@@ -196,9 +212,27 @@ impl Log {
         self.inner.shared.start()
     }
 
+    /// Where the records fsynced to disk end: the visible head under
+    /// `fsync = always` (and `never`, which waits for no disk); under
+    /// `interval` it follows each interval's fsync.
+    pub fn durable_head(&self) -> Position {
+        self.inner.shared.durable_head()
+    }
+
     /// A reader from `from`, which must be a record's position or end (or
     /// `start()`, or the visible head).
     pub fn reader(&self, from: Position) -> Result<LogReader, LogError> {
+        self.reader_to(from, Reach::Visible)
+    }
+
+    /// A reader like [`Log::reader`] that gets records only once they are
+    /// at or behind [`Log::durable_head`]: what it passes on, a power loss
+    /// cannot take back.
+    pub fn durable_reader(&self, from: Position) -> Result<LogReader, LogError> {
+        self.reader_to(from, Reach::Durable)
+    }
+
+    fn reader_to(&self, from: Position, reach: Reach) -> Result<LogReader, LogError> {
         let shared = &self.inner.shared;
         let start = shared.start();
         let at = shared.skip_header(from);
@@ -215,7 +249,7 @@ impl Log {
                 head,
             });
         }
-        Ok(LogReader::new(Arc::clone(shared), from))
+        Ok(LogReader::new(Arc::clone(shared), from, reach))
     }
 
     /// Deletes the oldest segments whose every byte lies before `upto`

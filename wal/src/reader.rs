@@ -39,9 +39,21 @@ pub struct LogReader {
     head: watch::Receiver<Position>,
 }
 
+/// How far a reader may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Up to the visible head: every acknowledged record.
+    Visible,
+    /// Up to the durable head: records on disk (see [`crate::Log::durable_reader`]).
+    Durable,
+}
+
 impl LogReader {
-    pub(crate) fn new(shared: Arc<Shared>, position: Position) -> Self {
-        let head = shared.watch_head();
+    pub(crate) fn new(shared: Arc<Shared>, position: Position, reach: Reach) -> Self {
+        let head = match reach {
+            Reach::Visible => shared.watch_head(),
+            Reach::Durable => shared.watch_durable(),
+        };
         let position = shared.skip_header(position);
         LogReader {
             shared,

@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     /// Segments in base order; the last one is the writer's active segment.
     segments: RwLock<Vec<SegmentFile>>,
     head: watch::Sender<Position>,
+    /// Where the records on disk end (fsynced), at or behind `head`.
+    durable: watch::Sender<Position>,
     pub cache: Mutex<TailCache>,
     pub counters: Counters,
     fsync_micros: Mutex<Option<Histogram<u64>>>,
@@ -56,10 +58,13 @@ impl Shared {
         tail_cache_bytes_max: usize,
     ) -> Self {
         let (head_tx, _) = watch::channel(head);
+        // What recovery found is on disk.
+        let (durable_tx, _) = watch::channel(head);
         Shared {
             dir,
             segments: RwLock::new(segments),
             head: head_tx,
+            durable: durable_tx,
             cache: Mutex::new(TailCache::new(tail_cache_bytes_max)),
             counters: Counters::default(),
             fsync_micros: Mutex::new(
@@ -119,6 +124,25 @@ impl Shared {
         self.head.subscribe()
     }
 
+    pub fn durable_head(&self) -> Position {
+        *self.durable.borrow()
+    }
+
+    pub fn watch_durable(&self) -> watch::Receiver<Position> {
+        self.durable.subscribe()
+    }
+
+    /// Everything before `durable` is on disk; never moves back.
+    pub fn publish_durable(&self, durable: Position) {
+        self.durable.send_if_modified(|d| {
+            let moved = durable > *d;
+            if moved {
+                *d = durable;
+            }
+            moved
+        });
+    }
+
     pub fn publish_head(&self, head: Position) {
         self.head.send_replace(head);
     }
@@ -159,6 +183,7 @@ impl Shared {
     pub fn mark_stopped(&self) {
         self.stopped.store(true, Ordering::Release);
         self.head.send_modify(|_| {});
+        self.durable.send_modify(|_| {});
     }
 
     pub fn stats(&self) -> LogStats {

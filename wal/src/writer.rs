@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::config::{FaultHook, FaultPoint, FsyncMode};
+use crate::config::{DurableHook, FaultHook, FaultPoint, FsyncMode};
 use crate::error::copy_io_error;
 use crate::recovery::create_segment;
 use crate::segment::{self, HEADER_BYTES, SegmentFile};
@@ -55,6 +55,7 @@ pub(crate) struct Writer {
     segment_bytes_max: u64,
     group_bytes_max: u64,
     fault: Option<FaultHook>,
+    durable: Option<DurableHook>,
     /// Written bytes not yet fsynced (Interval and Never modes).
     dirty: bool,
     last_sync: Instant,
@@ -70,6 +71,7 @@ pub(crate) struct WriterConfig {
     pub segment_bytes_max: u64,
     pub group_bytes_max: usize,
     pub fault: Option<FaultHook>,
+    pub durable: Option<DurableHook>,
 }
 
 impl Writer {
@@ -88,6 +90,7 @@ impl Writer {
             segment_bytes_max: config.segment_bytes_max,
             group_bytes_max: config.group_bytes_max as u64,
             fault: config.fault,
+            durable: config.durable,
             dirty: false,
             last_sync: Instant::now(),
             carry: None,
@@ -271,7 +274,27 @@ impl Writer {
             .record_fsync(now.saturating_duration_since(started));
         self.last_sync = now;
         self.dirty = false;
+        // Every published group is written, so on disk now. (A group commit
+        // syncs before it publishes; `publish` moves the durable head on.)
+        self.shared.publish_durable(self.shared.head());
+        if let Some(hook) = &self.durable {
+            // The file's length, not `active.len`: a group commit syncs
+            // before it publishes (and counts) its bytes.
+            let len = self
+                .active
+                .file
+                .metadata()
+                .map_or(self.active.len, |m| m.len());
+            hook(path, len);
+        }
         Ok(())
+    }
+
+    /// Tells the durable hook the active segment is on disk as it is.
+    fn report_durable(&self) {
+        if let Some(hook) = &self.durable {
+            hook(&self.active.segment.path, self.active.len);
+        }
     }
 
     fn sync_if_dirty(&mut self) -> Result<(), LogError> {
@@ -314,6 +337,11 @@ impl Writer {
         Counters::add(&self.shared.counters.appends, answers.len() as u64);
         Counters::add(&self.shared.counters.append_bytes, payload_bytes);
         self.shared.publish_head(at);
+        // Under `never` nothing waits for the disk: the durable head follows
+        // the visible one (a power loss may take what it covers).
+        if synced || self.fsync == FsyncMode::Never {
+            self.shared.publish_durable(at);
+        }
         for (reply, appended) in answers {
             let _ = reply.send(Ok(appended));
         }
@@ -359,7 +387,11 @@ impl Writer {
             file,
             len: HEADER_BYTES,
         };
+        // Created synced, with the directory entry.
+        self.report_durable();
         self.shared.publish_head(Position(base + HEADER_BYTES));
+        // The old segment was synced, the new one created synced.
+        self.shared.publish_durable(Position(base + HEADER_BYTES));
         Ok(())
     }
 }

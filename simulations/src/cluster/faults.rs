@@ -40,10 +40,14 @@ pub enum FaultKind {
     SlowSink,
     /// Every write and fsync of one node's log fails with an I/O error.
     DiskErrors,
+    /// One node loses power: it is killed and its log loses every write
+    /// not yet fsynced (its other files keep what reached them); restarted
+    /// later.
+    PowerLoss,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::NodeCrash,
         FaultKind::AzPartition,
         FaultKind::OneWayPartition,
@@ -54,6 +58,7 @@ impl FaultKind {
         FaultKind::SinkOutage,
         FaultKind::SlowSink,
         FaultKind::DiskErrors,
+        FaultKind::PowerLoss,
     ];
 }
 
@@ -69,6 +74,8 @@ const LOSSY_LINK_PER_MILLE: u32 = 100;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Crash(Vec<String>),
+    /// Kills nodes and drops their logs' unsynced writes.
+    PowerLoss(Vec<String>),
     Restart(Vec<String>),
     Partition {
         from: Vec<String>,
@@ -112,6 +119,7 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Crash(h) => write!(f, "crash {}", h.join("+")),
+            Action::PowerLoss(h) => write!(f, "power off {}", h.join("+")),
             Action::Restart(h) => write!(f, "restart {}", h.join("+")),
             Action::Partition { from, to, one_way } => {
                 let arrow = if *one_way { "->" } else { "<->" };
@@ -172,6 +180,11 @@ pub fn plan(
                 let nodes = &azs[az];
                 let node = vec![nodes[rng.random_range(0..nodes.len())].clone()];
                 (Action::Crash(node.clone()), Action::Restart(node))
+            }
+            FaultKind::PowerLoss => {
+                let nodes = &azs[az];
+                let node = vec![nodes[rng.random_range(0..nodes.len())].clone()];
+                (Action::PowerLoss(node.clone()), Action::Restart(node))
             }
             FaultKind::AzOutage => (
                 Action::Crash(azs[az].clone()),

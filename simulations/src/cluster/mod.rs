@@ -1,7 +1,8 @@
 //! The whole cluster on turmoil's simulated network and clock: real nodes
 //! in two AZs, gateways sending readings, and faults drawn from a seed
 //! (node crashes, AZ outages, partitions between the AZs, one-way too,
-//! slow links, clock skew, sink outages, slow sinks, log disk errors). Afterwards every
+//! slow links, clock skew, sink outages, slow sinks, log disk errors, power
+//! losses that drop the log's unsynced writes). Afterwards every
 //! acknowledged reading must be in exactly one node's archive, in seq
 //! order, counted once by the time-series and document sinks, every ack
 //! replicated, and the cluster converged.
@@ -10,6 +11,7 @@
 //! - [`net`]: the simulation's network (turmoil), as the node's `Network`.
 //! - [`clock`]: the simulation's wall clock, as the node's `Clock`.
 //! - [`sink`]: the fault-injecting time-series sink.
+//! - [`power`]: the fault-injecting power supply of a node's log disk.
 //! - [`client`]: the gateways.
 //! - [`mod@run`]: one run and its checks.
 
@@ -17,6 +19,7 @@ pub mod client;
 pub mod clock;
 pub mod faults;
 pub mod net;
+pub mod power;
 pub mod run;
 pub mod sink;
 

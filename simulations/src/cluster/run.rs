@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use vatio_cluster::node::{Node, NodeOptions};
-use vatio_config::Config;
+use vatio_config::{Config, LogFsync};
 use vatio_proto::v1;
 use vatio_stores::DeadLetterFilter;
 use vatio_tests::audit::{Archived, Findings};
@@ -24,6 +24,7 @@ use super::client::{Acks, Gateway, SharedAcks, admin};
 use super::clock::SimClock;
 use super::faults::{self, Action, FaultKind, Scheduled};
 use super::net::{GossipMail, SimNetwork};
+use super::power::Power;
 use super::sink::{FaultySink, SinkSwitch};
 use crate::heap::HeapWatch;
 
@@ -60,6 +61,8 @@ pub struct ClusterOptions {
     pub invalid_share: f64,
     /// The most the process's heap may grow over a run (all its nodes).
     pub heap_growth_max: usize,
+    /// When the nodes' logs fsync.
+    pub log_fsync: LogFsync,
 }
 
 impl Default for ClusterOptions {
@@ -75,6 +78,7 @@ impl Default for ClusterOptions {
             faults: 2,
             invalid_share: 0.0,
             heap_growth_max: HEAP_GROWTH_MAX,
+            log_fsync: LogFsync::Always,
         }
     }
 }
@@ -113,6 +117,9 @@ struct NodeSpec {
     sink: SinkSwitch,
     /// Whether the node's log writes fail, likewise.
     disk_failing: Arc<AtomicBool>,
+    /// The power of the node's log disk, likewise.
+    power: Arc<Power>,
+    log_fsync: LogFsync,
 }
 
 impl NodeSpec {
@@ -133,9 +140,16 @@ impl NodeSpec {
             .collect();
         cfg.cluster.gossip_interval = Duration::from_millis(100);
         cfg.cluster.peer_timeout = Duration::from_secs(2);
+        cfg.log.fsync = self.log_fsync;
         cfg.aggregator.flush_max_delay = Duration::from_millis(200);
         cfg.stream_etl.flush_max_delay = Duration::from_millis(200);
         cfg
+    }
+
+    /// Where the node's log keeps its segment files.
+    fn segments_dir(&self) -> PathBuf {
+        let cfg = self.files_config();
+        cfg.data_path(&cfg.log.dir).join("segments")
     }
 
     /// The configuration as read after the run, outside the simulation
@@ -163,6 +177,8 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
     options.stores = Some(stores);
     // FAULT INJECTION: the simulation's failing disk under the node's log.
     let failing = spec.disk_failing.clone();
+    // FAULT INJECTION: the simulation's power supply under the node's log.
+    options.log_durable = Some(spec.power.hook());
     options.log_fault = Some(Arc::new(move |_point: FaultPoint| {
         failing
             .load(Ordering::Relaxed)
@@ -201,6 +217,8 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
                 skew_ms: Arc::default(),
                 sink: SinkSwitch::default(),
                 disk_failing: Arc::default(),
+                power: Arc::default(),
+                log_fsync: opts.log_fsync,
             });
         }
     }
@@ -251,8 +269,13 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
         while let Some(s) = pending.peek()
             && sim.elapsed() >= s.at
         {
-            apply(&mut sim, &specs, &s.action);
+            if let Err(e) = apply(&mut sim, &specs, &s.action) {
+                sim_error = Some(format!("{e:#}"));
+            }
             pending.next();
+        }
+        if sim_error.is_some() {
+            break;
         }
         // Every simulated 100 ms: cheap, and no queue fills up unseen.
         if sim.elapsed().as_millis() % 100 == 0 {
@@ -325,16 +348,35 @@ fn boxed(e: anyhow::Error) -> Box<dyn std::error::Error> {
     format!("{e:#}").into()
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, specs: &[NodeSpec], action: &Action) {
+fn apply(sim: &mut turmoil::Sim<'_>, specs: &[NodeSpec], action: &Action) -> anyhow::Result<()> {
     tracing::info!(%action, "fault schedule");
+    let spec_of = |node: &str| specs.iter().find(|s| s.id == node);
     match action {
         Action::Crash(hosts) => {
             for h in hosts {
                 sim.crash(h.as_str());
             }
         }
+        Action::PowerLoss(hosts) => {
+            for h in hosts {
+                if let Some(spec) = spec_of(h) {
+                    spec.power.cut();
+                }
+                sim.crash(h.as_str());
+            }
+        }
         Action::Restart(hosts) => {
             for h in hosts {
+                if let Some(spec) = spec_of(h)
+                    && spec.power.is_off()
+                {
+                    let segments = spec.segments_dir();
+                    let lost = spec
+                        .power
+                        .restore(&segments)
+                        .with_context(|| format!("restoring {h}'s power"))?;
+                    tracing::info!(node = %h, lost_bytes = lost, "power back; unsynced log writes lost");
+                }
                 sim.bounce(h.as_str());
             }
         }
@@ -385,6 +427,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, specs: &[NodeSpec], action: &Action) {
             }
         }
     }
+    Ok(())
 }
 
 /// The gateways' side: wait for the cluster, send the load, wait for it to

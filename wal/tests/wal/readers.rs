@@ -152,3 +152,57 @@ async fn readers_cannot_start_past_the_head() {
     }
     log.close().await.expect("close");
 }
+
+/// Under `fsync = interval` a durable reader waits for the records' fsync:
+/// what it passes on (to a replica, say), a power loss cannot take back.
+#[tokio::test]
+async fn a_durable_reader_waits_for_the_fsync_under_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = LogConfig::new(dir.path());
+    // No interval fsync within the test: only `close` syncs.
+    cfg.fsync = vatio_wal::FsyncMode::Interval(std::time::Duration::from_secs(3600));
+    let (log, _) = Log::open(cfg).expect("open");
+    let synced_at_open = log.durable_head();
+    assert_eq!(synced_at_open, log.visible_head());
+    let payloads: Vec<Bytes> = (0..3).map(|i| payload(i, 50)).collect();
+    let acks = append_all(&log, &payloads).await;
+    assert!(acks.iter().all(|a| !a.synced));
+    assert_eq!(log.durable_head(), synced_at_open, "nothing synced yet");
+
+    let mut durable = log.durable_reader(log.start()).expect("durable reader");
+    let mut batch = Box::pin(durable.next_batch(1 << 20));
+    assert!(
+        futures::poll!(&mut batch).is_pending(),
+        "unsynced records wait"
+    );
+    let mut visible = log.reader(log.start()).expect("reader");
+    assert_eq!(
+        payloads_of(&visible.next_batch(1 << 20).await.expect("batch")),
+        payloads
+    );
+
+    // Closing fsyncs: the durable reader gets the records.
+    log.close().await.expect("close");
+    let records = within("the durable reader", batch).await.expect("batch");
+    assert_eq!(payloads_of(&records), payloads);
+}
+
+/// Under `always` every acknowledged record is durable at once.
+#[tokio::test]
+async fn under_always_the_durable_head_is_the_visible_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, payloads, acks) = log_with_records(dir.path(), 1 << 20, 40).await;
+    assert!(acks.iter().all(|a| a.synced));
+    assert_eq!(log.durable_head(), log.visible_head());
+    let mut durable = log.durable_reader(log.start()).expect("durable reader");
+    let mut got = Vec::new();
+    while got.len() < payloads.len() {
+        got.extend(payloads_of(
+            &within("a batch", durable.next_batch(1 << 20))
+                .await
+                .expect("batch"),
+        ));
+    }
+    assert_eq!(got, payloads);
+    log.close().await.expect("close");
+}
