@@ -4,7 +4,7 @@
 //! forwarded, one call per owner, all at once. The answer sums the parts and
 //! carries the weakest guarantee any part got.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,17 @@ impl Routing {
             tree,
             timeout,
         })
+    }
+
+    /// The members this node has verified, itself included (told to
+    /// claimers: see [`beyond_view`]).
+    pub fn verified_members(&self) -> Vec<String> {
+        let view = self.views.borrow();
+        let mut ids: Vec<String> = view.members().iter().map(|m| m.id.to_string()).collect();
+        if view.member(&self.me).is_none() {
+            ids.push(self.me.to_string());
+        }
+        ids
     }
 
     /// Takes a client's batch: every reading ends at its owner.
@@ -233,6 +244,8 @@ impl Routing {
         let mut terms: HashMap<DeviceId, u64> = HashMap::new();
         // Every copy's held readings end in the adopted one (see `merge_held`).
         let mut others: Vec<(DeviceId, vatio_actors::logic::device::DeviceState)> = Vec::new();
+        // Members some peer has verified.
+        let mut their_members: BTreeSet<String> = BTreeSet::new();
         for (peer, answer) in peers.iter().zip(join_all(calls).await) {
             let reply = match answer {
                 Ok(reply) => reply,
@@ -252,6 +265,7 @@ impl Routing {
                     )));
                 }
             };
+            their_members.extend(reply.members);
             for held in reply.devices {
                 let term = terms
                     .entry(DeviceId::new(held.device_id.as_str()))
@@ -276,6 +290,15 @@ impl Routing {
                     }
                 }
             }
+        }
+        let unseen = beyond_view(&view, &self.me, their_members);
+        if !unseen.is_empty() {
+            return Err(Status::unavailable(format!(
+                "taking over {} device(s): waiting for {} (verified by other members, not yet \
+                 by this node) so that every copy of them is in reach; send the batch again",
+                devices.len(),
+                unseen.join(", ")
+            )));
         }
         for (device, other) in &others {
             if let Some(b) = best.get_mut(device) {
@@ -398,4 +421,57 @@ pub fn guarantee_from_wire(g: i32) -> AckGuarantee {
 /// A replica step or claim answer as the wire carries a state.
 pub fn state_to_wire(state: &vatio_actors::logic::device::DeviceState) -> Result<Vec<u8>, Status> {
     encode_state(state).map_err(|e| Status::internal(format!("encoding a device state: {e}")))
+}
+
+/// The members the claim's peers have verified that `view` (the claimer's)
+/// lacks. The claimer asked only the members in its view; one it lacks may
+/// hold a copy of the device (its former owner or replica), so adopting
+/// without it could start the device's line again from an older state.
+fn beyond_view(view: &View, me: &NodeId, theirs: BTreeSet<String>) -> Vec<String> {
+    theirs
+        .into_iter()
+        .filter(|id| {
+            id.as_str() != me.as_str() && view.member(&NodeId::from(id.as_str())).is_none()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::placement::Az;
+
+    fn view(ids: &[&str]) -> View {
+        View::new(ids.iter().enumerate().map(|(i, id)| Member {
+            id: NodeId::from(*id),
+            az: Az::from(if i % 2 == 0 { "az-a" } else { "az-b" }),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7400 + i as u16)),
+            ready: true,
+        }))
+    }
+
+    fn ids(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn members_only_peers_have_verified_hold_a_claim_back() {
+        let me = NodeId::from("c1");
+        // c1 joined moments ago: it knows a1, which already knows b1 too.
+        let mine = view(&["a1", "c1"]);
+        assert_eq!(beyond_view(&mine, &me, ids(&["a1", "b1", "c1"])), ["b1"]);
+    }
+
+    #[test]
+    fn peers_agreeing_with_the_view_let_a_claim_go_ahead() {
+        let me = NodeId::from("c1");
+        let mine = view(&["a1", "b1", "c1"]);
+        assert!(beyond_view(&mine, &me, ids(&["a1", "b1", "c1"])).is_empty());
+        // A peer that has not verified every member yet holds nothing back.
+        assert!(beyond_view(&mine, &me, ids(&["a1"])).is_empty());
+        // Nor does this node itself, whether or not its view lists it.
+        assert!(beyond_view(&view(&["a1"]), &me, ids(&["a1", "c1"])).is_empty());
+    }
 }

@@ -146,6 +146,9 @@ impl v1::peer_server::Peer for PeerService {
                 term: h.term,
             });
         }
-        Ok(Response::new(ClaimReply { devices }))
+        Ok(Response::new(ClaimReply {
+            devices,
+            members: self.routing.verified_members(),
+        }))
     }
 }
