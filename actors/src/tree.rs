@@ -228,6 +228,8 @@ pub struct ActorTree {
     guarantee: AckGuarantee,
     recovery: RecoveryStatus,
     truncator: JoinHandle<()>,
+    /// Stops the tree when the log fails (see [`stop_when_the_log_fails`]).
+    log_watch: JoinHandle<()>,
     inflight: Arc<Semaphore>,
     max_inflight: u64,
     retry_after: Duration,
@@ -555,6 +557,7 @@ impl ActorTree {
             .ok_or(TreeError::Stopped)?;
         let void = shipping.as_ref().map(|(_, s)| s.void.clone());
         let truncator = tokio::spawn(truncate_behind_slowest(log.clone(), progress.clone(), void));
+        let log_watch = tokio::spawn(stop_when_the_log_fails(log.clone(), supervisor.clone()));
         let max_inflight = cfg.ingest.max_inflight_readings;
         Ok(Self {
             supervisor,
@@ -570,6 +573,7 @@ impl ActorTree {
             },
             recovery,
             truncator,
+            log_watch,
             inflight: Arc::new(Semaphore::new(
                 usize::try_from(max_inflight)
                     .unwrap_or(usize::MAX)
@@ -972,8 +976,14 @@ impl ActorTree {
         self.log.visible_head().0
     }
 
+    /// Why the write-ahead log failed, if it has (then the tree stops).
+    pub fn log_failure(&self) -> Option<String> {
+        self.log.failure()
+    }
+
     /// Completes when the node supervisor has stopped: after a shutdown, or
-    /// when a child failed beyond its restart budget (fatal for the node).
+    /// when a child failed beyond its restart budget, or the log failed
+    /// (each fatal for the node).
     pub async fn stopped(&self) {
         let _ = self.supervisor.get_cell().wait(None).await;
     }
@@ -986,11 +996,27 @@ impl ActorTree {
         let _ = self.supervisor.call(SupervisorMsg::Shutdown, None).await;
         let _ = self.supervisor.stop_and_wait(None, None).await;
         self.truncator.abort();
+        self.log_watch.abort();
         if let Err(e) = self.log.close().await {
             tracing::error!(error = %e, "closing the write-ahead log");
         }
         flushed
     }
+}
+
+/// A failed log takes no appends until it is reopened, and records it
+/// acknowledged may be lost with a failed fsync: the node cannot go on.
+/// Closes the log (its writer thread lets the directory go, so a restart
+/// can open it at once), then stops the tree: the node exits, and its
+/// service manager starts it again, when recovery cuts the log back to
+/// what is on disk.
+async fn stop_when_the_log_fails(log: Log, supervisor: ActorRef<SupervisorMsg>) {
+    let reason = log.failed().await;
+    tracing::error!(%reason, "the write-ahead log failed; stopping the node so that it restarts and recovers the log");
+    if let Err(e) = log.close().await {
+        tracing::debug!(error = %e, "closing the failed write-ahead log");
+    }
+    supervisor.stop(Some(format!("the write-ahead log failed: {reason}")));
 }
 
 fn millis(d: Duration) -> i64 {

@@ -278,7 +278,8 @@ impl Node {
         &self.tree
     }
 
-    /// Completes if the actor tree stops on its own (a fatal failure); the
+    /// Completes if the actor tree stops on its own (a fatal failure: an
+    /// actor beyond its restart budget, or the write-ahead log failed); the
     /// node must then exit rather than keep answering.
     pub async fn failed(&self) {
         self.tree.stopped().await

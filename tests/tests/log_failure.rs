@@ -79,3 +79,59 @@ async fn a_full_disk_fails_the_call_and_loses_nothing() -> anyhow::Result<()> {
     t.node.shutdown().await?;
     Ok(())
 }
+
+/// Under `fsync = interval` a failed fsync may have lost acknowledged
+/// records, and the log takes nothing more until it is reopened: the node
+/// stops (its service manager starts it again), and the restarted node
+/// recovers the log and takes the readings again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_interval_fsync_stops_the_node_and_a_restart_recovers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = test_config(&dir);
+    cfg.log.fsync = vatio_config::LogFsync::Interval(std::time::Duration::from_millis(5));
+    let failing = Arc::new(AtomicBool::new(false));
+    let hook_failing = failing.clone();
+    let fault: vatio_wal::FaultHook = Arc::new(move |point| {
+        (point == FaultPoint::Sync && hook_failing.load(Ordering::SeqCst))
+            .then(|| std::io::Error::from_raw_os_error(5)) // EIO
+    });
+    let t =
+        TestNode::start_full(dir, cfg.clone(), TreeOptions::default(), None, Some(fault)).await?;
+    let mut ingest = t.ingest().await?;
+    assert_eq!(
+        ingest
+            .ingest_batch(batch_no(1))
+            .await?
+            .into_inner()
+            .accepted,
+        10
+    );
+
+    failing.store(true, Ordering::SeqCst);
+    // Acknowledged (written, not yet synced); the interval's fsync fails.
+    let _ = ingest.ingest_batch(batch_no(2)).await;
+    tokio::time::timeout(std::time::Duration::from_secs(20), t.node.failed())
+        .await
+        .map_err(|_| anyhow::anyhow!("the node did not stop after its log failed"))?;
+    let reason = t.node.tree().log_failure();
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("interval fsync failed")),
+        "{reason:?}"
+    );
+    drop(ingest);
+    let TestNode { dir, .. } = t;
+
+    // Restarted on the same directory with a working disk: batch 1 is
+    // there, batch 2 is taken (again, or for the first time) and stored once.
+    let t = TestNode::start_full(dir, cfg, TreeOptions::default(), None, None).await?;
+    let mut ingest = t.ingest().await?;
+    let ack = ingest.ingest_batch(batch_no(2)).await?.into_inner();
+    assert_eq!(ack.accepted + ack.duplicates, 10);
+    t.flush().await?;
+    let p = t.power_point("meter-09", M).await?;
+    assert_eq!(p.stats.count, 20);
+    t.node.shutdown().await?;
+    Ok(())
+}

@@ -212,6 +212,26 @@ impl Log {
         self.inner.shared.start()
     }
 
+    /// Why the log failed, once it has: appends fail from then on, and only
+    /// reopening (after a restart) makes it usable again.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.shared.failure()
+    }
+
+    /// Completes when the log fails, with the reason (never, if it does not).
+    pub async fn failed(&self) -> String {
+        let mut failure = self.inner.shared.watch_failure();
+        loop {
+            if let Some(reason) = failure.borrow_and_update().clone() {
+                return reason;
+            }
+            if failure.changed().await.is_err() {
+                // The log is gone without failing.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Where the records fsynced to disk end: the visible head under
     /// `fsync = always` (and `never`, which waits for no disk); under
     /// `interval` it follows each interval's fsync.

@@ -26,7 +26,7 @@ pub(crate) struct Shared {
     pub cache: Mutex<TailCache>,
     pub counters: Counters,
     fsync_micros: Mutex<Option<Histogram<u64>>>,
-    failed: Mutex<Option<String>>,
+    failed: watch::Sender<Option<String>>,
     /// Set by the writer thread when it has stopped; nothing becomes visible after.
     stopped: AtomicBool,
 }
@@ -70,7 +70,7 @@ impl Shared {
             fsync_micros: Mutex::new(
                 Histogram::new_with_bounds(1, FSYNC_MICROS_TRACKED_MAX, 3).ok(),
             ),
-            failed: Mutex::new(None),
+            failed: watch::channel(None).0,
             stopped: AtomicBool::new(false),
         }
     }
@@ -156,16 +156,23 @@ impl Shared {
     }
 
     pub fn failure(&self) -> Option<String> {
-        lock(&self.failed).clone()
+        self.failed.borrow().clone()
+    }
+
+    pub fn watch_failure(&self) -> watch::Receiver<Option<String>> {
+        self.failed.subscribe()
     }
 
     /// Puts the log in the failed state: every later append fails with `reason`.
     pub fn fail(&self, reason: String) {
         tracing::error!(dir = %self.dir.display(), "write-ahead log failed: {reason}");
-        let mut failed = lock(&self.failed);
-        if failed.is_none() {
-            *failed = Some(reason);
-        }
+        self.failed.send_if_modified(|failed| {
+            let first = failed.is_none();
+            if first {
+                *failed = Some(reason);
+            }
+            first
+        });
     }
 
     pub fn check_failed(&self) -> Result<(), LogError> {

@@ -17,7 +17,8 @@ pub async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     tokio::select! {
         signal = wait_for_stop_signal() => signal?,
         _ = node.failed() => anyhow::bail!(
-            "the node's actor tree stopped after a failure beyond its restart budget (see the log above)"
+            "the node's actor tree stopped after a fatal failure: its write-ahead log failed, or an actor \
+             failed beyond its restart budget (see the log above)"
         ),
     }
     println!("stopping: draining acknowledged readings into the sinks…");

@@ -107,7 +107,7 @@ fn is_segment(path: &Path) -> bool {
 
 /// Takes the log directory's lock, which the writer thread holds until it
 /// stops. Real time: the writer is a real thread.
-fn wait_for_writer(segments: &Path) -> anyhow::Result<File> {
+pub(crate) fn wait_for_writer(segments: &Path) -> anyhow::Result<File> {
     let path = segments.join("LOCK");
     let file = OpenOptions::new()
         .create(true)

@@ -24,7 +24,7 @@ use super::client::{Acks, Gateway, SharedAcks, admin};
 use super::clock::SimClock;
 use super::faults::{self, Action, FaultKind, Scheduled};
 use super::net::{GossipMail, SimNetwork};
-use super::power::Power;
+use super::power::{Power, wait_for_writer};
 use super::sink::{FaultySink, SinkSwitch};
 use crate::heap::HeapWatch;
 
@@ -188,6 +188,11 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting {}", spec.id))?;
     node.failed().await;
+    if let Some(reason) = node.tree().log_failure() {
+        // As `vatio node` exits; the run's service manager starts it again.
+        tracing::warn!(node = %spec.id, %reason, "the node stopped: its log failed");
+        return Ok(());
+    }
     anyhow::bail!("{}: the actor tree stopped", spec.id)
 }
 
@@ -265,10 +270,22 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
 
     let mut pending = schedule.iter().peekable();
     let mut sim_error = None;
+    // Nodes the schedule has crashed; any other node that stopped is
+    // started again, as a service manager would.
+    let mut down: HashSet<String> = HashSet::new();
     loop {
         while let Some(s) = pending.peek()
             && sim.elapsed() >= s.at
         {
+            match &s.action {
+                Action::Crash(hosts) | Action::PowerLoss(hosts) => {
+                    down.extend(hosts.iter().cloned())
+                }
+                Action::Restart(hosts) => hosts.iter().for_each(|h| {
+                    down.remove(h);
+                }),
+                _ => {}
+            }
             if let Err(e) = apply(&mut sim, &specs, &s.action) {
                 sim_error = Some(format!("{e:#}"));
             }
@@ -280,6 +297,10 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
         // Every simulated 100 ms: cheap, and no queue fills up unseen.
         if sim.elapsed().as_millis() % 100 == 0 {
             heap.sample();
+            if let Err(e) = restart_stopped(&mut sim, &specs, &down) {
+                sim_error = Some(format!("{e:#}"));
+                break;
+            }
         }
         match sim.step() {
             Ok(true) => break,
@@ -346,6 +367,26 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
 /// A host's error as turmoil takes it, with its whole chain of causes.
 fn boxed(e: anyhow::Error) -> Box<dyn std::error::Error> {
     format!("{e:#}").into()
+}
+
+/// Starts again every node that stopped on its own (its log failed), as
+/// its service manager would; `down` are the ones the schedule crashed.
+fn restart_stopped(
+    sim: &mut turmoil::Sim<'_>,
+    specs: &[NodeSpec],
+    down: &HashSet<String>,
+) -> anyhow::Result<()> {
+    for spec in specs {
+        if down.contains(&spec.id) || sim.is_host_running(spec.id.as_str()) {
+            continue;
+        }
+        // The stopped node closed its log; its writer thread may still be
+        // on its way out.
+        drop(wait_for_writer(&spec.segments_dir())?);
+        tracing::info!(node = %spec.id, "restarting a node that stopped");
+        sim.bounce(spec.id.as_str());
+    }
+    Ok(())
 }
 
 fn apply(sim: &mut turmoil::Sim<'_>, specs: &[NodeSpec], action: &Action) -> anyhow::Result<()> {
