@@ -23,7 +23,7 @@ use crate::placement::Az;
 use crate::routing::Routing;
 use crate::services::{admin::AdminService, ingest::IngestService, query::QueryService};
 use crate::transport::Transport;
-use crate::trust::TrustedView;
+use crate::trust::{StartedAs, TrustedView};
 use vatio_actors::replication::Replication;
 
 /// Largest gRPC message the node decodes (a full batch is far below this).
@@ -122,12 +122,15 @@ impl Node {
         let clients = PeerClients::new(transport.clone(), options.network.clone());
         let trusted = membership.as_ref().map(|m| {
             // A log past its first header held steps: this node ran before.
-            let restarted = log.recovery.head.0 > vatio_wal::HEADER_BYTES;
+            let started = StartedAs {
+                restarted: log.recovery.head.0 > vatio_wal::HEADER_BYTES,
+                expects_peers: !cfg.cluster.seeds.is_empty(),
+            };
             TrustedView::start(
                 m.clone(),
                 clients.clone(),
                 cfg.cluster.peer_timeout,
-                restarted,
+                started,
             )
         });
         let mut tree_options = options.tree.clone();

@@ -36,13 +36,23 @@ pub struct ClaimGate {
     /// before (a partition that just healed, lost messages) and, while
     /// this node starts, any.
     pub unverified: Vec<NodeId>,
-    /// This node restarted moments ago (its log holds steps from before)
-    /// and its view of the members changed within the last probe timeout:
-    /// it may not know every member yet, such as the one that took its
-    /// devices over while it was down. (A node that starts with an empty
-    /// log may claim at once: in a cluster that starts afresh no other
-    /// node holds a copy it could miss.)
+    /// This node started moments ago and may not know every member yet:
+    /// after a restart (its log holds steps from before) while its view of
+    /// the members changed within the last probe timeout, as the node that
+    /// took its devices over while it was down may be missing from it; and
+    /// with peers to join (`cluster.seeds`) while it sees none of them yet.
+    /// (A node that starts with an empty log and sees a peer may claim at
+    /// once: the peers' answers name the members it lacks.)
     pub discovering: bool,
+}
+
+/// How this node started, as far as claiming goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartedAs {
+    /// Its log holds steps from before this start.
+    pub restarted: bool,
+    /// It has peers to join (`cluster.seeds` is not empty).
+    pub expects_peers: bool,
 }
 
 /// The verified view, kept current by a background task.
@@ -54,23 +64,22 @@ pub struct TrustedView {
 
 impl TrustedView {
     /// Starts verifying `membership`'s members (this node is trusted as is).
-    /// `restarted`: this node's log holds steps from before this start.
     pub fn start(
         membership: Arc<Membership>,
         clients: PeerClients,
         timeout: Duration,
-        restarted: bool,
+        started: StartedAs,
     ) -> Self {
         let me = membership.node().clone();
         let initial = filtered(&membership.view(), &me, &HashSet::new());
         let (tx, rx) = watch::channel(initial);
-        // After a restart, closed until the node has looked at its members.
+        // Closed until the node has looked at its members.
         let (gate_tx, gate) = watch::channel(ClaimGate {
             unverified: Vec::new(),
-            discovering: restarted,
+            discovering: started.restarted || started.expects_peers,
         });
         let task = tokio::spawn(verify(
-            membership, clients, timeout, me, restarted, tx, gate_tx,
+            membership, clients, timeout, me, started, tx, gate_tx,
         ));
         Self { rx, gate, task }
     }
@@ -109,7 +118,7 @@ async fn verify(
     clients: PeerClients,
     timeout: Duration,
     me: NodeId,
-    restarted: bool,
+    started: StartedAs,
     tx: watch::Sender<View>,
     gate_tx: watch::Sender<ClaimGate>,
 ) {
@@ -174,11 +183,12 @@ async fn verify(
             })
             .map(|m| m.id.clone())
             .collect();
+        let alone = view.members().iter().all(|m| m.id == me);
         let gate = ClaimGate {
             unverified,
-            discovering: restarted
-                && starting
-                && now.saturating_duration_since(ids_since) < timeout,
+            discovering: starting
+                && ((started.restarted && now.saturating_duration_since(ids_since) < timeout)
+                    || (started.expects_peers && alone)),
         };
         gate_tx.send_if_modified(|current| {
             let changed = *current != gate;

@@ -211,3 +211,43 @@ async fn without_the_other_az_degrade_acks_locally_and_replicates_later() -> any
     assert!(s.cluster.is_some_and(|c| c.batches_acked_degraded >= 1));
     Ok(())
 }
+
+/// A node with peers to join that sees none of them yet may be the newest
+/// member of a running cluster that holds its devices' lines: it takes no
+/// device over during its start grace (three peer timeouts), then goes on
+/// alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_sees_none_of_its_seeds_claims_only_after_its_start_grace() -> anyhow::Result<()>
+{
+    let peer_timeout = std::time::Duration::from_secs(1);
+    let cluster = TestCluster::start(&[("a1", "az-a")], |cfg| {
+        cfg.cluster.no_other_az = NoOtherAz::Degrade;
+        cfg.cluster.peer_timeout = peer_timeout;
+        // Nothing gossips there.
+        cfg.cluster.seeds = vec!["127.0.0.1:9".to_owned()];
+    })
+    .await?;
+    let mut client = cluster.node("a1")?.ingest().await?;
+    let first = client.ingest_batch(round(1)).await;
+    let status = first.expect_err("held back while it may not know the cluster");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("learning the cluster's members"),
+        "{}",
+        status.message()
+    );
+    // After the grace it claims alone; a client sending again gets its ack.
+    let deadline =
+        tokio::time::Instant::now() + peer_timeout * 3 + std::time::Duration::from_secs(10);
+    let ack = loop {
+        match client.ingest_batch(round(1)).await {
+            Ok(ack) => break ack.into_inner(),
+            Err(s) if s.code() == Code::Unavailable && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(s) => anyhow::bail!("still refused: {s}"),
+        }
+    };
+    assert_eq!(ack.accepted, DEVICES as u32);
+    Ok(())
+}
