@@ -108,8 +108,8 @@ pub enum FaultPoint {
 pub type FaultHook = Arc<dyn Fn(FaultPoint) -> Option<std::io::Error> + Send + Sync>;
 
 /// FAULT INJECTION, for simulations only: told, on the writer thread,
-/// whenever a segment file is durable up to a length (after each fsync, a
-/// new segment's creation, and for the active segment when the log opens).
+/// whenever a segment file is durable up to a length (after each fsync, at
+/// a new segment's creation, and for every segment when the log opens).
 /// A simulated power loss cuts each file back to its last such length.
 pub type DurableHook = Arc<dyn Fn(&Path, u64) + Send + Sync>;
 

@@ -146,7 +146,6 @@ impl Log {
             },
             lock_file,
         );
-
         let thread = std::thread::Builder::new()
             .name(WRITER_THREAD.to_string())
             .spawn(move || writer.run())

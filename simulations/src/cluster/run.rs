@@ -175,10 +175,10 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
         switch: spec.sink.clone(),
     });
     options.stores = Some(stores);
-    // FAULT INJECTION: the simulation's failing disk under the node's log.
-    let failing = spec.disk_failing.clone();
     // FAULT INJECTION: the simulation's power supply under the node's log.
     options.log_durable = Some(spec.power.hook());
+    // FAULT INJECTION: the simulation's failing disk under the node's log.
+    let failing = spec.disk_failing.clone();
     options.log_fault = Some(Arc::new(move |_point: FaultPoint| {
         failing
             .load(Ordering::Relaxed)
