@@ -64,6 +64,8 @@ pub struct LogStats {
     pub start: Position,
     /// The visible head.
     pub head: Position,
+    /// Where the records fsynced to disk end (see [`Log::durable_head`]).
+    pub durable_head: Position,
     /// Bytes from the first segment's base to the head.
     pub size_bytes: u64,
     pub segments: u64,

@@ -212,6 +212,7 @@ impl Shared {
         LogStats {
             start: Position(first_base + HEADER_BYTES),
             head,
+            durable_head: self.durable_head(),
             size_bytes: head.0.saturating_sub(first_base),
             segments,
             appends: load(&self.counters.appends),

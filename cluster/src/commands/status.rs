@@ -85,6 +85,16 @@ pub async fn run(addr: &str, tls: &TlsArgs, as_json: bool) -> anyhow::Result<()>
     let log = s.log.clone().unwrap_or_default();
     let log_fields: Vec<(&str, &str, Value)> = vec![
         ("log_size_bytes", "log bytes", json!(log.size_bytes)),
+        (
+            "log_unsynced_bytes",
+            "log bytes not yet fsynced",
+            // 0 from a node that does not report it.
+            json!(if log.durable_head == 0 {
+                0
+            } else {
+                log.head.saturating_sub(log.durable_head)
+            }),
+        ),
         ("log_segments", "log segments", json!(log.segments)),
         ("log_appends", "log appends", json!(log.appends)),
         ("log_groups", "log group commits", json!(log.groups)),

@@ -146,6 +146,7 @@ impl v1::admin_server::Admin for AdminService {
             log: Some(v1::LogStatus {
                 start: tree.log.start.0,
                 head: tree.log.head.0,
+                durable_head: tree.log.durable_head.0,
                 size_bytes: tree.log.size_bytes,
                 segments: tree.log.segments,
                 appends: tree.log.appends,

@@ -168,6 +168,11 @@ async fn a_durable_reader_waits_for_the_fsync_under_interval() {
     let acks = append_all(&log, &payloads).await;
     assert!(acks.iter().all(|a| !a.synced));
     assert_eq!(log.durable_head(), synced_at_open, "nothing synced yet");
+    let stats = log.stats();
+    assert_eq!(
+        (stats.head, stats.durable_head),
+        (log.visible_head(), synced_at_open)
+    );
 
     let mut durable = log.durable_reader(log.start()).expect("durable reader");
     let mut batch = Box::pin(durable.next_batch(1 << 20));
@@ -194,6 +199,7 @@ async fn under_always_the_durable_head_is_the_visible_head() {
     let (log, payloads, acks) = log_with_records(dir.path(), 1 << 20, 40).await;
     assert!(acks.iter().all(|a| a.synced));
     assert_eq!(log.durable_head(), log.visible_head());
+    assert_eq!(log.stats().durable_head, log.visible_head());
     let mut durable = log.durable_reader(log.start()).expect("durable reader");
     let mut got = Vec::new();
     while got.len() < payloads.len() {
