@@ -174,19 +174,28 @@ fn lose_power(
     lost
 }
 
-/// What the simulation's power loss relies on: with `fsync = always`,
-/// every acknowledged record is within what the hook reported durable.
-#[tokio::test]
-async fn under_fsync_always_every_acknowledged_record_is_reported_durable() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = small_segments(dir.path(), 4096);
+/// Appends 60 records to a log opened with `cfg`, then loses the power:
+/// the segments are cut back to what was durable after the last append.
+/// Returns what was written and how many bytes were lost.
+async fn append_then_lose_power(mut cfg: LogConfig) -> (Vec<Bytes>, u64) {
+    let dir = cfg.dir.clone();
     let durable = reporting(&mut cfg);
     let (log, _) = Log::open(cfg).expect("open");
     let written: Vec<Bytes> = (0..60).map(|i| payload(i, 200)).collect();
     append_all(&log, &written).await;
     let at_power_loss = durable.lock().expect("lengths").clone();
+    // (Closing syncs the rest; the cut below undoes it.)
     log.close().await.expect("close");
-    assert_eq!(lose_power(dir.path(), &at_power_loss), 0);
+    (written, lose_power(&dir, &at_power_loss))
+}
+
+/// What the simulation's power loss relies on: with `fsync = always`,
+/// every acknowledged record is within what the hook reported durable.
+#[tokio::test]
+async fn under_fsync_always_every_acknowledged_record_is_reported_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (written, lost) = append_then_lose_power(small_segments(dir.path(), 4096)).await;
+    assert_eq!(lost, 0);
 
     let (log, recovery) = Log::open(LogConfig::new(dir.path())).expect("reopen");
     assert_eq!(recovery.cut, None);
@@ -204,16 +213,8 @@ async fn a_log_cut_back_to_its_durable_lengths_opens_clean_with_a_prefix() {
     let mut cfg = small_segments(dir.path(), 4096);
     // Only rolls sync within the test.
     cfg.fsync = vatio_wal::FsyncMode::Interval(std::time::Duration::from_secs(3600));
-    let durable = reporting(&mut cfg);
-    let (log, _) = Log::open(cfg).expect("open");
-    let written: Vec<Bytes> = (0..60).map(|i| payload(i, 200)).collect();
-    append_all(&log, &written).await;
-    let at_power_loss = durable.lock().expect("lengths").clone();
-    log.close().await.expect("close");
-    assert!(
-        lose_power(dir.path(), &at_power_loss) > 0,
-        "the unsynced tail goes"
-    );
+    let (written, lost) = append_then_lose_power(cfg).await;
+    assert!(lost > 0, "the unsynced tail goes");
 
     let (log, recovery) = Log::open(LogConfig::new(dir.path())).expect("reopen");
     assert_eq!(recovery.cut, None);
