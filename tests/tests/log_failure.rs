@@ -33,16 +33,24 @@ fn batch_no(b: u64) -> v1::IngestRequest {
     batch(b, readings)
 }
 
+/// A fault hook that fails `point` with OS error `errno` while the
+/// returned switch is on.
+fn switched_fault(point: FaultPoint, errno: i32) -> (Arc<AtomicBool>, vatio_wal::FaultHook) {
+    let on = Arc::new(AtomicBool::new(false));
+    let switch = on.clone();
+    let hook: vatio_wal::FaultHook = Arc::new(move |at| {
+        (at == point && switch.load(Ordering::SeqCst))
+            .then(|| std::io::Error::from_raw_os_error(errno))
+    });
+    (on, hook)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_the_call_and_loses_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cfg = test_config(&dir);
-    let full = Arc::new(AtomicBool::new(false));
-    let hook_full = full.clone();
-    let fault: vatio_wal::FaultHook = Arc::new(move |point| {
-        (point == FaultPoint::Write && hook_full.load(Ordering::SeqCst))
-            .then(|| std::io::Error::from_raw_os_error(28)) // ENOSPC
-    });
+    // ENOSPC: what a full disk reports.
+    let (full, fault) = switched_fault(FaultPoint::Write, 28);
     let t = TestNode::start_full(dir, cfg, TreeOptions::default(), None, Some(fault)).await?;
     let mut ingest = t.ingest().await?;
     assert_eq!(
@@ -89,12 +97,7 @@ async fn a_failed_interval_fsync_stops_the_node_and_a_restart_recovers() -> anyh
     let dir = tempfile::tempdir()?;
     let mut cfg = test_config(&dir);
     cfg.log.fsync = vatio_config::LogFsync::Interval(std::time::Duration::from_millis(5));
-    let failing = Arc::new(AtomicBool::new(false));
-    let hook_failing = failing.clone();
-    let fault: vatio_wal::FaultHook = Arc::new(move |point| {
-        (point == FaultPoint::Sync && hook_failing.load(Ordering::SeqCst))
-            .then(|| std::io::Error::from_raw_os_error(5)) // EIO
-    });
+    let (failing, fault) = switched_fault(FaultPoint::Sync, 5); // EIO
     let t =
         TestNode::start_full(dir, cfg.clone(), TreeOptions::default(), None, Some(fault)).await?;
     let mut ingest = t.ingest().await?;

@@ -713,8 +713,13 @@ mod tests {
         raw(seq, "energy", kwh, "kWh")
     }
 
+    /// Offers `r` under the test rules and limits, recording into `rec`.
+    fn offer_into(s: &mut DeviceState, r: &RawReading, now: i64, rec: &mut impl Recorder) -> Offer {
+        offer(s, &dev(), r, &RULES, &LIMITS, now, rec)
+    }
+
     fn offer_at(s: &mut DeviceState, r: &RawReading, now: i64) -> Offer {
-        offer(s, &dev(), r, &RULES, &LIMITS, now, &mut ())
+        offer_into(s, r, now, &mut ())
     }
 
     fn put(s: &mut DeviceState, r: &RawReading) -> Offer {
@@ -1286,7 +1291,7 @@ mod tests {
                         } else {
                             power(seq)
                         };
-                        let _ = offer(&mut live, &dev(), &r, &RULES, &LIMITS, now, &mut ops);
+                        let _ = offer_into(&mut live, &r, now, &mut ops);
                         release(&mut live, &LIMITS, now, &mut ops);
                     }
                 }
@@ -1318,15 +1323,7 @@ mod tests {
                     flush(&mut live, &mut ops);
                 } else {
                     let seq = 1 + next(100);
-                    let _ = offer(
-                        &mut live,
-                        &dev(),
-                        &power(seq),
-                        &RULES,
-                        &LIMITS,
-                        now,
-                        &mut ops,
-                    );
+                    let _ = offer_into(&mut live, &power(seq), now, &mut ops);
                     release(&mut live, &LIMITS, now, &mut ops);
                 }
                 // Replay this step's ops one at a time to see each rise.
@@ -1377,15 +1374,7 @@ mod tests {
         let mut early: Vec<Op> = Vec::new();
         assert_eq!(put(&mut owner, &power(1)), Offer::Accepted);
         release(&mut owner, &LIMITS, NOW, &mut early);
-        let _ = offer(
-            &mut owner,
-            &dev(),
-            &power(3),
-            &RULES,
-            &LIMITS,
-            NOW,
-            &mut early,
-        );
+        let _ = offer_into(&mut owner, &power(3), NOW, &mut early);
         let mut replica = DeviceState::new();
         for op in &early {
             replica.apply(op);
@@ -1395,28 +1384,12 @@ mod tests {
         // Steps the replica never sees: 2 fills the gap, 3 and 4 leave.
         let mut missed: Vec<Op> = Vec::new();
         for seq in [2, 4] {
-            let _ = offer(
-                &mut owner,
-                &dev(),
-                &power(seq),
-                &RULES,
-                &LIMITS,
-                NOW,
-                &mut missed,
-            );
+            let _ = offer_into(&mut owner, &power(seq), NOW, &mut missed);
         }
         release(&mut owner, &LIMITS, NOW, &mut missed);
         // The step it does see: 5 arrives and leaves.
         let mut seen: Vec<Op> = Vec::new();
-        let _ = offer(
-            &mut owner,
-            &dev(),
-            &power(5),
-            &RULES,
-            &LIMITS,
-            NOW,
-            &mut seen,
-        );
+        let _ = offer_into(&mut owner, &power(5), NOW, &mut seen);
         release(&mut owner, &LIMITS, NOW, &mut seen);
         let passed: usize = seen.iter().map(|op| replica.apply(op)).sum();
 
@@ -1442,15 +1415,7 @@ mod tests {
             for _ in 0..150 {
                 now += i64::try_from(next(700)).unwrap_or(0);
                 let seq = 1 + next(100);
-                let _ = offer(
-                    &mut live,
-                    &dev(),
-                    &power(seq),
-                    &RULES,
-                    &LIMITS,
-                    now,
-                    &mut ops,
-                );
+                let _ = offer_into(&mut live, &power(seq), now, &mut ops);
                 release(&mut live, &LIMITS, now, &mut ops);
             }
             let len = ops.len() as u64;
