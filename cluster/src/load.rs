@@ -211,6 +211,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
             batch: spec.batch,
             seed: spec.seed,
             seq_start: spec.seq_start,
+            started: start,
             deadline,
         };
         // One connection per worker, so streams spread over the node's

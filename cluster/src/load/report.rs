@@ -38,6 +38,10 @@ pub(crate) struct Counters {
     pub(crate) batches_acked_replicated: AtomicU64,
     pub(crate) backoffs: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// The latest ack seen, in µs since the run started.
+    last_ack_us: AtomicU64,
+    /// The longest stretch without an ack so far, in µs.
+    longest_ack_gap_us: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -53,6 +57,19 @@ impl Counters {
         // the text is a diagnostic, so losing it is acceptable.
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(text);
+        }
+    }
+
+    /// Notes an ack `since_start_us` after the run started. Workers ack
+    /// concurrently and may report slightly out of order, so the gap is
+    /// measured from the latest ack seen before this one.
+    pub(crate) fn ack_at(&self, since_start_us: u64) {
+        let before = self
+            .last_ack_us
+            .fetch_max(since_start_us, Ordering::Relaxed);
+        if since_start_us > before {
+            self.longest_ack_gap_us
+                .fetch_max(since_start_us - before, Ordering::Relaxed);
         }
     }
 
@@ -73,6 +90,7 @@ impl Counters {
             batches_acked_replicated: get(&self.batches_acked_replicated),
             backoffs: get(&self.backoffs),
             errors: get(&self.errors),
+            longest_ack_gap_us: get(&self.longest_ack_gap_us),
         }
     }
 }
@@ -90,6 +108,7 @@ pub(crate) struct Totals {
     pub(crate) batches_acked_replicated: u64,
     pub(crate) backoffs: u64,
     pub(crate) errors: u64,
+    pub(crate) longest_ack_gap_us: u64,
 }
 
 impl Totals {
@@ -141,6 +160,10 @@ pub struct LoadReport {
     pub ack_latency_p999_ms: f64,
     /// Slowest ack.
     pub ack_latency_max_ms: f64,
+    /// The longest stretch, from the run's start to its last ack, in which
+    /// no batch was acknowledged: how long the cluster stopped serving this
+    /// client, e.g. while a killed node's devices failed over.
+    pub longest_ack_gap_ms: f64,
     /// Lines written to the `--acks-out` file: one per reading of every
     /// acknowledged batch. Absent without `--acks-out`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,6 +217,7 @@ impl LoadReport {
             } else {
                 latency_us.max() as f64 / 1_000.0
             },
+            longest_ack_gap_ms: totals.longest_ack_gap_us as f64 / 1_000.0,
             readings_acked_listed: None,
             last_error,
         }
@@ -215,7 +239,7 @@ fn grouped(n: u64) -> String {
 
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String, &str); 17] = [
+        let rows: [(&str, String, &str); 18] = [
             ("elapsed", format!("{:.2}", self.elapsed_s), "s"),
             ("readings sent", grouped(self.readings_sent), ""),
             ("  re-sent", grouped(self.readings_resent), ""),
@@ -251,6 +275,11 @@ impl fmt::Display for LoadReport {
             (
                 "ack latency max",
                 format!("{:.3}", self.ack_latency_max_ms),
+                "ms",
+            ),
+            (
+                "longest ack gap",
+                format!("{:.3}", self.longest_ack_gap_ms),
                 "ms",
             ),
         ];
@@ -325,6 +354,7 @@ mod tests {
             batches_acked_replicated: 100,
             backoffs: 2,
             errors: 1,
+            longest_ack_gap_us: 1_500_000,
         };
         let report = LoadReport::new(
             &totals,
@@ -337,6 +367,7 @@ mod tests {
         assert!((report.ack_latency_p50_ms - 2.0).abs() < 0.01);
         assert!((report.ack_latency_max_ms - 40.0).abs() < 0.05);
         assert_eq!(report.backoffs, 2);
+        assert_eq!(report.longest_ack_gap_ms, 1_500.0);
 
         let json = serde_json::to_value(&report).expect("report serializes");
         assert_eq!(json["readings_acked"], 10_000);
@@ -389,6 +420,19 @@ mod tests {
                 && !json.contains("readings_acked_listed"),
             "{json}"
         );
+    }
+
+    #[test]
+    fn the_longest_ack_gap_is_measured_between_consecutive_acks() {
+        let counters = Counters::default();
+        // The first ack's gap counts from the run's start; a late report
+        // (300 after 350) neither shrinks nor grows a gap.
+        for at_us in [100, 350, 300, 1_000, 1_200] {
+            counters.ack_at(at_us);
+        }
+        assert_eq!(counters.totals().longest_ack_gap_us, 650);
+        counters.ack_at(5_000);
+        assert_eq!(counters.totals().longest_ack_gap_us, 3_800);
     }
 
     #[test]

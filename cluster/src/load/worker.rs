@@ -57,6 +57,8 @@ pub(crate) struct WorkerPlan {
     pub(crate) seed: u64,
     /// First seq of every device.
     pub(crate) seq_start: u64,
+    /// When the run started: ack times are measured from here.
+    pub(crate) started: Instant,
     pub(crate) deadline: Instant,
 }
 
@@ -345,6 +347,7 @@ impl Worker {
         self.latency_us
             .saturating_record(micros(batch.sent_at.elapsed()));
         let c = &self.counters;
+        c.ack_at(micros(self.plan.started.elapsed()));
         Counters::add(&c.batches_acked, 1);
         if ack.guarantee == vatio_proto::v1::AckGuarantee::Replicated as i32 {
             Counters::add(&c.batches_acked_replicated, 1);
