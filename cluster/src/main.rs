@@ -44,6 +44,10 @@ enum Command {
         addr: String,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Read only the stores of the node asked (default in a cluster:
+        /// every member's, merged).
+        #[arg(long, global = true)]
+        node_only: bool,
         #[command(subcommand)]
         command: QueryCommand,
     },
@@ -155,7 +159,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Node { config } => commands::node::run(config).await,
         Command::Demo(args) => commands::demo::run(args).await,
-        Command::Query { addr, tls, command } => commands::query::run(&addr, &tls, command).await,
+        Command::Query {
+            addr,
+            tls,
+            node_only,
+            command,
+        } => commands::query::run(&addr, &tls, node_only, command).await,
         Command::Status { addr, tls, json } => commands::status::run(&addr, &tls, json).await,
         Command::Dlq { addr, tls, command } => commands::dlq::run(&addr, &tls, command).await,
         Command::Load {

@@ -21,7 +21,9 @@ use crate::peer::clients::MAX_PEER_MESSAGE_BYTES;
 use crate::peer::{PeerClients, PeerService, ViewLink};
 use crate::placement::Az;
 use crate::routing::Routing;
-use crate::services::{admin::AdminService, ingest::IngestService, query::QueryService};
+use crate::services::admin::AdminService;
+use crate::services::ingest::IngestService;
+use crate::services::query::{ClusterReads, QueryService};
 use crate::transport::Transport;
 use crate::trust::{StartedAs, TrustedView};
 use vatio_actors::replication::Replication;
@@ -160,6 +162,14 @@ impl Node {
             .await
             .context("starting the actor tree")?,
         );
+        let reads = membership.as_ref().zip(trusted.as_ref()).map(|(m, t)| {
+            Arc::new(ClusterReads::new(
+                m.node().clone(),
+                t.watch(),
+                clients.clone(),
+                cfg.cluster.peer_timeout,
+            ))
+        });
         let routing = membership.as_ref().zip(trusted.as_ref()).map(|(m, t)| {
             Routing::new(
                 m.node().clone(),
@@ -181,7 +191,7 @@ impl Node {
         let peer = routing
             .clone()
             .map(|r| PeerService::new(transport.clone(), r, tree.clone()));
-        let query = QueryService::new(stores);
+        let query = QueryService::new(stores, reads);
         let admin = AdminService::new(
             tree.clone(),
             cfg.node.id.clone(),

@@ -18,6 +18,7 @@
 pub mod archive;
 pub mod embedded;
 pub mod error;
+pub mod merge;
 pub mod model;
 
 use async_trait::async_trait;
@@ -32,6 +33,27 @@ pub struct LatestFilter {
     pub kind: Option<DeviceKind>,
     /// At most this many values; 0 = the backend's default (1000).
     pub limit: u32,
+}
+
+/// What a query's `limit` of 0 stands for.
+pub const QUERY_LIMIT_DEFAULT: u32 = 1000;
+
+/// A query's limit, with 0 meaning [`QUERY_LIMIT_DEFAULT`].
+pub fn query_limit(limit: u32) -> u32 {
+    if limit == 0 {
+        QUERY_LIMIT_DEFAULT
+    } else {
+        limit
+    }
+}
+
+/// Which minute points a [`TimeSeriesStore::minutes`] query returns; unset
+/// fields match everything.
+#[derive(Clone, Debug, Default)]
+pub struct MinuteFilter {
+    pub device: Option<DeviceId>,
+    pub kind: Option<DeviceKind>,
+    pub metric: Option<Metric>,
 }
 
 /// The latest value of one device's metric.
@@ -91,6 +113,15 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
     ) -> Result<Vec<SeriesPoint>>;
     /// Total power over all electricity meters per minute in `[from_ms, to_ms)`, ascending.
     async fn power_flow(&self, from_ms: UnixMs, to_ms: UnixMs) -> Result<Vec<PowerFlowMinute>>;
+    /// The stored points matching `filter` with a minute in `[from_ms,
+    /// to_ms)` and at least one reading, ordered by device, metric, minute:
+    /// the raw shares that [`merge`] combines across nodes.
+    async fn minutes(
+        &self,
+        filter: &MinuteFilter,
+        from_ms: UnixMs,
+        to_ms: UnixMs,
+    ) -> Result<Vec<MinutePoint>>;
     /// The newest minute any stored point has (None when empty). Windows
     /// after it are new and need no read before their first write.
     async fn max_minute(&self) -> Result<Option<UnixMs>>;

@@ -205,6 +205,27 @@ impl Stats {
         }
     }
 
+    /// Adds another window's readings of the same key: stats of disjoint
+    /// reading sets (one node's share each) combine into the whole.
+    pub fn merge(&mut self, other: &Stats) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *other;
+            return;
+        }
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        if (other.last_ts_ms, other.last_seq) >= (self.last_ts_ms, self.last_seq) {
+            self.last = other.last;
+            self.last_ts_ms = other.last_ts_ms;
+            self.last_seq = other.last_seq;
+        }
+    }
+
     pub fn mean(&self) -> f64 {
         if self.count == 0 {
             0.0

@@ -83,6 +83,7 @@ conformance!(timeseries, crate::timeseries:
     a_zero_minute_window_is_refused,
     power_flow_sums_each_meters_mean_power_per_minute,
     max_minute_is_the_newest_stored_minute,
+    minutes_lists_the_matching_points_and_merge_recomputes_the_answers,
 );
 
 conformance!(documents, crate::documents:

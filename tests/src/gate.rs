@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::watch;
 use vatio_stores::{
-    DeviceId, LatestFilter, LatestValue, Metric, MinutePoint, PowerFlowMinute, Result, SeriesPoint,
-    TimeSeriesStore, UnixMs,
+    DeviceId, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint, PowerFlowMinute,
+    Result, SeriesPoint, TimeSeriesStore, UnixMs,
 };
 
 /// Wraps a real store; `write_points` blocks while the gate is closed.
@@ -60,6 +60,14 @@ impl TimeSeriesStore for GatedTimeSeries {
     }
     async fn power_flow(&self, from: UnixMs, to: UnixMs) -> Result<Vec<PowerFlowMinute>> {
         self.inner.power_flow(from, to).await
+    }
+    async fn minutes(
+        &self,
+        f: &MinuteFilter,
+        from: UnixMs,
+        to: UnixMs,
+    ) -> Result<Vec<MinutePoint>> {
+        self.inner.minutes(f, from, to).await
     }
     async fn max_minute(&self) -> Result<Option<UnixMs>> {
         self.inner.max_minute().await

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use vatio_stores::{
-    DeviceId, Error, LatestFilter, LatestValue, Metric, MinutePoint, PowerFlowMinute, Result,
-    SeriesPoint, TimeSeriesStore, UnixMs,
+    DeviceId, Error, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint, PowerFlowMinute,
+    Result, SeriesPoint, TimeSeriesStore, UnixMs,
 };
 
 /// Wraps a real store; every call fails while the switch is down.
@@ -89,6 +89,15 @@ impl TimeSeriesStore for FlakyTimeSeries {
     async fn power_flow(&self, from: UnixMs, to: UnixMs) -> Result<Vec<PowerFlowMinute>> {
         self.switch.check()?;
         self.inner.power_flow(from, to).await
+    }
+    async fn minutes(
+        &self,
+        f: &MinuteFilter,
+        from: UnixMs,
+        to: UnixMs,
+    ) -> Result<Vec<MinutePoint>> {
+        self.switch.check()?;
+        self.inner.minutes(f, from, to).await
     }
     async fn max_minute(&self) -> Result<Option<UnixMs>> {
         // Start-up must get past this even during the outage.

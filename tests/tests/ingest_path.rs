@@ -130,6 +130,7 @@ async fn time_series_holds_minute_points_in_canonical_units() -> anyhow::Result<
         .power_flow(v1::PowerFlowRequest {
             from_unix_ms: M,
             to_unix_ms: M + MINUTE_MS,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -215,7 +216,7 @@ async fn dead_letters_keep_reading_reason_and_source() -> anyhow::Result<()> {
     let counts = t
         .query()
         .await?
-        .dead_letter_counts(v1::DeadLetterCountsRequest {})
+        .dead_letter_counts(v1::DeadLetterCountsRequest::default())
         .await?
         .into_inner();
     assert_eq!(counts.total, 3);

@@ -82,8 +82,28 @@ fn ago_ms(d: Duration) -> i64 {
     now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-pub async fn run(addr: &str, tls: &TlsArgs, cmd: QueryCommand) -> anyhow::Result<()> {
+/// Tells on stderr whose share a cluster-wide answer lacks.
+fn warn_unanswered(nodes: &[String]) {
+    if !nodes.is_empty() {
+        eprintln!(
+            "warning: incomplete answer: no share from {}",
+            nodes.join(", ")
+        );
+    }
+}
+
+pub async fn run(
+    addr: &str,
+    tls: &TlsArgs,
+    node_only: bool,
+    cmd: QueryCommand,
+) -> anyhow::Result<()> {
     let mut client = QueryClient::new(connect(addr, tls).await?);
+    let scope = if node_only {
+        v1::QueryScope::Node
+    } else {
+        v1::QueryScope::Cluster
+    } as i32;
     match cmd {
         QueryCommand::Latest {
             device,
@@ -95,9 +115,11 @@ pub async fn run(addr: &str, tls: &TlsArgs, cmd: QueryCommand) -> anyhow::Result
                     device_id: device.unwrap_or_default(),
                     kind: kind_arg(kind.as_deref())?,
                     limit,
+                    scope,
                 })
                 .await?
                 .into_inner();
+            warn_unanswered(&resp.unanswered_nodes);
             let mut t = table::new(&["device", "kind", "metric", "value", "unit", "time"]);
             for v in resp.values {
                 t.add_row(vec![
@@ -124,9 +146,11 @@ pub async fn run(addr: &str, tls: &TlsArgs, cmd: QueryCommand) -> anyhow::Result
                     from_unix_ms: ago_ms(since),
                     to_unix_ms: 0,
                     window_minutes: window,
+                    scope,
                 })
                 .await?
                 .into_inner();
+            warn_unanswered(&resp.unanswered_nodes);
             let unit = resp.unit;
             let mut t = table::new(&["window", "count", "min", "mean", "max", "last"]);
             for p in resp.points {
@@ -146,9 +170,11 @@ pub async fn run(addr: &str, tls: &TlsArgs, cmd: QueryCommand) -> anyhow::Result
                 .power_flow(v1::PowerFlowRequest {
                     from_unix_ms: ago_ms(since),
                     to_unix_ms: 0,
+                    scope,
                 })
                 .await?
                 .into_inner();
+            warn_unanswered(&resp.unanswered_nodes);
             let mut t = table::new(&["minute", "total kW", "meters"]);
             for m in resp.minutes {
                 t.add_row(vec![
@@ -174,9 +200,11 @@ pub async fn run(addr: &str, tls: &TlsArgs, cmd: QueryCommand) -> anyhow::Result
                     from_unix_ms: ago_ms(since),
                     to_unix_ms: 0,
                     limit,
+                    scope,
                 })
                 .await?
                 .into_inner();
+            warn_unanswered(&resp.unanswered_nodes);
             let mut t = table::new(&["time", "device", "event", "metric", "value", "threshold"]);
             for e in resp.events {
                 t.add_row(vec![
@@ -192,9 +220,10 @@ pub async fn run(addr: &str, tls: &TlsArgs, cmd: QueryCommand) -> anyhow::Result
         }
         QueryCommand::DeadLetters => {
             let resp = client
-                .dead_letter_counts(v1::DeadLetterCountsRequest {})
+                .dead_letter_counts(v1::DeadLetterCountsRequest { scope })
                 .await?
                 .into_inner();
+            warn_unanswered(&resp.unanswered_nodes);
             let mut t = table::new(&["reason", "count"]);
             for c in resp.counts {
                 t.add_row(vec![c.reason, c.count.to_string()]);

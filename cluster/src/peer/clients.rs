@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tonic::transport::Channel;
 use vatio_proto::v1::peer_client::PeerClient;
+use vatio_proto::v1::query_client::QueryClient;
 
 use crate::net::{Network, lazy_channel};
 use crate::placement::{Member, NodeId};
@@ -35,6 +36,20 @@ impl PeerClients {
 
     /// A client for `member` (connects lazily).
     pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, TransportError> {
+        Ok(PeerClient::new(self.channel(member)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// A client of `member`'s query service, for cluster-wide reads, on the
+    /// same mutually authenticated channel.
+    pub fn query_client(&self, member: &Member) -> Result<QueryClient<Channel>, TransportError> {
+        Ok(QueryClient::new(self.channel(member)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    fn channel(&self, member: &Member) -> Result<Channel, TransportError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(&member.id) {
             Some((addr, channel)) if *addr == member.addr => channel.clone(),
@@ -50,8 +65,6 @@ impl PeerClients {
                 channel
             }
         };
-        Ok(PeerClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+        Ok(channel)
     }
 }

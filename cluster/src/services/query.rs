@@ -1,20 +1,64 @@
-//! `vatio.v1.Query`: reads what the sinks hold.
+//! `vatio.v1.Query`: reads what the sinks hold, of this node or, by
+//! default in a cluster, of every verified member (see [`fanout`]).
+
+mod fanout;
+mod wire;
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use vatio_actors::TreeStores;
 use vatio_proto::v1;
-use vatio_stores::{DeviceId, EventFilter, EventType, LatestFilter, Metric};
+use vatio_stores::{
+    DeviceId, DeviceKind, EventFilter, EventType, LatestFilter, Metric, MinuteFilter, merge,
+    query_limit,
+};
 
-use super::convert::{kind_filter, kind_to_wire, store_status};
+pub use self::fanout::ClusterReads;
+use self::fanout::Gathered;
+use self::wire::{
+    event_from_wire, event_to_wire, latest_from_wire, latest_to_wire, minute_from_wire,
+    minute_to_wire, reason_counts_to_wire,
+};
+use super::convert::{kind_filter, store_status};
 
 #[derive(Clone)]
 pub struct QueryService {
     stores: TreeStores,
+    /// Set on a cluster node: cluster-wide answers ask the peers too.
+    cluster: Option<Arc<ClusterReads>>,
 }
 
 impl QueryService {
-    pub fn new(stores: TreeStores) -> Self {
-        Self { stores }
+    pub fn new(stores: TreeStores, cluster: Option<Arc<ClusterReads>>) -> Self {
+        Self { stores, cluster }
+    }
+
+    /// The peers to ask for `scope`: none for a node-scoped query or a
+    /// node on its own.
+    fn peers(&self, scope: i32) -> Result<Option<&ClusterReads>, Status> {
+        match v1::QueryScope::try_from(scope) {
+            Ok(v1::QueryScope::Cluster) => Ok(self.cluster.as_deref()),
+            Ok(v1::QueryScope::Node) => Ok(None),
+            Err(_) => Err(Status::invalid_argument(format!(
+                "scope: unknown query scope {scope}"
+            ))),
+        }
+    }
+}
+
+/// The peers' shares when there are peers to ask, else nothing.
+async fn gather<T, F, Fut>(peers: Option<&ClusterReads>, what: &'static str, ask: F) -> Gathered<T>
+where
+    F: Fn(v1::query_client::QueryClient<tonic::transport::Channel>) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    match peers {
+        Some(peers) => peers.gather(what, ask).await,
+        None => Gathered {
+            shares: Vec::new(),
+            unanswered: Vec::new(),
+        },
     }
 }
 
@@ -42,6 +86,15 @@ fn range_arg(from: i64, to: i64) -> Result<(i64, i64), Status> {
     Ok((from, to))
 }
 
+/// The same request, asking a peer for its own share only.
+fn node_scoped<T: Clone>(request: &T, set: impl Fn(&mut T)) -> T {
+    let mut scoped = request.clone();
+    set(&mut scoped);
+    scoped
+}
+
+const NODE: i32 = v1::QueryScope::Node as i32;
+
 #[tonic::async_trait]
 impl v1::query_server::Query for QueryService {
     async fn latest(
@@ -49,29 +102,32 @@ impl v1::query_server::Query for QueryService {
         request: Request<v1::LatestRequest>,
     ) -> Result<Response<v1::LatestResponse>, Status> {
         let req = request.into_inner();
+        let peers = self.peers(req.scope)?;
         let filter = LatestFilter {
             device: device_filter(&req.device_id),
             kind: kind_filter(req.kind)?,
             limit: req.limit,
         };
-        let values = self
+        let mine = self
             .stores
             .timeseries
             .latest(&filter)
             .await
             .map_err(store_status)?;
+        let ask = node_scoped(&req, |r| r.scope = NODE);
+        let theirs: Gathered<Vec<_>> = gather(peers, "latest", |mut client| {
+            let ask = ask.clone();
+            async move {
+                let reply = client.latest(ask).await?.into_inner();
+                reply.values.into_iter().map(latest_from_wire).collect()
+            }
+        })
+        .await;
+        let all = mine.into_iter().chain(theirs.shares.into_iter().flatten());
+        let values = merge::latest(all, query_limit(req.limit) as usize);
         Ok(Response::new(v1::LatestResponse {
-            values: values
-                .into_iter()
-                .map(|v| v1::LatestValue {
-                    device_id: v.device.to_string(),
-                    kind: kind_to_wire(v.kind) as i32,
-                    metric: v.metric.as_str().into(),
-                    value: v.value,
-                    unit: v.metric.canonical_unit().into(),
-                    ts_unix_ms: v.ts_ms,
-                })
-                .collect(),
+            values: values.iter().map(latest_to_wire).collect(),
+            unanswered_nodes: theirs.unanswered,
         }))
     }
 
@@ -80,29 +136,39 @@ impl v1::query_server::Query for QueryService {
         request: Request<v1::SeriesRequest>,
     ) -> Result<Response<v1::SeriesResponse>, Status> {
         let req = request.into_inner();
+        let peers = self.peers(req.scope)?;
         let device = device_filter(&req.device_id)
             .ok_or_else(|| Status::invalid_argument("device_id: required"))?;
         let metric = metric_arg(&req.metric)?;
         let (from, to) = range_arg(req.from_unix_ms, req.to_unix_ms)?;
-        let points = self
-            .stores
-            .timeseries
-            .series(&device, metric, from, to, req.window_minutes.max(1))
-            .await
-            .map_err(store_status)?;
+        let window_minutes = req.window_minutes.max(1);
+        let Some(peers) = peers else {
+            let points = self
+                .stores
+                .timeseries
+                .series(&device, metric, from, to, window_minutes)
+                .await
+                .map_err(store_status)?;
+            return Ok(Response::new(v1::SeriesResponse {
+                unit: metric.canonical_unit().into(),
+                points: points.iter().map(wire::series_point_to_wire).collect(),
+                unanswered_nodes: Vec::new(),
+            }));
+        };
+        let filter = MinuteFilter {
+            device: Some(device),
+            kind: None,
+            metric: Some(metric),
+        };
+        let minutes = self.minutes_everywhere(peers, &filter, from, to).await?;
+        let points = merge::series_windows(
+            minutes.shares.into_iter().map(|p| (p.minute_ms, p.stats)),
+            window_minutes,
+        );
         Ok(Response::new(v1::SeriesResponse {
             unit: metric.canonical_unit().into(),
-            points: points
-                .into_iter()
-                .map(|p| v1::SeriesPoint {
-                    window_start_unix_ms: p.window_start_ms,
-                    count: p.count,
-                    min: p.min,
-                    max: p.max,
-                    mean: p.mean,
-                    last: p.last,
-                })
-                .collect(),
+            points: points.iter().map(wire::series_point_to_wire).collect(),
+            unanswered_nodes: minutes.unanswered,
         }))
     }
 
@@ -111,13 +177,28 @@ impl v1::query_server::Query for QueryService {
         request: Request<v1::PowerFlowRequest>,
     ) -> Result<Response<v1::PowerFlowResponse>, Status> {
         let req = request.into_inner();
+        let peers = self.peers(req.scope)?;
         let (from, to) = range_arg(req.from_unix_ms, req.to_unix_ms)?;
-        let minutes = self
-            .stores
-            .timeseries
-            .power_flow(from, to)
-            .await
-            .map_err(store_status)?;
+        let (minutes, unanswered) = match peers {
+            None => {
+                let minutes = self
+                    .stores
+                    .timeseries
+                    .power_flow(from, to)
+                    .await
+                    .map_err(store_status)?;
+                (minutes, Vec::new())
+            }
+            Some(peers) => {
+                let filter = MinuteFilter {
+                    device: None,
+                    kind: Some(DeviceKind::ElectricityMeter),
+                    metric: Some(Metric::Power),
+                };
+                let gathered = self.minutes_everywhere(peers, &filter, from, to).await?;
+                (merge::power_flow(gathered.shares), gathered.unanswered)
+            }
+        };
         Ok(Response::new(v1::PowerFlowResponse {
             minutes: minutes
                 .into_iter()
@@ -127,6 +208,7 @@ impl v1::query_server::Query for QueryService {
                     meters: m.meters,
                 })
                 .collect(),
+            unanswered_nodes: unanswered,
         }))
     }
 
@@ -135,6 +217,7 @@ impl v1::query_server::Query for QueryService {
         request: Request<v1::EventsRequest>,
     ) -> Result<Response<v1::EventsResponse>, Status> {
         let req = request.into_inner();
+        let peers = self.peers(req.scope)?;
         let event_type = if req.event_type.is_empty() {
             None
         } else {
@@ -150,50 +233,135 @@ impl v1::query_server::Query for QueryService {
             to_ms: (req.to_unix_ms != 0).then_some(req.to_unix_ms),
             limit: req.limit,
         };
-        let events = self
+        let mine = self
             .stores
             .documents
             .events(&filter)
             .await
             .map_err(store_status)?;
+        let ask = node_scoped(&req, |r| r.scope = NODE);
+        let theirs: Gathered<Vec<_>> = gather(peers, "events", |mut client| {
+            let ask = ask.clone();
+            async move {
+                let reply = client.events(ask).await?.into_inner();
+                reply.events.into_iter().map(event_from_wire).collect()
+            }
+        })
+        .await;
+        let all = mine.into_iter().chain(theirs.shares.into_iter().flatten());
+        let events = merge::events(all, query_limit(req.limit) as usize);
         Ok(Response::new(v1::EventsResponse {
-            events: events
-                .into_iter()
-                .map(|e| v1::Event {
-                    id: e.id(),
-                    device_id: e.device.to_string(),
-                    kind: kind_to_wire(e.kind) as i32,
-                    event_type: e.event_type.as_str().into(),
-                    metric: e.metric.as_str().into(),
-                    value: e.value,
-                    threshold: e.threshold,
-                    ts_unix_ms: e.ts_ms,
-                    seq: e.seq,
-                })
-                .collect(),
+            events: events.iter().map(event_to_wire).collect(),
+            unanswered_nodes: theirs.unanswered,
         }))
     }
 
     async fn dead_letter_counts(
         &self,
-        _request: Request<v1::DeadLetterCountsRequest>,
+        request: Request<v1::DeadLetterCountsRequest>,
     ) -> Result<Response<v1::DeadLetterCountsResponse>, Status> {
-        let counts = self
+        let req = request.into_inner();
+        let peers = self.peers(req.scope)?;
+        let mine = self
             .stores
             .dead_letters
             .counts()
             .await
             .map_err(store_status)?;
-        let total = counts.iter().map(|(_, n)| n).sum();
-        Ok(Response::new(v1::DeadLetterCountsResponse {
-            counts: counts
-                .into_iter()
-                .map(|(reason, count)| v1::ReasonCount {
-                    reason: reason.as_str().into(),
-                    count,
-                })
-                .collect(),
-            total,
+        let theirs = gather(peers, "dead-letter counts", |mut client| async move {
+            let reply = client
+                .dead_letter_counts(v1::DeadLetterCountsRequest { scope: NODE })
+                .await?
+                .into_inner();
+            wire::reason_counts_from_wire(reply.counts)
+        })
+        .await;
+        let counts =
+            merge::dead_letter_counts(mine.into_iter().chain(theirs.shares.into_iter().flatten()));
+        let mut response = reason_counts_to_wire(counts);
+        response.unanswered_nodes = theirs.unanswered;
+        Ok(Response::new(response))
+    }
+
+    async fn minutes(
+        &self,
+        request: Request<v1::MinutesRequest>,
+    ) -> Result<Response<v1::MinutesResponse>, Status> {
+        let req = request.into_inner();
+        let filter = MinuteFilter {
+            device: device_filter(&req.device_id),
+            kind: kind_filter(req.kind)?,
+            metric: if req.metric.is_empty() {
+                None
+            } else {
+                Some(metric_arg(&req.metric)?)
+            },
+        };
+        let (from, to) = range_arg(req.from_unix_ms, req.to_unix_ms)?;
+        let minutes = self
+            .stores
+            .timeseries
+            .minutes(&filter, from, to)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(v1::MinutesResponse {
+            minutes: minutes.iter().map(minute_to_wire).collect(),
         }))
+    }
+}
+
+impl QueryService {
+    /// This node's minutes matching `filter` and every peer's, as shares
+    /// to merge.
+    async fn minutes_everywhere(
+        &self,
+        peers: &ClusterReads,
+        filter: &MinuteFilter,
+        from: i64,
+        to: i64,
+    ) -> Result<Gathered<vatio_stores::MinutePoint>, Status> {
+        let mine = self
+            .stores
+            .timeseries
+            .minutes(filter, from, to)
+            .await
+            .map_err(store_status)?;
+        let ask = v1::MinutesRequest {
+            device_id: filter
+                .device
+                .as_ref()
+                .map(|d| d.as_str().to_owned())
+                .unwrap_or_default(),
+            kind: filter
+                .kind
+                .map_or(v1::DeviceKind::Unspecified, super::convert::kind_to_wire)
+                as i32,
+            metric: filter
+                .metric
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_default(),
+            from_unix_ms: from,
+            to_unix_ms: if to == i64::MAX { 0 } else { to },
+        };
+        let theirs = peers
+            .gather("minutes", |mut client| {
+                let ask = ask.clone();
+                async move {
+                    let reply = client.minutes(ask).await?.into_inner();
+                    reply
+                        .minutes
+                        .into_iter()
+                        .map(minute_from_wire)
+                        .collect::<Result<Vec<_>, _>>()
+                }
+            })
+            .await;
+        Ok(Gathered {
+            shares: mine
+                .into_iter()
+                .chain(theirs.shares.into_iter().flatten())
+                .collect(),
+            unanswered: theirs.unanswered,
+        })
     }
 }

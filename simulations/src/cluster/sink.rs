@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vatio_stores::{
-    DeviceId, Error, LatestFilter, LatestValue, Metric, MinutePoint, PowerFlowMinute, Result,
-    SeriesPoint, TimeSeriesStore, UnixMs,
+    DeviceId, Error, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint, PowerFlowMinute,
+    Result, SeriesPoint, TimeSeriesStore, UnixMs,
 };
 
 /// How long a write waits while the sink is slow.
@@ -91,6 +91,15 @@ impl TimeSeriesStore for FaultySink {
 
     async fn power_flow(&self, from_ms: UnixMs, to_ms: UnixMs) -> Result<Vec<PowerFlowMinute>> {
         self.inner.power_flow(from_ms, to_ms).await
+    }
+
+    async fn minutes(
+        &self,
+        filter: &MinuteFilter,
+        from_ms: UnixMs,
+        to_ms: UnixMs,
+    ) -> Result<Vec<MinutePoint>> {
+        self.inner.minutes(filter, from_ms, to_ms).await
     }
 
     async fn max_minute(&self) -> Result<Option<UnixMs>> {

@@ -50,13 +50,7 @@ impl Synchronous {
     }
 }
 
-/// Row limit of list queries whose filter says 0.
-pub(crate) const LIMIT_DEFAULT: u32 = 1000;
-
-/// A filter's limit, with 0 meaning [`LIMIT_DEFAULT`].
-pub(crate) fn limit_or_default(limit: u32) -> u32 {
-    if limit == 0 { LIMIT_DEFAULT } else { limit }
-}
+pub(crate) use crate::query_limit as limit_or_default;
 
 /// An object store over the local directory `root` (created if missing):
 /// the embedded stand-in for one AZ's bucket.

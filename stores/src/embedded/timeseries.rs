@@ -17,8 +17,8 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::sqlite::{AddedColumn, SqliteDb, named};
 use super::{Synchronous, limit_or_default};
 use crate::{
-    DeviceId, DeviceKind, Error, LatestFilter, LatestValue, MINUTE_MS, Metric, MinutePoint,
-    PowerFlowMinute, Result, SeriesPoint, Stats, TimeSeriesStore, UnixMs,
+    DeviceId, DeviceKind, Error, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint,
+    PowerFlowMinute, Result, SeriesPoint, Stats, TimeSeriesStore, UnixMs, merge,
 };
 
 const STORE: &str = "embedded time series";
@@ -92,56 +92,6 @@ fn stats_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Stats> {
         last_ts_ms: row.get(first + 5)?,
         last_seq: row.get(first + 6)?,
     })
-}
-
-/// One minute's aggregate as read for a series query.
-struct MinuteAggregate {
-    minute_ms: UnixMs,
-    count: u64,
-    min: f64,
-    max: f64,
-    sum: f64,
-    last: f64,
-}
-
-/// Merges ascending minute aggregates into epoch-aligned windows of
-/// `window_ms`.
-fn merge_windows(minutes: Vec<MinuteAggregate>, window_ms: i64) -> Vec<SeriesPoint> {
-    let mut out: Vec<(SeriesPoint, f64)> = Vec::new();
-    for m in minutes {
-        let start = m.minute_ms.div_euclid(window_ms) * window_ms;
-        match out.last_mut() {
-            Some((w, sum)) if w.window_start_ms == start => {
-                w.count += m.count;
-                w.min = w.min.min(m.min);
-                w.max = w.max.max(m.max);
-                *sum += m.sum;
-                // Minutes arrive ascending, so the latest minute wins.
-                w.last = m.last;
-            }
-            _ => out.push((
-                SeriesPoint {
-                    window_start_ms: start,
-                    count: m.count,
-                    min: m.min,
-                    max: m.max,
-                    mean: 0.0,
-                    last: m.last,
-                },
-                m.sum,
-            )),
-        }
-    }
-    out.into_iter()
-        .map(|(mut w, sum)| {
-            w.mean = if w.count == 0 {
-                0.0
-            } else {
-                sum / w.count as f64
-            };
-            w
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -259,33 +209,52 @@ impl TimeSeriesStore for SqliteTimeSeries {
                 message: "series window must be at least 1 minute".into(),
             });
         }
-        let window_ms = i64::from(window_minutes) * MINUTE_MS;
-        let device = device.as_str().to_owned();
-        let minutes = self
-            .db
+        let filter = MinuteFilter {
+            device: Some(device.clone()),
+            kind: None,
+            metric: Some(metric),
+        };
+        let minutes = self.minutes(&filter, from_ms, to_ms).await?;
+        Ok(merge::series_windows(
+            minutes.into_iter().map(|p| (p.minute_ms, p.stats)),
+            window_minutes,
+        ))
+    }
+
+    async fn minutes(
+        &self,
+        filter: &MinuteFilter,
+        from_ms: UnixMs,
+        to_ms: UnixMs,
+    ) -> Result<Vec<MinutePoint>> {
+        let device = filter.device.as_ref().map(|d| d.as_str().to_owned());
+        let kind = filter.kind.map(DeviceKind::as_str);
+        let metric = filter.metric.map(Metric::as_str);
+        self.db
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT minute_ms, count, min, max, sum, last
+                    "SELECT device, metric, minute_ms, kind,
+                            count, min, max, sum, last, last_ts_ms, last_seq, log_pos
                      FROM minute_points
-                     WHERE device = ?1 AND metric = ?2 AND minute_ms >= ?3 AND minute_ms < ?4
-                       AND count > 0
-                     ORDER BY minute_ms",
+                     WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR kind = ?2)
+                       AND (?3 IS NULL OR metric = ?3)
+                       AND minute_ms >= ?4 AND minute_ms < ?5 AND count > 0
+                     ORDER BY device, metric, minute_ms",
                 )?;
                 let rows =
-                    stmt.query_map(params![device, metric.as_str(), from_ms, to_ms], |row| {
-                        Ok(MinuteAggregate {
-                            minute_ms: row.get(0)?,
-                            count: row.get(1)?,
-                            min: row.get(2)?,
-                            max: row.get(3)?,
-                            sum: row.get(4)?,
-                            last: row.get(5)?,
+                    stmt.query_map(params![device, kind, metric, from_ms, to_ms], |row| {
+                        Ok(MinutePoint {
+                            device: DeviceId::new(row.get::<_, String>(0)?),
+                            metric: named(row, 1, "metric", Metric::parse)?,
+                            minute_ms: row.get(2)?,
+                            kind: named(row, 3, "device kind", DeviceKind::parse)?,
+                            stats: stats_from(row, 4)?,
+                            log_pos: row.get(11)?,
                         })
                     })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect()
             })
-            .await?;
-        Ok(merge_windows(minutes, window_ms))
+            .await
     }
 
     async fn max_minute(&self) -> Result<Option<UnixMs>> {

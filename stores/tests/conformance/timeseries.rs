@@ -2,7 +2,8 @@
 //! positions, latest values, windowed series and the plant's power flow.
 
 use vatio_stores::{
-    DeviceKind, LatestFilter, MINUTE_MS, Metric, PowerFlowMinute, SeriesPoint, TimeSeriesStore,
+    DeviceKind, LatestFilter, MINUTE_MS, Metric, MinuteFilter, PowerFlowMinute, SeriesPoint,
+    TimeSeriesStore, merge,
 };
 
 use super::{T0, dev, log_end, point};
@@ -336,5 +337,85 @@ pub async fn max_minute_is_the_newest_stored_minute(store: &dyn TimeSeriesStore)
     assert_eq!(
         store.max_minute().await.expect("max"),
         Some(T0 + 3 * MINUTE_MS)
+    );
+}
+
+pub async fn minutes_lists_the_matching_points_and_merge_recomputes_the_answers(
+    store: &dyn TimeSeriesStore,
+) {
+    store
+        .write_points(&[
+            point("m1", METER, Metric::Power, 0, &[10.0, 20.0]),
+            point("m2", METER, Metric::Power, 0, &[5.0]),
+            point("m1", METER, Metric::Power, 1, &[30.0]),
+            point("m1", METER, Metric::Voltage, 1, &[230.0]),
+            point("a1", ARM, Metric::Power, 0, &[1000.0]),
+            point("c1", CLIMATE, Metric::Temperature, 2, &[21.0, 23.0]),
+            point("c1", CLIMATE, Metric::Temperature, 7, &[25.0]),
+        ])
+        .await
+        .expect("write");
+    let everything = store
+        .minutes(&MinuteFilter::default(), T0, T0 + 60 * MINUTE_MS)
+        .await
+        .expect("all minutes");
+    let keys: Vec<(&str, &str, i64)> = everything
+        .iter()
+        .map(|p| {
+            (
+                p.device.as_str(),
+                p.metric.as_str(),
+                (p.minute_ms - T0) / MINUTE_MS,
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("a1", "power", 0),
+            ("c1", "temperature", 2),
+            ("c1", "temperature", 7),
+            ("m1", "power", 0),
+            ("m1", "power", 1),
+            ("m1", "voltage", 1),
+            ("m2", "power", 0),
+        ],
+        "ordered by device, metric, minute"
+    );
+    assert_eq!(everything[3].stats.count, 2);
+    assert_eq!(everything[3].kind, METER);
+
+    let meters = MinuteFilter {
+        device: None,
+        kind: Some(METER),
+        metric: Some(Metric::Power),
+    };
+    let meter_power = store
+        .minutes(&meters, T0 + MINUTE_MS, T0 + 60 * MINUTE_MS)
+        .await
+        .expect("meter power from minute 1");
+    assert_eq!(meter_power.len(), 1, "{meter_power:?}");
+
+    // The store's own answers equal the merge of its minutes.
+    let range = (T0, T0 + 60 * MINUTE_MS);
+    let flow = store.power_flow(range.0, range.1).await.expect("flow");
+    let all_meters = store
+        .minutes(&meters, range.0, range.1)
+        .await
+        .expect("meters");
+    assert_eq!(flow, merge::power_flow(all_meters));
+    let c1 = MinuteFilter {
+        device: Some(dev("c1")),
+        kind: None,
+        metric: Some(Metric::Temperature),
+    };
+    let series = store
+        .series(&dev("c1"), Metric::Temperature, range.0, range.1, 5)
+        .await
+        .expect("series");
+    let c1_minutes = store.minutes(&c1, range.0, range.1).await.expect("c1");
+    assert_eq!(
+        series,
+        merge::series_windows(c1_minutes.into_iter().map(|p| (p.minute_ms, p.stats)), 5)
     );
 }

@@ -1,11 +1,10 @@
 //! The demo's summary text: per node, per AZ and per minute. The plant's
-//! power flow is the per-minute sum of every node's Query answer, since
-//! each node's store holds only the meters whose readings it took.
+//! power flow and dead letters are one node's cluster-wide Query answer,
+//! which merges every node's share.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::future::join_all;
 use vatio_proto::v1::{self, query_client::QueryClient};
 
 use super::cluster::{DemoCluster, SEATS};
@@ -89,53 +88,54 @@ fn cluster_tables(before: &Snapshot, after: &Snapshot) -> String {
     format!("{nodes}\n{by_az}\n")
 }
 
-/// The plant as the nodes' Query services answer together.
+/// The plant as one node answers for the whole cluster.
 #[derive(Default)]
 struct Plant {
-    /// Minute start → (total kW, meters), summed over nodes.
+    /// Minute start → (total kW, meters).
     power: BTreeMap<i64, (f64, u32)>,
     dead_letters: BTreeMap<String, u64>,
     unanswered: Vec<String>,
 }
 
 impl Plant {
+    /// Asks the nodes in turn for the cluster-wide answer until one gives
+    /// it; the first node that answers merges every member's share.
     async fn ask(cluster: &DemoCluster, now_ms: i64) -> Self {
-        let asks = cluster.nodes().iter().map(|n| async move {
+        let mut plant = Plant::default();
+        for n in cluster.nodes() {
             let mut query = QueryClient::new(n.channel.clone());
             let power = query
                 .power_flow(v1::PowerFlowRequest {
                     from_unix_ms: now_ms - POWER_WINDOW_MS,
                     to_unix_ms: 0,
+                    scope: v1::QueryScope::Cluster as i32,
                 })
                 .await;
             let dead = query
-                .dead_letter_counts(v1::DeadLetterCountsRequest {})
+                .dead_letter_counts(v1::DeadLetterCountsRequest {
+                    scope: v1::QueryScope::Cluster as i32,
+                })
                 .await;
-            (n.seat.id, power, dead)
-        });
-        let mut plant = Plant::default();
-        for (id, power, dead) in join_all(asks).await {
-            match power {
-                Ok(p) => {
-                    for m in p.into_inner().minutes {
-                        let sum = plant.power.entry(m.minute_unix_ms).or_default();
-                        sum.0 += m.total_kw;
-                        sum.1 += m.meters;
+            match (power, dead) {
+                (Ok(power), Ok(dead)) => {
+                    let (power, dead) = (power.into_inner(), dead.into_inner());
+                    for m in power.minutes {
+                        plant.power.insert(m.minute_unix_ms, (m.total_kw, m.meters));
                     }
-                }
-                Err(e) => plant
-                    .unanswered
-                    .push(format!("{id} power flow: {}", e.message())),
-            }
-            match dead {
-                Ok(d) => {
-                    for c in d.into_inner().counts {
-                        *plant.dead_letters.entry(c.reason).or_default() += c.count;
+                    for c in dead.counts {
+                        plant.dead_letters.insert(c.reason, c.count);
                     }
+                    plant.unanswered = power.unanswered_nodes;
+                    plant.unanswered.extend(dead.unanswered_nodes);
+                    plant.unanswered.sort();
+                    plant.unanswered.dedup();
+                    return plant;
                 }
-                Err(e) => plant
-                    .unanswered
-                    .push(format!("{id} dead letters: {}", e.message())),
+                (Err(e), _) | (_, Err(e)) => {
+                    plant
+                        .unanswered
+                        .push(format!("{}: {}", n.seat.id, e.message()))
+                }
             }
         }
         plant

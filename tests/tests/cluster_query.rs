@@ -1,0 +1,227 @@
+//! Cluster-wide queries: every node keeps the readings it delivered in its
+//! own stores, and any node answers a query for the whole cluster by
+//! merging every member's share; `scope = NODE` reads one node's stores.
+
+use std::collections::BTreeMap;
+
+use vatio_proto::v1::{self, QueryScope};
+use vatio_tests::cluster::TestCluster;
+use vatio_tests::{T0_MS, batch, power, reading};
+
+const FOUR: [(&str, &str); 4] = [
+    ("a1", "az-a"),
+    ("a2", "az-a"),
+    ("b1", "az-b"),
+    ("b2", "az-b"),
+];
+const DEVICES: usize = 40;
+const ROUNDS: u64 = 5;
+
+fn device(i: usize) -> String {
+    format!("meter-{i:02}")
+}
+
+/// Meter `i`'s power in round `seq`: distinct per meter and round, so a
+/// share counted twice or missed changes the totals.
+fn kw(i: usize, seq: u64) -> f64 {
+    i as f64 * 10.0 + seq as f64
+}
+
+/// Reading `seq` of every meter, in one batch, all in the minute at T0.
+fn round(seq: u64) -> v1::IngestRequest {
+    batch(
+        seq,
+        (0..DEVICES)
+            .map(|i| power(&device(i), seq, T0_MS + seq as i64 * 100, kw(i, seq)))
+            .collect(),
+    )
+}
+
+/// The plant's power in the minute at T0: each meter's mean over the rounds.
+fn expected_total_kw() -> f64 {
+    (0..DEVICES)
+        .map(|i| (1..=ROUNDS).map(|s| kw(i, s)).sum::<f64>() / ROUNDS as f64)
+        .sum()
+}
+
+fn power_flow(scope: QueryScope) -> v1::PowerFlowRequest {
+    v1::PowerFlowRequest {
+        from_unix_ms: T0_MS,
+        to_unix_ms: T0_MS + 60_000,
+        scope: scope as i32,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_for_the_whole_cluster() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(&FOUR, |_| {}).await?;
+    for seq in 1..=ROUNDS {
+        let ack = cluster
+            .node("a1")?
+            .ingest()
+            .await?
+            .ingest_batch(round(seq))
+            .await?
+            .into_inner();
+        assert_eq!(ack.accepted, DEVICES as u32, "round {seq}: {ack:?}");
+    }
+    // Refused readings, sent through two nodes.
+    for (via, seq) in [("a1", 1), ("b2", 2), ("b2", 3)] {
+        let bad = reading(
+            &device(0),
+            v1::DeviceKind::ElectricityMeter,
+            100 + seq,
+            T0_MS,
+            "flux",
+            1.0,
+            "Wb",
+        );
+        let ack = cluster
+            .node(via)?
+            .ingest()
+            .await?
+            .ingest_batch(batch(100 + seq, vec![bad]))
+            .await?
+            .into_inner();
+        assert_eq!(ack.dead_lettered, 1, "{ack:?}");
+    }
+    cluster.flush().await?;
+
+    // Each node alone holds only the meters it owns...
+    let mut meters_per_node = BTreeMap::new();
+    for (id, node) in &cluster.nodes {
+        let mine = node
+            .query()
+            .await?
+            .power_flow(power_flow(QueryScope::Node))
+            .await?
+            .into_inner();
+        let meters = mine.minutes.first().map_or(0, |m| m.meters);
+        meters_per_node.insert(id.clone(), meters);
+    }
+    assert_eq!(
+        meters_per_node.values().sum::<u32>(),
+        DEVICES as u32,
+        "each meter delivered by one node: {meters_per_node:?}"
+    );
+    assert!(
+        meters_per_node.values().all(|n| *n < DEVICES as u32),
+        "placement spreads the meters: {meters_per_node:?}"
+    );
+
+    // ...and every node answers for all of them.
+    let total = expected_total_kw();
+    for (id, node) in &cluster.nodes {
+        let mut query = node.query().await?;
+        let flow = query
+            .power_flow(power_flow(QueryScope::Cluster))
+            .await?
+            .into_inner();
+        assert!(flow.unanswered_nodes.is_empty(), "{id}: {flow:?}");
+        let [minute] = flow.minutes.as_slice() else {
+            anyhow::bail!("{id}: one minute expected: {flow:?}");
+        };
+        assert_eq!(minute.minute_unix_ms, T0_MS);
+        assert_eq!(minute.meters, DEVICES as u32, "{id}");
+        assert!(
+            (minute.total_kw - total).abs() < 1e-6,
+            "{id}: {} kW, expected {total}",
+            minute.total_kw
+        );
+
+        for i in [0, DEVICES - 1] {
+            let series = query
+                .series(v1::SeriesRequest {
+                    device_id: device(i),
+                    metric: "power".into(),
+                    from_unix_ms: T0_MS,
+                    to_unix_ms: T0_MS + 60_000,
+                    window_minutes: 1,
+                    scope: QueryScope::Cluster as i32,
+                })
+                .await?
+                .into_inner();
+            let [point] = series.points.as_slice() else {
+                anyhow::bail!("{id}: one window for {} expected: {series:?}", device(i));
+            };
+            assert_eq!(point.count, ROUNDS, "{id}: {}", device(i));
+            assert_eq!(point.last, kw(i, ROUNDS), "{id}: {}", device(i));
+        }
+
+        let latest = query
+            .latest(v1::LatestRequest {
+                scope: QueryScope::Cluster as i32,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let devices: Vec<&str> = latest.values.iter().map(|v| v.device_id.as_str()).collect();
+        let all: Vec<String> = (0..DEVICES).map(device).collect();
+        assert_eq!(
+            devices, all,
+            "{id}: one latest power value per meter, in order"
+        );
+        let limited = query
+            .latest(v1::LatestRequest {
+                limit: 3,
+                scope: QueryScope::Cluster as i32,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            limited
+                .values
+                .iter()
+                .map(|v| v.device_id.clone())
+                .collect::<Vec<_>>(),
+            all[..3],
+            "{id}: the limit applies to the merged answer"
+        );
+
+        let dead = query
+            .dead_letter_counts(v1::DeadLetterCountsRequest {
+                scope: QueryScope::Cluster as i32,
+            })
+            .await?
+            .into_inner();
+        assert_eq!(dead.total, 3, "{id}: {dead:?}");
+    }
+    // The dead letters sit on the node that judged the readings.
+    let mut dead_per_node = BTreeMap::new();
+    for (id, node) in &cluster.nodes {
+        let mine = node
+            .query()
+            .await?
+            .dead_letter_counts(v1::DeadLetterCountsRequest {
+                scope: QueryScope::Node as i32,
+            })
+            .await?
+            .into_inner();
+        dead_per_node.insert(id.clone(), mine.total);
+    }
+    assert_eq!(dead_per_node.values().sum::<u64>(), 3, "{dead_per_node:?}");
+    assert!(
+        dead_per_node.values().any(|n| *n == 0),
+        "some node holds none, yet answered 3: {dead_per_node:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_scope_is_refused_by_name() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(&FOUR[..2], |_| {}).await?;
+    let status = cluster
+        .node("a1")?
+        .query()
+        .await?
+        .power_flow(v1::PowerFlowRequest {
+            scope: 7,
+            ..power_flow(QueryScope::Cluster)
+        })
+        .await
+        .expect_err("scope 7 is no scope");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("scope"), "{status}");
+    Ok(())
+}
