@@ -125,6 +125,12 @@ pub fn main(args: &ClusterArgs) -> ExitCode {
                     let kind = action.split(' ').next().unwrap_or("").to_owned();
                     *exercised.entry(kind).or_default() += 1;
                 }
+                // How much load got through: a run that acked little
+                // checked little, whatever its verdict.
+                println!(
+                    "  seed {seed}: {} of {} batches acked, {} abandoned, calls sent again {:?}",
+                    report.batches_acked, report.batches_sent, report.abandoned, report.retries
+                );
                 if !report.violations.is_empty() {
                     failed.push(seed);
                     print_failure(args, &report);

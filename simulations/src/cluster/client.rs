@@ -29,6 +29,17 @@ pub struct Acks {
     pub retries: BTreeMap<String, u64>,
     /// Batches given up on when the load ended (never acknowledged).
     pub abandoned: u64,
+    /// One node's cluster-wide answers after the final flush, checked
+    /// against every node's stores.
+    pub cluster_answer: Option<ClusterAnswer>,
+}
+
+/// What one node answered for the whole cluster.
+#[derive(Debug)]
+pub struct ClusterAnswer {
+    pub node: String,
+    pub power_flow: v1::PowerFlowResponse,
+    pub dead_letters: v1::DeadLetterCountsResponse,
 }
 
 pub type SharedAcks = Arc<Mutex<Acks>>;
@@ -76,6 +87,13 @@ fn channel(host: &str, port: u16, call_max: Duration) -> anyhow::Result<Channel>
         mail: GossipMail::default(),
     });
     Ok(lazy_channel(&endpoint, network))
+}
+
+/// A query client for one node.
+pub fn query(host: &str, port: u16) -> anyhow::Result<v1::query_client::QueryClient<Channel>> {
+    Ok(v1::query_client::QueryClient::new(channel(
+        host, port, CALL_MAX,
+    )?))
 }
 
 /// An admin client for one node; `flush` allows the long calls of a flush.

@@ -16,11 +16,11 @@ use anyhow::Context;
 use vatio_cluster::node::{Node, NodeOptions};
 use vatio_config::{Config, LogFsync};
 use vatio_proto::v1;
-use vatio_stores::DeadLetterFilter;
+use vatio_stores::{DeadLetterFilter, DeviceKind, Metric, MinuteFilter, merge};
 use vatio_tests::audit::{Archived, Findings};
 use vatio_wal::FaultPoint;
 
-use super::client::{Acks, Gateway, SharedAcks, admin};
+use super::client::{Acks, ClusterAnswer, Gateway, SharedAcks, admin, query};
 use super::clock::SimClock;
 use super::faults::{self, Action, FaultKind, Scheduled};
 use super::net::{GossipMail, SimNetwork};
@@ -529,6 +529,31 @@ async fn drive(
             .await
             .with_context(|| format!("Admin.Flush of {node}"))?;
     }
+    // One node, picked by the seed, answers for the whole cluster.
+    let asked = nodes[(opts.seed % nodes.len() as u64) as usize].clone();
+    let mut client = query(&asked, GRPC_PORT)?;
+    let scope = v1::QueryScope::Cluster as i32;
+    let power_flow = client
+        .power_flow(v1::PowerFlowRequest {
+            from_unix_ms: 0,
+            to_unix_ms: 0,
+            scope,
+        })
+        .await
+        .with_context(|| format!("cluster-wide Query.PowerFlow of {asked}"))?
+        .into_inner();
+    let dead_letters = client
+        .dead_letter_counts(v1::DeadLetterCountsRequest { scope })
+        .await
+        .with_context(|| format!("cluster-wide Query.DeadLetterCounts of {asked}"))?
+        .into_inner();
+    acks.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .cluster_answer = Some(ClusterAnswer {
+        node: asked,
+        power_flow,
+        dead_letters,
+    });
     Ok(())
 }
 
@@ -607,6 +632,12 @@ fn audit(specs: &[NodeSpec], acks: &Acks) -> anyhow::Result<(usize, Findings)> {
             }
         }
     }
+    check_cluster_answer(
+        acks.cluster_answer.as_ref(),
+        &stores,
+        &runtime,
+        &mut findings,
+    )?;
     for key in &acks.refused {
         if !letters.contains(key) {
             findings.add("refused readings not in dead letters", || {
@@ -620,4 +651,77 @@ fn audit(specs: &[NodeSpec], acks: &Acks) -> anyhow::Result<(usize, Findings)> {
         }
     }
     Ok((archived.rows.len(), findings))
+}
+
+/// The cluster-wide answers one node gave after the flush must equal what
+/// every node's stores hold together: no share missing, none twice.
+fn check_cluster_answer(
+    answer: Option<&ClusterAnswer>,
+    stores: &[vatio_actors::TreeStores],
+    runtime: &tokio::runtime::Runtime,
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
+    let Some(answer) = answer else {
+        findings.add("no cluster-wide answer", || {
+            "the gateways got no cluster-wide query answer after the flush".to_owned()
+        });
+        return Ok(());
+    };
+    let node = &answer.node;
+    for missing in answer
+        .power_flow
+        .unanswered_nodes
+        .iter()
+        .chain(&answer.dead_letters.unanswered_nodes)
+    {
+        findings.add("cluster-wide answers missing a member", || {
+            format!("{node} got no share from {missing}")
+        });
+    }
+    let meters = MinuteFilter {
+        device: None,
+        kind: Some(DeviceKind::ElectricityMeter),
+        metric: Some(Metric::Power),
+    };
+    let mut minutes = Vec::new();
+    let mut dead_letters = 0;
+    for s in stores {
+        minutes.extend(runtime.block_on(s.timeseries.minutes(&meters, 0, i64::MAX))?);
+        dead_letters += runtime
+            .block_on(s.dead_letters.counts())?
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u64>();
+    }
+    let expected = merge::power_flow(minutes);
+    let got = &answer.power_flow.minutes;
+    let same = expected.len() == got.len()
+        && expected.iter().zip(got).all(|(e, g)| {
+            e.minute_ms == g.minute_unix_ms
+                && e.meters == g.meters
+                && (e.total_kw - g.total_kw).abs() <= 1e-9 * e.total_kw.abs().max(1.0)
+        });
+    if !same {
+        findings.add("cluster-wide power flow differs from the stores", || {
+            format!(
+                "{node} answered {} minutes, the stores hold {}; first answered {:?}, first held {:?}",
+                got.len(),
+                expected.len(),
+                got.first(),
+                expected.first()
+            )
+        });
+    }
+    if answer.dead_letters.total != dead_letters {
+        findings.add(
+            "cluster-wide dead-letter count differs from the stores",
+            || {
+                format!(
+                    "{node} answered {}, the stores hold {dead_letters}",
+                    answer.dead_letters.total
+                )
+            },
+        );
+    }
+    Ok(())
 }
