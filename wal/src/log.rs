@@ -240,6 +240,24 @@ impl Log {
         self.inner.shared.durable_head()
     }
 
+    /// Waits until the records ending at or before `upto` are on disk: at
+    /// once under `always` (and `never`, which waits for no disk), at the
+    /// next interval fsync under `interval`. Fails if the log fails or
+    /// closes first.
+    pub async fn wait_durable(&self, upto: Position) -> Result<(), LogError> {
+        let shared = &self.inner.shared;
+        let mut durable = shared.watch_durable();
+        loop {
+            if *durable.borrow_and_update() >= upto {
+                return Ok(());
+            }
+            shared.check_failed()?;
+            if shared.is_stopped() || durable.changed().await.is_err() {
+                return Err(LogError::Closed);
+            }
+        }
+    }
+
     /// A reader from `from`, which must be a record's position or end (or
     /// `start()`, or the visible head).
     pub fn reader(&self, from: Position) -> Result<LogReader, LogError> {

@@ -192,6 +192,26 @@ async fn a_durable_reader_waits_for_the_fsync_under_interval() {
     assert_eq!(payloads_of(&records), payloads);
 }
 
+/// A replica answers its owner only once the steps are on disk: under
+/// `interval` waiting for durability ends with the fsync.
+#[tokio::test]
+async fn waiting_for_durability_ends_with_the_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = LogConfig::new(dir.path());
+    // No interval fsync within the test: only `close` syncs.
+    cfg.fsync = vatio_wal::FsyncMode::Interval(std::time::Duration::from_secs(3600));
+    let (log, _) = Log::open(cfg).expect("open");
+    let acks = append_all(&log, &[payload(0, 50)]).await;
+    let end = acks[0].end;
+    let mut wait = Box::pin(log.wait_durable(end));
+    assert!(futures::poll!(&mut wait).is_pending(), "not fsynced yet");
+    log.close().await.expect("close");
+    within("waiting for durability", wait)
+        .await
+        .expect("durable after the closing fsync");
+    assert!(log.durable_head() >= end);
+}
+
 /// Under `always` every acknowledged record is durable at once.
 #[tokio::test]
 async fn under_always_the_durable_head_is_the_visible_head() {
