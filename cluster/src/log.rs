@@ -8,14 +8,17 @@ use std::time::Instant;
 use anyhow::Context;
 use vatio_actors::TreeLog;
 use vatio_config::{Config, LogFsync};
-use vatio_wal::{DurableHook, FaultHook, FsyncMode, Log, LogConfig, PositionStore};
+use vatio_wal::{DurableHook, FaultHook, FsyncMode, IntervalClock, Log, LogConfig, PositionStore};
 
 /// `fault` and `durable` are fault injection for tests and simulations
-/// (`None` in production).
+/// (`None` in production). With [`IntervalClock::Owner`] the interval
+/// fsyncs are timed by this runtime's clock (a simulation's) instead of the
+/// writer thread's.
 pub async fn open(
     cfg: &Config,
     fault: Option<FaultHook>,
     durable: Option<DurableHook>,
+    interval_clock: IntervalClock,
 ) -> anyhow::Result<TreeLog> {
     let dir = cfg.data_path(&cfg.log.dir);
     let mut log_cfg = LogConfig::new(dir.join("segments"));
@@ -30,10 +33,18 @@ pub async fn open(
         usize::try_from(cfg.log.tail_cache_bytes_max).unwrap_or(usize::MAX);
     log_cfg.fault = fault;
     log_cfg.durable = durable;
+    log_cfg.interval_clock = interval_clock;
+    let owner_interval = match log_cfg.fsync {
+        FsyncMode::Interval(every) if interval_clock == IntervalClock::Owner => Some(every),
+        _ => None,
+    };
     let (log, recovery) = tokio::task::spawn_blocking(move || Log::open(log_cfg))
         .await
         .context("opening the write-ahead log (task)")?
         .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
+    if let Some(every) = owner_interval {
+        tokio::spawn(tick_intervals(log.clone(), every));
+    }
     if let Some(cut) = &recovery.cut {
         tracing::warn!(%cut, "the write-ahead log had a torn or corrupt tail; it was cut");
     }
@@ -46,4 +57,16 @@ pub async fn open(
         recovery: Arc::new(recovery),
         now: Instant::now,
     })
+}
+
+/// Tells `log` every `every` that an interval passed, until its writer stops.
+async fn tick_intervals(log: Log, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !log.interval_tick() {
+            return;
+        }
+    }
 }

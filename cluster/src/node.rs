@@ -51,6 +51,9 @@ pub struct NodeOptions {
     /// Fault injection for simulations only: told how far each log segment
     /// is durable, so that a simulated power loss can drop the rest.
     pub log_durable: Option<vatio_wal::DurableHook>,
+    /// Who times the log's interval fsyncs: the writer thread on the
+    /// machine's clock (production), or this runtime's clock (simulations).
+    pub log_interval_clock: vatio_wal::IntervalClock,
     /// The network to serve, call peers and gossip on instead of real
     /// sockets (a simulation's).
     pub network: Option<Arc<dyn Network>>,
@@ -64,6 +67,7 @@ impl NodeOptions {
             stores: None,
             log_fault: None,
             log_durable: None,
+            log_interval_clock: vatio_wal::IntervalClock::Writer,
             network: None,
         }
     }
@@ -97,8 +101,13 @@ impl Node {
             Some(s) => s,
             None => crate::stores::open_embedded(&cfg)?,
         };
-        let log =
-            crate::log::open(&cfg, options.log_fault.clone(), options.log_durable.clone()).await?;
+        let log = crate::log::open(
+            &cfg,
+            options.log_fault.clone(),
+            options.log_durable.clone(),
+            options.log_interval_clock,
+        )
+        .await?;
         let started_ms = options.clock.now_ms();
         let bind_error = || format!("binding node.listen {}", cfg.node.listen);
         let (addr, incoming) = match &options.network {

@@ -70,8 +70,7 @@ impl TestNode {
                 tree,
                 stores,
                 log_fault,
-                log_durable: None,
-                network: None,
+                ..NodeOptions::with_clock(clock.clone())
             },
         )
         .await?;

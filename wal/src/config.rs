@@ -113,6 +113,19 @@ pub type FaultHook = Arc<dyn Fn(FaultPoint) -> Option<std::io::Error> + Send + S
 /// A simulated power loss cuts each file back to its last such length.
 pub type DurableHook = Arc<dyn Fn(&Path, u64) + Send + Sync>;
 
+/// Who times the fsyncs of [`FsyncMode::Interval`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IntervalClock {
+    /// The writer thread, on the machine's clock (production).
+    #[default]
+    Writer,
+    /// The log's owner, by calling [`crate::Log::interval_tick`] once per
+    /// interval on its own clock. For simulations, whose clock is not the
+    /// machine's: timed by the machine, an interval lasts many simulated
+    /// ones and the node seems to wait for its disk for seconds.
+    Owner,
+}
+
 /// Where a log lives and the bounds it works within.
 #[derive(Clone)]
 pub struct LogConfig {
@@ -134,6 +147,8 @@ pub struct LogConfig {
     pub fault: Option<FaultHook>,
     /// FAULT INJECTION for simulations only; `None` in production.
     pub durable: Option<DurableHook>,
+    /// Who times interval fsyncs; [`IntervalClock::Writer`] in production.
+    pub interval_clock: IntervalClock,
 }
 
 impl LogConfig {
@@ -154,6 +169,7 @@ impl LogConfig {
             tail_cache_bytes_max: Self::TAIL_CACHE_BYTES_MAX_DEFAULT,
             fault: None,
             durable: None,
+            interval_clock: IntervalClock::Writer,
         }
     }
 
@@ -191,6 +207,7 @@ impl fmt::Debug for LogConfig {
             .field("append_queue_max", &self.append_queue_max)
             .field("tail_cache_bytes_max", &self.tail_cache_bytes_max)
             .field("fault", &self.fault.as_ref().map(|_| "<fault hook>"))
+            .field("interval_clock", &self.interval_clock)
             .finish()
     }
 }

@@ -35,7 +35,9 @@ mod segment;
 mod shared;
 mod writer;
 
-pub use config::{DurableHook, FaultHook, FaultPoint, FsyncMode, LogConfig, ParseFsyncModeError};
+pub use config::{
+    DurableHook, FaultHook, FaultPoint, FsyncMode, IntervalClock, LogConfig, ParseFsyncModeError,
+};
 pub use error::LogError;
 pub use log::{Appended, Log, LogStats, Truncated};
 pub use position::Position;

@@ -145,6 +145,7 @@ impl Log {
                 group_bytes_max: cfg.group_bytes_max,
                 fault: cfg.fault.clone(),
                 durable: cfg.durable.clone(),
+                interval_clock: cfg.interval_clock,
             },
             lock_file,
         );
@@ -196,6 +197,15 @@ impl Log {
             }))
             .map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// One interval has passed on the owner's clock: the writer fsyncs what
+    /// it wrote since the last fsync. Only for logs opened with
+    /// [`crate::IntervalClock::Owner`] under `interval`; otherwise ignored.
+    /// False once the writer has stopped (it synced on its way out), so a
+    /// ticking task knows to end.
+    pub fn interval_tick(&self) -> bool {
+        !self.inner.shared.is_stopped() && self.inner.requests.send(Request::IntervalTick).is_ok()
     }
 
     /// Readers see the records whose end is at or before this position.

@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::config::{DurableHook, FaultHook, FaultPoint, FsyncMode};
+use crate::config::{DurableHook, FaultHook, FaultPoint, FsyncMode, IntervalClock};
 use crate::error::copy_io_error;
 use crate::recovery::create_segment;
 use crate::segment::{self, HEADER_BYTES, SegmentFile};
@@ -26,6 +26,8 @@ use crate::{Appended, LogError, Position};
 /// A message to the writer thread.
 pub(crate) enum Request {
     Append(Pending),
+    /// An interval passed on the owner's clock ([`IntervalClock::Owner`]).
+    IntervalTick,
     Close {
         reply: oneshot::Sender<Result<(), LogError>>,
     },
@@ -56,6 +58,7 @@ pub(crate) struct Writer {
     group_bytes_max: u64,
     fault: Option<FaultHook>,
     durable: Option<DurableHook>,
+    interval_clock: IntervalClock,
     /// Written bytes not yet fsynced (Interval and Never modes).
     dirty: bool,
     last_sync: Instant,
@@ -72,6 +75,7 @@ pub(crate) struct WriterConfig {
     pub group_bytes_max: usize,
     pub fault: Option<FaultHook>,
     pub durable: Option<DurableHook>,
+    pub interval_clock: IntervalClock,
 }
 
 impl Writer {
@@ -91,6 +95,7 @@ impl Writer {
             group_bytes_max: config.group_bytes_max as u64,
             fault: config.fault,
             durable: config.durable,
+            interval_clock: config.interval_clock,
             dirty: false,
             last_sync: Instant::now(),
             carry: None,
@@ -108,6 +113,7 @@ impl Writer {
             match request {
                 Request::Close { reply } => break Some(reply),
                 Request::Append(first) => self.commit_from(first),
+                Request::IntervalTick => self.owner_tick(),
             }
         };
         let result = self.sync_if_dirty();
@@ -127,6 +133,7 @@ impl Writer {
                 Request::Close { reply } => {
                     let _ = reply.send(Ok(()));
                 }
+                Request::IntervalTick => {}
             }
         }
     }
@@ -164,10 +171,25 @@ impl Writer {
     /// of lost pages), so the writer waits for requests and refuses them.
     fn sync_deadline(&self) -> Option<Instant> {
         match self.fsync {
-            FsyncMode::Interval(interval) if self.dirty && self.shared.failure().is_none() => {
+            FsyncMode::Interval(interval)
+                if self.dirty
+                    && self.interval_clock == IntervalClock::Writer
+                    && self.shared.failure().is_none() =>
+            {
                 Some(self.last_sync + interval)
             }
             _ => None,
+        }
+    }
+
+    /// The owner's interval passed: fsync as the writer's own timer would
+    /// (never after a failure, as [`Self::sync_deadline`] explains).
+    fn owner_tick(&mut self) {
+        if matches!(self.fsync, FsyncMode::Interval(_))
+            && self.interval_clock == IntervalClock::Owner
+            && self.shared.failure().is_none()
+        {
+            self.interval_sync();
         }
     }
 
@@ -211,8 +233,8 @@ impl Writer {
                         break;
                     }
                 }
-                Ok(close @ Request::Close { .. }) => {
-                    self.carry = Some(close);
+                Ok(other @ (Request::Close { .. } | Request::IntervalTick)) => {
+                    self.carry = Some(other);
                     break;
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,

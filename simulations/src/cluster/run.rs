@@ -177,6 +177,8 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
     options.stores = Some(stores);
     // FAULT INJECTION: the simulation's power supply under the node's log.
     options.log_durable = Some(spec.power.hook());
+    // Interval fsyncs on simulated time, like everything else the node does.
+    options.log_interval_clock = vatio_wal::IntervalClock::Owner;
     // FAULT INJECTION: the simulation's failing disk under the node's log.
     let failing = spec.disk_failing.clone();
     options.log_fault = Some(Arc::new(move |_point: FaultPoint| {

@@ -212,6 +212,47 @@ async fn waiting_for_durability_ends_with_the_fsync() {
     assert!(log.durable_head() >= end);
 }
 
+/// With the owner timing intervals, its tick is what fsyncs; the writer's
+/// own timer and a tick to a writer-timed log do nothing.
+#[tokio::test]
+async fn an_owner_timed_interval_fsyncs_on_the_owners_tick() {
+    for clock in [
+        vatio_wal::IntervalClock::Owner,
+        vatio_wal::IntervalClock::Writer,
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = LogConfig::new(dir.path());
+        // Long enough that the writer's own timer never fires in the test.
+        cfg.fsync = vatio_wal::FsyncMode::Interval(std::time::Duration::from_secs(3600));
+        cfg.interval_clock = clock;
+        let (log, _) = Log::open(cfg).expect("open");
+        let acks = append_all(&log, &[payload(0, 50), payload(1, 50)]).await;
+        let end = acks[1].end;
+        assert!(log.durable_head() < end, "{clock:?}: nothing synced yet");
+        assert!(log.interval_tick(), "{clock:?}: the writer runs");
+        let mut wait = Box::pin(log.wait_durable(end));
+        match clock {
+            vatio_wal::IntervalClock::Owner => {
+                within("the owner's tick", wait).await.expect("durable");
+            }
+            vatio_wal::IntervalClock::Writer => {
+                // The tick was queued behind nothing: once a later append is
+                // answered, the tick has been handled, and ignored.
+                append_all(&log, &[payload(2, 50)]).await;
+                assert!(
+                    futures::poll!(&mut wait).is_pending(),
+                    "the tick is ignored"
+                );
+            }
+        }
+        log.close().await.expect("close");
+        assert!(
+            !log.interval_tick(),
+            "{clock:?}: a closed log takes no ticks"
+        );
+    }
+}
+
 /// Under `always` every acknowledged record is durable at once.
 #[tokio::test]
 async fn under_always_the_durable_head_is_the_visible_head() {
