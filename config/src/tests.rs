@@ -345,6 +345,10 @@ fn every_semantic_check_names_its_key_and_quotes_the_value() {
             r#"log.fsync: interval must be > 0, got "interval(0s)""#,
         ),
         (
+            "[log]\nfsync = \"interval(3s)\"\n\n[cluster]\ngossip_listen = \"127.0.0.1:7401\"",
+            r#"log.fsync: in a cluster the interval must be at most half of cluster.peer_timeout ("5s"), since a replica answers only after its interval fsync; got "interval(3s)""#,
+        ),
+        (
             "[stream_etl]\nsweep_interval = \"0s\"",
             r#"stream_etl.sweep_interval: must be > 0, got "0s""#,
         ),

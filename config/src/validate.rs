@@ -109,6 +109,23 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
     }
     c.positive_duration("cluster.gossip_interval", cluster.gossip_interval);
     c.positive_duration("cluster.peer_timeout", cluster.peer_timeout);
+    // A replica answers a shipment only once the steps are on its disk, so
+    // under `interval` an answer can take a whole interval: with an interval
+    // near the peer timeout, shipments time out again and again.
+    if let crate::LogFsync::Interval(d) = log.fsync
+        && cluster.enabled()
+        && d.saturating_mul(2) > cluster.peer_timeout
+    {
+        c.fail(
+            "log.fsync",
+            format!(
+                "in a cluster the interval must be at most half of cluster.peer_timeout ({}), \
+                 since a replica answers only after its interval fsync; got \"interval({})\"",
+                duration(cluster.peer_timeout),
+                humantime::format_duration(d)
+            ),
+        );
+    }
 
     let device = &config.device;
     c.positive_duration("device.idle_passivate_after", device.idle_passivate_after);
