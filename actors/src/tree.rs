@@ -176,6 +176,9 @@ pub struct ReplaySummary {
     pub attempted: u32,
     pub accepted: u32,
     pub refused_again: u32,
+    /// Pending letters left alone: their devices are sequenced by another
+    /// node now (in a cluster, a node replays only devices it owns).
+    pub not_owned: u32,
 }
 
 /// One log subscriber's place in the log.
@@ -808,6 +811,7 @@ impl ActorTree {
         let letters = self.stores.dead_letters.list(&filter).await?;
         // Replay oldest first so a device's readings go back in their order.
         let mut letters: Vec<_> = letters.into_iter().rev().collect();
+        let mut not_owned = 0;
         if self.clustered() {
             // Only devices this node sequences now; the others' owners
             // replay theirs (their letters stay pending here until then).
@@ -816,22 +820,30 @@ impl ActorTree {
                 .map(|l| DeviceId::new(l.letter.reading.device_id.as_str()))
                 .collect();
             let unowned = self.unowned(devices).await?;
+            let before = letters.len();
             letters.retain(|l| {
                 !unowned
                     .iter()
                     .any(|d| d.as_str() == l.letter.reading.device_id)
             });
+            not_owned = u32::try_from(before - letters.len()).unwrap_or(u32::MAX);
         }
         let ids: Vec<DeadLetterId> = letters.iter().map(|l| l.id).collect();
         let raws: Vec<RawReading> = letters.iter().map(|l| l.letter.reading.clone()).collect();
         let mut summary = ReplaySummary {
             attempted: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            not_owned,
             ..Default::default()
         };
         let results = match self.route(raws, Origin::Replay).await {
             Ok(r) => r,
             Err(IngestError::Stopped) => return Err(TreeError::Stopped),
-            Err(_) => return Ok(ReplaySummary::default()),
+            Err(_) => {
+                return Ok(ReplaySummary {
+                    not_owned,
+                    ..Default::default()
+                });
+            }
         };
         let mut accepted_ids = Vec::new();
         for (_, positions, result) in results {

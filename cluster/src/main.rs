@@ -66,6 +66,9 @@ enum Command {
         addr: String,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Only the node asked (default in a cluster: every member).
+        #[arg(long, global = true)]
+        node_only: bool,
         #[command(subcommand)]
         command: DlqCommand,
     },
@@ -166,7 +169,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command,
         } => commands::query::run(&addr, &tls, node_only, command).await,
         Command::Status { addr, tls, json } => commands::status::run(&addr, &tls, json).await,
-        Command::Dlq { addr, tls, command } => commands::dlq::run(&addr, &tls, command).await,
+        Command::Dlq {
+            addr,
+            tls,
+            node_only,
+            command,
+        } => commands::dlq::run(&addr, &tls, node_only, command).await,
         Command::Load {
             addr,
             tls,

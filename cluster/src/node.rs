@@ -21,7 +21,7 @@ use crate::peer::clients::MAX_PEER_MESSAGE_BYTES;
 use crate::peer::{PeerClients, PeerService, ViewLink};
 use crate::placement::Az;
 use crate::routing::Routing;
-use crate::services::admin::AdminService;
+use crate::services::admin::{AdminCluster, AdminService};
 use crate::services::ingest::IngestService;
 use crate::services::query::{ClusterReads, QueryService};
 use crate::transport::Transport;
@@ -200,15 +200,22 @@ impl Node {
         let peer = routing
             .clone()
             .map(|r| PeerService::new(transport.clone(), r, tree.clone()));
-        let query = QueryService::new(stores, reads);
+        let query = QueryService::new(stores, reads.clone());
         let admin = AdminService::new(
             tree.clone(),
             cfg.node.id.clone(),
             cfg.node.az.clone(),
             started_ms,
             cfg.dead_letters.list_limit_max,
-            membership.clone(),
-            trusted.as_ref().map(TrustedView::watch),
+            membership
+                .clone()
+                .zip(trusted.as_ref())
+                .zip(reads.clone())
+                .map(|((membership, trusted), reads)| AdminCluster {
+                    membership,
+                    trusted: trusted.watch(),
+                    reads,
+                }),
         );
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter

@@ -1,6 +1,7 @@
-//! Cluster-wide queries: every node keeps the readings it delivered in its
-//! own stores, and any node answers a query for the whole cluster by
-//! merging every member's share; `scope = NODE` reads one node's stores.
+//! Cluster-wide queries and dead letters: every node keeps the readings it
+//! delivered, and the letters it refused, in its own stores; any node
+//! answers a query, lists or replays dead letters for the whole cluster by
+//! asking every member; `scope = NODE` keeps to one node.
 
 use std::collections::BTreeMap;
 
@@ -205,6 +206,59 @@ async fn any_node_answers_for_the_whole_cluster() -> anyhow::Result<()> {
         dead_per_node.values().any(|n| *n == 0),
         "some node holds none, yet answered 3: {dead_per_node:?}"
     );
+
+    // A node that holds none lists and replays every node's letters.
+    let (empty, _) = dead_per_node
+        .iter()
+        .find(|(_, n)| **n == 0)
+        .ok_or_else(|| anyhow::anyhow!("no node without letters"))?;
+    let mut admin = cluster.node(empty)?.admin().await?;
+    let listed = admin
+        .list_dead_letters(v1::ListDeadLettersRequest::default())
+        .await?
+        .into_inner();
+    assert!(listed.unanswered_nodes.is_empty(), "{listed:?}");
+    assert_eq!(listed.dead_letters.len(), 3, "{listed:?}");
+    for letter in &listed.dead_letters {
+        assert_eq!(
+            dead_per_node.get(&letter.node_id).copied(),
+            Some(3),
+            "each letter names the node holding it: {letter:?}"
+        );
+    }
+    let limited = admin
+        .list_dead_letters(v1::ListDeadLettersRequest {
+            limit: 2,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        limited.dead_letters.len(),
+        2,
+        "the limit applies to the merged list"
+    );
+    let replayed = admin
+        .replay_dead_letters(v1::ReplayDeadLettersRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(
+        (
+            replayed.attempted,
+            replayed.refused_again,
+            replayed.not_owned
+        ),
+        (3, 3, 0),
+        "the holder replayed its letters, still refused (unknown metric): {replayed:?}"
+    );
+    let only_mine = admin
+        .replay_dead_letters(v1::ReplayDeadLettersRequest {
+            scope: QueryScope::Node as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(only_mine.attempted, 0, "{only_mine:?}");
     Ok(())
 }
 

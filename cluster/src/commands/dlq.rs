@@ -3,6 +3,7 @@
 use clap::Subcommand;
 use vatio_proto::v1::{self, admin_client::AdminClient};
 
+use super::query::warn_unanswered;
 use super::{TlsArgs, connect};
 use crate::table;
 
@@ -32,8 +33,18 @@ pub enum DlqCommand {
     },
 }
 
-pub async fn run(addr: &str, tls: &TlsArgs, cmd: DlqCommand) -> anyhow::Result<()> {
+pub async fn run(
+    addr: &str,
+    tls: &TlsArgs,
+    node_only: bool,
+    cmd: DlqCommand,
+) -> anyhow::Result<()> {
     let mut client = AdminClient::new(connect(addr, tls).await?);
+    let scope = if node_only {
+        v1::QueryScope::Node
+    } else {
+        v1::QueryScope::Cluster
+    } as i32;
     match cmd {
         DlqCommand::List {
             reason,
@@ -47,16 +58,19 @@ pub async fn run(addr: &str, tls: &TlsArgs, cmd: DlqCommand) -> anyhow::Result<(
                     device_id: device.unwrap_or_default(),
                     limit,
                     include_replayed: all,
+                    scope,
                 })
                 .await?
                 .into_inner();
+            warn_unanswered(&resp.unanswered_nodes);
             let mut t = table::new(&[
-                "id", "received", "device", "seq", "metric", "value", "unit", "reason", "detail",
-                "source", "replayed",
+                "node", "id", "received", "device", "seq", "metric", "value", "unit", "reason",
+                "detail", "source", "replayed",
             ]);
             for d in resp.dead_letters {
                 let r = d.reading.unwrap_or_default();
                 t.add_row(vec![
+                    d.node_id,
                     d.id.to_string(),
                     table::time(d.received_unix_ms),
                     r.device_id,
@@ -86,13 +100,22 @@ pub async fn run(addr: &str, tls: &TlsArgs, cmd: DlqCommand) -> anyhow::Result<(
                     reason: reason.unwrap_or_default(),
                     device_id: device.unwrap_or_default(),
                     limit,
+                    scope,
                 })
                 .await?
                 .into_inner();
+            warn_unanswered(&resp.unanswered_nodes);
             println!(
                 "replayed {} dead letter(s): {} accepted, {} refused again",
                 resp.attempted, resp.accepted, resp.refused_again
             );
+            if resp.not_owned > 0 {
+                println!(
+                    "{} pending letter(s) left alone: their devices are sequenced by another \
+                     node now; they replay once their device is back",
+                    resp.not_owned
+                );
+            }
         }
     }
     Ok(())

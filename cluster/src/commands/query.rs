@@ -83,7 +83,7 @@ fn ago_ms(d: Duration) -> i64 {
 }
 
 /// Tells on stderr whose share a cluster-wide answer lacks.
-fn warn_unanswered(nodes: &[String]) {
+pub fn warn_unanswered(nodes: &[String]) {
     if !nodes.is_empty() {
         eprintln!(
             "warning: incomplete answer: no share from {}",

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use tonic::transport::Channel;
 use vatio_proto::v1::peer_client::PeerClient;
-use vatio_proto::v1::query_client::QueryClient;
 
 use crate::net::{Network, lazy_channel};
 use crate::placement::{Member, NodeId};
@@ -41,15 +40,9 @@ impl PeerClients {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
 
-    /// A client of `member`'s query service, for cluster-wide reads, on the
-    /// same mutually authenticated channel.
-    pub fn query_client(&self, member: &Member) -> Result<QueryClient<Channel>, TransportError> {
-        Ok(QueryClient::new(self.channel(member)?)
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
-    }
-
-    fn channel(&self, member: &Member) -> Result<Channel, TransportError> {
+    /// The mutually authenticated channel to `member`, for any of its
+    /// services (cluster-wide queries and dead-letter calls use it too).
+    pub fn channel(&self, member: &Member) -> Result<Channel, TransportError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(&member.id) {
             Some((addr, channel)) if *addr == member.addr => channel.clone(),

@@ -6,13 +6,17 @@ use crate::membership::Membership;
 use crate::placement::View;
 use tokio::sync::watch;
 
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use vatio_actors::ActorTree;
 use vatio_actors::stats::NodeStats;
 use vatio_proto::v1;
+use vatio_proto::v1::admin_client::AdminClient;
 use vatio_stores::{DeadLetterFilter, DeadLetterReason};
 
 use super::convert::{dead_letter_to_wire, store_status};
+use super::query::{ClusterReads, gather, peers_for};
+use crate::peer::clients::MAX_PEER_MESSAGE_BYTES;
 
 #[derive(Clone)]
 pub struct AdminService {
@@ -21,9 +25,18 @@ pub struct AdminService {
     az: String,
     started_ms: i64,
     list_limit_max: u32,
-    membership: Option<Arc<Membership>>,
+    /// Set on a cluster node.
+    cluster: Option<AdminCluster>,
+}
+
+/// What a cluster node's admin service knows of the cluster.
+#[derive(Clone)]
+pub struct AdminCluster {
+    pub membership: Arc<Membership>,
     /// The members this node has verified (see [`crate::trust`]).
-    trusted: Option<watch::Receiver<View>>,
+    pub trusted: watch::Receiver<View>,
+    /// Dead-letter lists and replays reach every member through it.
+    pub reads: Arc<ClusterReads>,
 }
 
 impl AdminService {
@@ -33,8 +46,7 @@ impl AdminService {
         az: String,
         started_ms: i64,
         list_limit_max: u32,
-        membership: Option<Arc<Membership>>,
-        trusted: Option<watch::Receiver<View>>,
+        cluster: Option<AdminCluster>,
     ) -> Self {
         Self {
             tree,
@@ -42,22 +54,23 @@ impl AdminService {
             az,
             started_ms,
             list_limit_max,
-            membership,
-            trusted,
+            cluster,
         }
+    }
+
+    fn reads(&self) -> Option<&Arc<ClusterReads>> {
+        self.cluster.as_ref().map(|c| &c.reads)
     }
 
     /// The cluster as gossip shows it, every known member with its state.
     fn members(&self) -> Vec<v1::ClusterMember> {
-        let Some(m) = &self.membership else {
+        let Some(cluster) = &self.cluster else {
             return Vec::new();
         };
-        let trusted = self
-            .trusted
-            .as_ref()
-            .map(|t| t.borrow().clone())
-            .unwrap_or_default();
-        m.view()
+        let trusted = cluster.trusted.borrow().clone();
+        cluster
+            .membership
+            .view()
             .members()
             .iter()
             .map(|member| v1::ClusterMember {
@@ -196,6 +209,7 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::ListDeadLettersRequest>,
     ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
         let req = request.into_inner();
+        let peers = peers_for(self.reads(), req.scope)?;
         let filter = self.filter(&req.reason, &req.device_id, req.limit, req.include_replayed)?;
         let letters = self
             .tree
@@ -204,8 +218,31 @@ impl v1::admin_server::Admin for AdminService {
             .list(&filter)
             .await
             .map_err(store_status)?;
+        let mut all: Vec<v1::DeadLetter> = letters
+            .iter()
+            .map(|l| dead_letter_to_wire(l, &self.node_id))
+            .collect();
+        let ask = v1::ListDeadLettersRequest {
+            scope: v1::QueryScope::Node as i32,
+            ..req
+        };
+        let theirs = gather(peers, "dead-letter list", |channel| {
+            let ask = ask.clone();
+            async move {
+                let reply = admin_client(channel).list_dead_letters(ask).await?;
+                Ok(reply.into_inner().dead_letters)
+            }
+        })
+        .await;
+        all.extend(theirs.shares.into_iter().flatten());
+        // Newest first over all nodes, as each node lists its own.
+        all.sort_by(|a, b| {
+            (b.received_unix_ms, &b.node_id, b.id).cmp(&(a.received_unix_ms, &a.node_id, a.id))
+        });
+        all.truncate(filter.limit as usize);
         Ok(Response::new(v1::ListDeadLettersResponse {
-            dead_letters: letters.iter().map(dead_letter_to_wire).collect(),
+            dead_letters: all,
+            unanswered_nodes: theirs.unanswered,
         }))
     }
 
@@ -214,16 +251,38 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::ReplayDeadLettersRequest>,
     ) -> Result<Response<v1::ReplayDeadLettersResponse>, Status> {
         let req = request.into_inner();
+        let peers = peers_for(self.reads(), req.scope)?;
         let filter = self.filter(&req.reason, &req.device_id, req.limit, false)?;
-        let summary = self.tree.replay(&filter).await.map_err(|e| match e {
+        let mine = self.tree.replay(&filter).await.map_err(|e| match e {
             vatio_actors::TreeError::Store(e) => store_status(e),
             other => Status::unavailable(other.to_string()),
         })?;
-        Ok(Response::new(v1::ReplayDeadLettersResponse {
-            attempted: summary.attempted,
-            accepted: summary.accepted,
-            refused_again: summary.refused_again,
-        }))
+        let ask = v1::ReplayDeadLettersRequest {
+            scope: v1::QueryScope::Node as i32,
+            ..req
+        };
+        let theirs = gather(peers, "dead-letter replay", |channel| {
+            let ask = ask.clone();
+            async move {
+                let reply = admin_client(channel).replay_dead_letters(ask).await?;
+                Ok(reply.into_inner())
+            }
+        })
+        .await;
+        let mut total = v1::ReplayDeadLettersResponse {
+            attempted: mine.attempted,
+            accepted: mine.accepted,
+            refused_again: mine.refused_again,
+            not_owned: mine.not_owned,
+            unanswered_nodes: theirs.unanswered,
+        };
+        for share in theirs.shares {
+            total.attempted = total.attempted.saturating_add(share.attempted);
+            total.accepted = total.accepted.saturating_add(share.accepted);
+            total.refused_again = total.refused_again.saturating_add(share.refused_again);
+            total.not_owned = total.not_owned.saturating_add(share.not_owned);
+        }
+        Ok(Response::new(total))
     }
 
     async fn flush(
@@ -236,6 +295,13 @@ impl v1::admin_server::Admin for AdminService {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(v1::FlushResponse {}))
     }
+}
+
+/// An admin client on a peer's channel, for peer-sized answers.
+fn admin_client(channel: Channel) -> AdminClient<Channel> {
+    AdminClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
 }
 
 fn breaker_name(state: vatio_actors::sink_retry::BreakerState) -> &'static str {

@@ -64,8 +64,10 @@ pub fn kind_filter(wire: i32) -> Result<Option<DeviceKind>, Status> {
     }
 }
 
-pub fn dead_letter_to_wire(d: &DeadLetter) -> v1::DeadLetter {
+/// `node` is the node holding the letter (its id is unique there only).
+pub fn dead_letter_to_wire(d: &DeadLetter, node: &str) -> v1::DeadLetter {
     v1::DeadLetter {
+        node_id: node.to_owned(),
         id: d.id.0,
         reading: Some(raw_to_wire(&d.letter.reading)),
         reason: d.letter.reason.as_str().to_string(),

@@ -6,21 +6,23 @@ mod wire;
 
 use std::sync::Arc;
 
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use vatio_actors::TreeStores;
 use vatio_proto::v1;
+use vatio_proto::v1::query_client::QueryClient;
 use vatio_stores::{
     DeviceId, DeviceKind, EventFilter, EventType, LatestFilter, Metric, MinuteFilter, merge,
     query_limit,
 };
 
-pub use self::fanout::ClusterReads;
-use self::fanout::Gathered;
+pub use self::fanout::{ClusterReads, Gathered};
 use self::wire::{
     event_from_wire, event_to_wire, latest_from_wire, latest_to_wire, minute_from_wire,
     minute_to_wire, reason_counts_to_wire,
 };
 use super::convert::{kind_filter, store_status};
+use crate::peer::clients::MAX_PEER_MESSAGE_BYTES;
 
 #[derive(Clone)]
 pub struct QueryService {
@@ -34,23 +36,19 @@ impl QueryService {
         Self { stores, cluster }
     }
 
-    /// The peers to ask for `scope`: none for a node-scoped query or a
-    /// node on its own.
     fn peers(&self, scope: i32) -> Result<Option<&ClusterReads>, Status> {
-        match v1::QueryScope::try_from(scope) {
-            Ok(v1::QueryScope::Cluster) => Ok(self.cluster.as_deref()),
-            Ok(v1::QueryScope::Node) => Ok(None),
-            Err(_) => Err(Status::invalid_argument(format!(
-                "scope: unknown query scope {scope}"
-            ))),
-        }
+        peers_for(self.cluster.as_ref(), scope)
     }
 }
 
 /// The peers' shares when there are peers to ask, else nothing.
-async fn gather<T, F, Fut>(peers: Option<&ClusterReads>, what: &'static str, ask: F) -> Gathered<T>
+pub(super) async fn gather<T, F, Fut>(
+    peers: Option<&ClusterReads>,
+    what: &'static str,
+    ask: F,
+) -> Gathered<T>
 where
-    F: Fn(v1::query_client::QueryClient<tonic::transport::Channel>) -> Fut,
+    F: Fn(Channel) -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
     match peers {
@@ -59,6 +57,28 @@ where
             shares: Vec::new(),
             unanswered: Vec::new(),
         },
+    }
+}
+
+/// A query client on a peer's channel, for peer-sized answers.
+fn query_client(channel: Channel) -> QueryClient<Channel> {
+    QueryClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+}
+
+/// Whose stores a request with `scope` reads: the peers to ask too, or
+/// none for a node-scoped request or a node on its own.
+pub(super) fn peers_for(
+    cluster: Option<&Arc<ClusterReads>>,
+    scope: i32,
+) -> Result<Option<&ClusterReads>, Status> {
+    match v1::QueryScope::try_from(scope) {
+        Ok(v1::QueryScope::Cluster) => Ok(cluster.map(Arc::as_ref)),
+        Ok(v1::QueryScope::Node) => Ok(None),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "scope: unknown query scope {scope}"
+        ))),
     }
 }
 
@@ -115,10 +135,10 @@ impl v1::query_server::Query for QueryService {
             .await
             .map_err(store_status)?;
         let ask = node_scoped(&req, |r| r.scope = NODE);
-        let theirs: Gathered<Vec<_>> = gather(peers, "latest", |mut client| {
+        let theirs: Gathered<Vec<_>> = gather(peers, "latest", |channel| {
             let ask = ask.clone();
             async move {
-                let reply = client.latest(ask).await?.into_inner();
+                let reply = query_client(channel).latest(ask).await?.into_inner();
                 reply.values.into_iter().map(latest_from_wire).collect()
             }
         })
@@ -240,10 +260,10 @@ impl v1::query_server::Query for QueryService {
             .await
             .map_err(store_status)?;
         let ask = node_scoped(&req, |r| r.scope = NODE);
-        let theirs: Gathered<Vec<_>> = gather(peers, "events", |mut client| {
+        let theirs: Gathered<Vec<_>> = gather(peers, "events", |channel| {
             let ask = ask.clone();
             async move {
-                let reply = client.events(ask).await?.into_inner();
+                let reply = query_client(channel).events(ask).await?.into_inner();
                 reply.events.into_iter().map(event_from_wire).collect()
             }
         })
@@ -268,8 +288,8 @@ impl v1::query_server::Query for QueryService {
             .counts()
             .await
             .map_err(store_status)?;
-        let theirs = gather(peers, "dead-letter counts", |mut client| async move {
-            let reply = client
+        let theirs = gather(peers, "dead-letter counts", |channel| async move {
+            let reply = query_client(channel)
                 .dead_letter_counts(v1::DeadLetterCountsRequest { scope: NODE })
                 .await?
                 .into_inner();
@@ -344,10 +364,10 @@ impl QueryService {
             to_unix_ms: if to == i64::MAX { 0 } else { to },
         };
         let theirs = peers
-            .gather("minutes", |mut client| {
+            .gather("minutes", |channel| {
                 let ask = ask.clone();
                 async move {
-                    let reply = client.minutes(ask).await?.into_inner();
+                    let reply = query_client(channel).minutes(ask).await?.into_inner();
                     reply
                         .minutes
                         .into_iter()

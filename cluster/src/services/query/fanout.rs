@@ -1,5 +1,6 @@
-//! Cluster-wide reads: the node asked gathers every verified member's share
-//! of an answer over the peer channels and merges it with its own.
+//! Cluster-wide calls: the node asked gathers every verified member's share
+//! of an answer (a query, a dead-letter list or replay) over the peer
+//! channels and merges it with its own.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,7 +9,6 @@ use futures::future::join_all;
 use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::Channel;
-use vatio_proto::v1::query_client::QueryClient;
 
 use crate::peer::PeerClients;
 use crate::placement::{NodeId, View};
@@ -48,9 +48,11 @@ impl ClusterReads {
     /// Calls `ask` on every verified member but this node, all at once,
     /// each within the timeout. A member that fails or is late is logged
     /// and listed as unanswered; the answer goes on without its share.
+    /// `ask` gets the member's channel and builds the client it needs
+    /// (Query, Admin) on it.
     pub async fn gather<T, F, Fut>(&self, what: &'static str, ask: F) -> Gathered<T>
     where
-        F: Fn(QueryClient<Channel>) -> Fut,
+        F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let peers: Vec<_> = self
@@ -62,8 +64,8 @@ impl ClusterReads {
             .cloned()
             .collect();
         let calls = peers.into_iter().map(|member| {
-            let client = self.clients.query_client(&member);
-            let call = client.map(&ask);
+            let channel = self.clients.channel(&member);
+            let call = channel.map(&ask);
             async move {
                 let result = match call {
                     Ok(call) => match tokio::time::timeout(self.timeout, call).await {
