@@ -237,10 +237,10 @@ impl ActorTree {
         }
         // The owner counts a step as replicated once this answer comes: it
         // must survive this node losing power, so under `interval` the
-        // answer waits for the fsync. Without the wait a replica that lost
-        // power forgot steps it had confirmed, a later claim adopted its
-        // copy, and readings the lost steps had taken were taken again
-        // (simulation seed 19, `power-loss`, `interval(50ms)`).
+        // answer waits for the fsync. Otherwise a replica that lost power
+        // would forget steps it had confirmed, and a claim adopting its copy
+        // would take their readings again (the suspected cause of duplicates
+        // in simulation seed 19, `power-loss`, `interval(50ms)`).
         if let Some(end) = logged_end {
             self.log.wait_durable(end).await.map_err(TreeError::Log)?;
         }

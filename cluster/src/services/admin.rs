@@ -15,7 +15,7 @@ use vatio_proto::v1::admin_client::AdminClient;
 use vatio_stores::{DeadLetterFilter, DeadLetterReason};
 
 use super::convert::{dead_letter_to_wire, store_status};
-use super::query::{ClusterReads, gather, peers_for};
+use super::fanout::{ClusterReads, gather, peers_for};
 use crate::peer::clients::MAX_PEER_MESSAGE_BYTES;
 
 #[derive(Clone)]

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod convert;
+pub mod fanout;
 pub mod ingest;
 pub mod query;

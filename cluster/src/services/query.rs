@@ -1,7 +1,6 @@
 //! `vatio.v1.Query`: reads what the sinks hold, of this node or, by
-//! default in a cluster, of every verified member (see [`fanout`]).
+//! default in a cluster, of every verified member (see [`super::fanout`]).
 
-mod fanout;
 mod wire;
 
 use std::sync::Arc;
@@ -16,12 +15,12 @@ use vatio_stores::{
     query_limit,
 };
 
-pub use self::fanout::{ClusterReads, Gathered};
 use self::wire::{
     event_from_wire, event_to_wire, latest_from_wire, latest_to_wire, minute_from_wire,
     minute_to_wire, reason_counts_to_wire,
 };
 use super::convert::{kind_filter, store_status};
+use super::fanout::{ClusterReads, Gathered, gather, peers_for};
 use crate::peer::clients::MAX_PEER_MESSAGE_BYTES;
 
 #[derive(Clone)]
@@ -41,45 +40,11 @@ impl QueryService {
     }
 }
 
-/// The peers' shares when there are peers to ask, else nothing.
-pub(super) async fn gather<T, F, Fut>(
-    peers: Option<&ClusterReads>,
-    what: &'static str,
-    ask: F,
-) -> Gathered<T>
-where
-    F: Fn(Channel) -> Fut,
-    Fut: Future<Output = Result<T, Status>>,
-{
-    match peers {
-        Some(peers) => peers.gather(what, ask).await,
-        None => Gathered {
-            shares: Vec::new(),
-            unanswered: Vec::new(),
-        },
-    }
-}
-
 /// A query client on a peer's channel, for peer-sized answers.
 fn query_client(channel: Channel) -> QueryClient<Channel> {
     QueryClient::new(channel)
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
-}
-
-/// Whose stores a request with `scope` reads: the peers to ask too, or
-/// none for a node-scoped request or a node on its own.
-pub(super) fn peers_for(
-    cluster: Option<&Arc<ClusterReads>>,
-    scope: i32,
-) -> Result<Option<&ClusterReads>, Status> {
-    match v1::QueryScope::try_from(scope) {
-        Ok(v1::QueryScope::Cluster) => Ok(cluster.map(Arc::as_ref)),
-        Ok(v1::QueryScope::Node) => Ok(None),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "scope: unknown query scope {scope}"
-        ))),
-    }
 }
 
 fn device_filter(id: &str) -> Option<DeviceId> {
@@ -106,13 +71,6 @@ fn range_arg(from: i64, to: i64) -> Result<(i64, i64), Status> {
     Ok((from, to))
 }
 
-/// The same request, asking a peer for its own share only.
-fn node_scoped<T: Clone>(request: &T, set: impl Fn(&mut T)) -> T {
-    let mut scoped = request.clone();
-    set(&mut scoped);
-    scoped
-}
-
 const NODE: i32 = v1::QueryScope::Node as i32;
 
 #[tonic::async_trait]
@@ -134,7 +92,10 @@ impl v1::query_server::Query for QueryService {
             .latest(&filter)
             .await
             .map_err(store_status)?;
-        let ask = node_scoped(&req, |r| r.scope = NODE);
+        let ask = v1::LatestRequest {
+            scope: NODE,
+            ..req.clone()
+        };
         let theirs: Gathered<Vec<_>> = gather(peers, "latest", |channel| {
             let ask = ask.clone();
             async move {
@@ -259,7 +220,10 @@ impl v1::query_server::Query for QueryService {
             .events(&filter)
             .await
             .map_err(store_status)?;
-        let ask = node_scoped(&req, |r| r.scope = NODE);
+        let ask = v1::EventsRequest {
+            scope: NODE,
+            ..req.clone()
+        };
         let theirs: Gathered<Vec<_>> = gather(peers, "events", |channel| {
             let ask = ask.clone();
             async move {

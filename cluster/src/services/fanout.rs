@@ -6,9 +6,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::future::join_all;
+use std::sync::Arc;
+
 use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::Channel;
+
+use vatio_proto::v1;
 
 use crate::peer::PeerClients;
 use crate::placement::{NodeId, View};
@@ -92,5 +96,39 @@ impl ClusterReads {
             }
         }
         gathered
+    }
+}
+
+/// Whose stores a request with `scope` reads: the peers to ask too, or
+/// none for a node-scoped request or a node on its own.
+pub fn peers_for(
+    cluster: Option<&Arc<ClusterReads>>,
+    scope: i32,
+) -> Result<Option<&ClusterReads>, Status> {
+    match v1::QueryScope::try_from(scope) {
+        Ok(v1::QueryScope::Cluster) => Ok(cluster.map(Arc::as_ref)),
+        Ok(v1::QueryScope::Node) => Ok(None),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "scope: unknown query scope {scope}"
+        ))),
+    }
+}
+
+/// The peers' shares when there are peers to ask, else nothing.
+pub async fn gather<T, F, Fut>(
+    peers: Option<&ClusterReads>,
+    what: &'static str,
+    ask: F,
+) -> Gathered<T>
+where
+    F: Fn(Channel) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    match peers {
+        Some(peers) => peers.gather(what, ask).await,
+        None => Gathered {
+            shares: Vec::new(),
+            unanswered: Vec::new(),
+        },
     }
 }
