@@ -11,6 +11,14 @@ use vatio_stores::{DeviceId, Metric};
 
 use crate::{TestNode, test_config};
 
+/// The usual shape: two nodes in each of two AZs.
+pub const FOUR: [(&str, &str); 4] = [
+    ("a1", "az-a"),
+    ("a2", "az-a"),
+    ("b1", "az-b"),
+    ("b2", "az-b"),
+];
+
 /// A cluster under test. Stopped nodes keep their stores readable.
 pub struct TestCluster {
     pub nodes: BTreeMap<String, TestNode>,

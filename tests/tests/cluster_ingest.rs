@@ -8,15 +8,9 @@ use std::collections::BTreeMap;
 use tonic::Code;
 use vatio_config::NoOtherAz;
 use vatio_proto::v1::{self, AckGuarantee};
-use vatio_tests::cluster::TestCluster;
+use vatio_tests::cluster::{FOUR, TestCluster};
 use vatio_tests::{T0_MS, batch, power};
 
-const FOUR: [(&str, &str); 4] = [
-    ("a1", "az-a"),
-    ("a2", "az-a"),
-    ("b1", "az-b"),
-    ("b2", "az-b"),
-];
 const DEVICES: usize = 40;
 
 fn device(i: usize) -> String {

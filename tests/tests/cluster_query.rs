@@ -6,15 +6,9 @@
 use std::collections::BTreeMap;
 
 use vatio_proto::v1::{self, QueryScope};
-use vatio_tests::cluster::TestCluster;
+use vatio_tests::cluster::{FOUR, TestCluster};
 use vatio_tests::{T0_MS, batch, power, reading};
 
-const FOUR: [(&str, &str); 4] = [
-    ("a1", "az-a"),
-    ("a2", "az-a"),
-    ("b1", "az-b"),
-    ("b2", "az-b"),
-];
 const DEVICES: usize = 40;
 const ROUNDS: u64 = 5;
 
