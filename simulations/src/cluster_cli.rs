@@ -29,6 +29,10 @@ pub struct ClusterArgs {
     /// Nodes in each of the two AZs.
     #[arg(long, default_value_t = 2)]
     nodes_per_az: usize,
+    /// Nodes in all, split evenly over the two AZs (an even number, at
+    /// least 2); instead of --nodes-per-az.
+    #[arg(long, conflicts_with = "nodes_per_az")]
+    nodes: Option<usize>,
     /// Simulated seconds of load per run.
     #[arg(long, default_value_t = 20)]
     load_seconds: u64,
@@ -46,6 +50,11 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// Nodes per AZ, from --nodes when given.
+    fn per_az(&self) -> usize {
+        self.nodes.map_or(self.nodes_per_az, |n| n / 2)
+    }
+
     fn kinds(&self) -> Vec<FaultKind> {
         if self.faults.is_empty() {
             FaultKind::ALL.to_vec()
@@ -57,7 +66,7 @@ impl ClusterArgs {
     fn options(&self, seed: u64) -> ClusterOptions {
         ClusterOptions {
             seed,
-            nodes_per_az: self.nodes_per_az,
+            nodes_per_az: self.per_az(),
             load_for: Duration::from_secs(self.load_seconds),
             fault_kinds: self.kinds(),
             faults: self.faults_per_run,
@@ -83,7 +92,7 @@ impl ClusterArgs {
              --load-seconds {} --invalid-share {} --log-fsync '{}' --keep",
             kinds.join(","),
             self.faults_per_run,
-            self.nodes_per_az,
+            self.per_az(),
             self.load_seconds,
             self.invalid_share,
             self.log_fsync
@@ -100,13 +109,22 @@ pub fn main(args: &ClusterArgs) -> ExitCode {
         eprintln!("vatio-simulations cluster: --nodes-per-az must be at least 1");
         return ExitCode::from(2);
     }
+    if let Some(n) = args.nodes
+        && (n < 2 || n % 2 == 1)
+    {
+        eprintln!(
+            "vatio-simulations cluster: --nodes must be an even number of at least 2 \
+             (they are split evenly over the two AZs), got {n}"
+        );
+        return ExitCode::from(2);
+    }
     println!(
         "vatio-simulations cluster: {} seed(s) from {}, faults {:?} x{} per run, {} node(s) per AZ",
         args.seeds,
         args.first_seed,
         args.kinds(),
         args.faults_per_run,
-        args.nodes_per_az
+        args.per_az()
     );
     let started = Instant::now();
     let mut failed = Vec::new();
