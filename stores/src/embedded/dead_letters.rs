@@ -16,8 +16,9 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 
+use super::Synchronous;
 use super::sqlite::{AddedColumn, SqliteDb, named};
-use super::{Synchronous, limit_or_default};
+use crate::query_limit;
 use crate::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterReason, DeadLetterStore, NewDeadLetter,
     RawReading, Result, UnixMs,
@@ -175,7 +176,7 @@ impl DeadLetterStore for SqliteDeadLetters {
         if !filter.include_replayed {
             sql.push_str(" AND replayed_ms IS NULL");
         }
-        args.push(Value::Integer(i64::from(limit_or_default(filter.limit))));
+        args.push(Value::Integer(i64::from(query_limit(filter.limit))));
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
         self.db
             .run(move |conn| {

@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use rusqlite::types::{Type, Value};
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
+use super::Synchronous;
 use super::sqlite::{AddedColumn, SqliteDb, named};
-use super::{Synchronous, limit_or_default};
+use crate::query_limit;
 use crate::{
     DeviceId, DeviceKind, DocumentStore, Event, EventFilter, EventType, Metric, MinuteDoc, Result,
     Stats, UnixMs, minute_doc_id,
@@ -224,7 +225,7 @@ impl DocumentStore for SqliteDocuments {
         if let Some(to_ms) = filter.to_ms {
             arg(&mut sql, "ts_ms <", Value::Integer(to_ms));
         }
-        args.push(Value::Integer(i64::from(limit_or_default(filter.limit))));
+        args.push(Value::Integer(i64::from(query_limit(filter.limit))));
         sql.push_str(&format!(
             " ORDER BY ts_ms DESC, id DESC LIMIT ?{}",
             args.len()

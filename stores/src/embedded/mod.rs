@@ -50,8 +50,6 @@ impl Synchronous {
     }
 }
 
-pub(crate) use crate::query_limit as limit_or_default;
-
 /// An object store over the local directory `root` (created if missing):
 /// the embedded stand-in for one AZ's bucket.
 pub fn local_object_store(root: &Path) -> Result<Arc<dyn ObjectStore>> {

@@ -14,8 +14,9 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
+use super::Synchronous;
 use super::sqlite::{AddedColumn, SqliteDb, named};
-use super::{Synchronous, limit_or_default};
+use crate::query_limit;
 use crate::{
     DeviceId, DeviceKind, Error, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint,
     PowerFlowMinute, Result, SeriesPoint, Stats, TimeSeriesStore, UnixMs, merge,
@@ -163,7 +164,7 @@ impl TimeSeriesStore for SqliteTimeSeries {
     async fn latest(&self, filter: &LatestFilter) -> Result<Vec<LatestValue>> {
         let device = filter.device.as_ref().map(|d| d.as_str().to_owned());
         let kind = filter.kind.map(DeviceKind::as_str);
-        let limit = limit_or_default(filter.limit);
+        let limit = query_limit(filter.limit);
         self.db
             .run(move |conn| {
                 // Ordered by device, then metric name: the order every
