@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -52,11 +52,39 @@ pub fn vatio_bin() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: bound to port 0 and
-/// released. A node restarted on it keeps the address its clients know.
+/// Where [`free_port`] looks: below Linux's default ephemeral range
+/// (32768–60999), so that no socket bound to port 0 (by an in-process test
+/// node running alongside, or by the kernel for an outgoing connection) is
+/// handed a port a child node is about to bind or rebind after a restart.
+const FIXED_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port on 127.0.0.1 free a moment ago for both TCP and UDP, taken from
+/// [`FIXED_PORTS`]. Each call starts at a fresh random place, so concurrent
+/// test processes rarely try the same port; a port is returned only if both
+/// binds succeeded. A node restarted on it keeps the address its peers and
+/// clients know.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let span = FIXED_PORTS.end - FIXED_PORTS.start;
+    // std's hasher keys are random per process and per call: enough spread
+    // here without a random number generator.
+    let noise = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let start = u16::try_from(noise % u64::from(span)).unwrap_or(0);
+    for i in 0..span {
+        let port = FIXED_PORTS.start + (start + i) % span;
+        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, port));
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, port));
+        if tcp.is_ok() && udp.is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!(
+        "no port in 127.0.0.1:{}..{} is free for both TCP and UDP",
+        FIXED_PORTS.start,
+        FIXED_PORTS.end
+    )
 }
 
 /// A node's configuration file and where the node keeps its data.

@@ -20,7 +20,6 @@
 //! Needs the `vatio` binary (`scripts/test.sh` builds it).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,12 +68,6 @@ async fn acknowledged_readings_survive_losing_a_node_and_an_az() -> anyhow::Resu
         Ok(result) => result,
         Err(_) => anyhow::bail!("failover test did not finish within {TEST_DEADLINE:?}"),
     }
-}
-
-/// A UDP port on 127.0.0.1 that was free a moment ago (gossip).
-fn free_udp_port() -> anyhow::Result<u16> {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("binding udp 127.0.0.1:0")?;
-    Ok(socket.local_addr()?.port())
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -133,7 +126,7 @@ async fn run_in(bin: &Path, root: &Path) -> anyhow::Result<()> {
     eprintln!("failover test: working in {}", root.display());
     let gossip: Vec<u16> = NODES
         .iter()
-        .map(|_| free_udp_port())
+        .map(|_| free_port())
         .collect::<anyhow::Result<_>>()?;
     let mut files = BTreeMap::new();
     for (i, (id, az)) in NODES.iter().enumerate() {
