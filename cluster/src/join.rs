@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use vatio_config::Config;
 
-use crate::membership::{Membership, MembershipConfig};
+use crate::membership::{FailureDetection, Membership, MembershipConfig};
 use crate::net::Network;
 use crate::placement::{Az, NodeId};
 
@@ -20,6 +20,7 @@ pub async fn join(
     cfg: &Config,
     grpc_addr: SocketAddr,
     network: Option<&Arc<dyn Network>>,
+    rng_seed: Option<u64>,
 ) -> anyhow::Result<Option<Membership>> {
     let cluster = &cfg.cluster;
     if !cluster.enabled() {
@@ -50,6 +51,8 @@ pub async fn join(
         .collect::<anyhow::Result<_>>()?;
     m.cluster_id = cluster.cluster_id.clone();
     m.gossip_interval = cluster.gossip_interval;
+    m.failure_detector = FailureDetection::for_gossip_interval(cluster.gossip_interval);
+    m.rng_seed = rng_seed.unwrap_or_else(entropy);
     let membership = match network {
         None => Membership::start(m).await,
         Some(network) => {
@@ -63,6 +66,14 @@ pub async fn join(
     .context("joining the cluster (gossip)")?;
     tracing::info!(gossip = %membership.gossip_addr(), generation, "joined the cluster gossip");
     Ok(Some(membership))
+}
+
+/// A random seed from the operating system (through std's hasher keys).
+fn entropy() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// Reads, increments and stores the node's start counter.

@@ -1,64 +1,66 @@
 //! Cluster membership: which nodes are up, in which AZ, where to reach them,
 //! and whether they take devices.
 //!
-//! Every node runs one [`Membership`]. It gossips over UDP with the `chitchat`
-//! crate (scuttlebutt anti-entropy with a phi-accrual failure detector) and
-//! advertises three keys about itself:
+//! Every node runs one [`Membership`]. It gossips over UDP with SWIM (the
+//! `foca` crate: probes with indirect probes, suspicion, and dissemination
+//! piggybacked on the probes), and advertises itself in its gossip
+//! identity: node id, generation, AZ, gRPC address and readiness. A change of
+//! readiness is a new version of the identity, which replaces the old one
+//! everywhere (see [`identity`]).
 //!
-//! | key | value |
-//! |---|---|
-//! | `az` | the node's [`Az`] label |
-//! | `grpc_addr` | where peers reach the node's cluster service |
-//! | `ready` | `"true"` when the node takes devices, else `"false"` |
-//!
-//! From the nodes that the failure detector holds live, membership builds a
-//! [`View`], the input of placement, and publishes it on a `watch` channel
-//! whenever a node joins, dies, or changes one of those keys. Placement then
-//! runs on the view alone ([`View::place`]).
+//! From the members SWIM holds active (alive or suspected), membership
+//! builds a [`View`], the input of placement, and publishes it on a `watch`
+//! channel whenever a node joins, dies, or changes what it advertises.
+//! Placement then runs on the view alone ([`View::place`]).
 //!
 //! # Generations
 //!
-//! A node is known to gossip by its id, a generation number and its gossip
-//! address. The generation tells a restarted node from its previous life: a
-//! node must start each life with a higher generation than the one before. It
-//! comes from the caller, never from a clock read here, so that simulations
-//! replay exactly; the node passes its start time in milliseconds, or a
-//! counter it keeps in its data directory and bumps at every start. When two
-//! lives of one node are both still held live (the old one until the failure
-//! detector drops it), the view keeps the one with the higher generation.
+//! A node must start each life with a higher generation than the one before,
+//! so that peers tell it from its previous life. It comes from the caller,
+//! never from a clock read here: the node keeps a counter in its data
+//! directory and bumps it at every start. When two lives of one node are
+//! both still held active (the old one until it is declared down), the view
+//! keeps the newer.
 //!
 //! # Time and randomness
 //!
-//! Membership itself reads no clock and draws no random numbers, but the gossip
-//! crate does: it measures heartbeats with `tokio::time` (which follows a
-//! simulated clock) and picks gossip peers with a thread-local random
-//! generator. [`Membership::start`] gossips over real UDP; a simulated network
-//! binds its own socket and calls [`Membership::start_on`].
+//! Membership reads time only through `tokio::time` (which follows a
+//! simulated clock) and draws random numbers (whom to probe and gossip to)
+//! from a generator seeded by the caller, and it handles datagrams, timers
+//! and commands in one task in one fixed order (see [`driver`]). On a
+//! simulated network a seed thus replays the same gossip.
+//! [`Membership::start`] gossips over real UDP; a simulated network binds its
+//! own socket and calls [`Membership::start_on`].
+//!
+//! Datagrams carry the cluster id ahead of the SWIM message ([`frame`]):
+//! nodes of another cluster are never heard.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+mod driver;
+mod frame;
+pub(crate) mod identity;
+mod socket;
+
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chitchat::transport::{Socket, Transport, UdpSocket};
-use chitchat::{
-    Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
-    ProtocolVersion,
-};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::placement::{Az, Member, NodeId, View};
+use self::driver::{Command, Driver};
+use self::identity::Identity;
+pub use self::socket::{GossipSocket, UdpGossip};
+use crate::placement::{Az, NodeId, View};
 
-/// The gossip key holding a node's AZ label.
-pub(crate) const KEY_AZ: &str = "az";
-/// The gossip key holding the address of a node's cluster service.
-pub(crate) const KEY_GRPC_ADDR: &str = "grpc_addr";
-/// The gossip key holding `"true"` or `"false"`: whether a node takes devices.
-pub(crate) const KEY_READY: &str = "ready";
+/// Commands waiting for the driver: readiness changes and the leave.
+const COMMANDS: usize = 8;
+/// How many members each periodic gossip reaches.
+const GOSSIP_FANOUT: usize = 3;
+/// The cluster size the protocol tunes its retransmissions for; a larger
+/// cluster still converges, a little slower.
+const CLUSTER_SIZE_HINT: u32 = 16;
 
 /// How one node joins the cluster's gossip.
 #[derive(Clone, Debug)]
@@ -86,11 +88,15 @@ pub struct MembershipConfig {
     /// scales with it.
     pub gossip_interval: Duration,
     pub failure_detector: FailureDetection,
+    /// Seeds the random choices of the protocol (whom to probe, whom to
+    /// gossip to). The node hands in fresh entropy; a simulation its seed.
+    pub rng_seed: u64,
 }
 
 impl MembershipConfig {
     /// A configuration with the defaults: no seeds, cluster id `"vatio"`,
-    /// gossip every 200 ms, [`FailureDetection::default`].
+    /// gossip every 200 ms, [`FailureDetection::for_gossip_interval`] of it,
+    /// random seed 0.
     pub fn new(
         node: NodeId,
         az: Az,
@@ -108,7 +114,8 @@ impl MembershipConfig {
             cluster_id: "vatio".to_owned(),
             generation,
             gossip_interval: Duration::from_millis(200),
-            failure_detector: FailureDetection::default(),
+            failure_detector: FailureDetection::for_gossip_interval(Duration::from_millis(200)),
+            rng_seed: 0,
         }
     }
 
@@ -134,61 +141,86 @@ impl MembershipConfig {
                 self.gossip_listen
             ));
         }
-        let fd = &self.failure_detector;
-        if !(fd.phi_threshold.is_finite() && fd.phi_threshold > 0.0) {
+        if self.cluster_id.len() > frame::CLUSTER_ID_MAX {
             return invalid(format!(
-                "failure_detector.phi_threshold {} is not a positive number",
-                fd.phi_threshold
+                "the cluster id is {} bytes long, more than {}",
+                self.cluster_id.len(),
+                frame::CLUSTER_ID_MAX
             ));
         }
-        if fd.heartbeat_intervals_len_max == 0 {
-            return invalid("failure_detector.heartbeat_intervals_len_max is zero".to_owned());
-        }
-        if fd.heartbeat_interval_prior.is_zero() {
-            return invalid("failure_detector.heartbeat_interval_prior is zero".to_owned());
-        }
-        if fd.heartbeat_interval_max < self.gossip_interval {
+        let fd = &self.failure_detector;
+        if fd.probe_period.is_zero() || fd.suspect_to_down_after.is_zero() {
             return invalid(format!(
-                "failure_detector.heartbeat_interval_max {:?} is shorter than gossip_interval {:?}",
-                fd.heartbeat_interval_max, self.gossip_interval
+                "failure detection needs a probe period and a suspicion time above zero, not {:?} and {:?}",
+                fd.probe_period, fd.suspect_to_down_after
+            ));
+        }
+        if fd.probe_rtt.is_zero() || fd.probe_rtt >= fd.probe_period {
+            return invalid(format!(
+                "failure_detector.probe_rtt {:?} must be above zero and shorter than probe_period {:?}",
+                fd.probe_rtt, fd.probe_period
             ));
         }
         Ok(())
     }
+
+    /// The protocol's settings.
+    fn swim_config(&self) -> foca::Config {
+        let fd = &self.failure_detector;
+        let every = |frequency: Duration, members: usize| {
+            Some(foca::PeriodicParams {
+                frequency,
+                num_members: NonZeroUsize::new(members).unwrap_or(NonZeroUsize::MIN),
+            })
+        };
+        foca::Config {
+            probe_period: fd.probe_period,
+            probe_rtt: fd.probe_rtt,
+            suspect_to_down_after: fd.suspect_to_down_after,
+            remove_down_after: Some(fd.dead_node_grace),
+            periodic_gossip: every(self.gossip_interval, GOSSIP_FANOUT),
+            // Members declared down are asked now and then whether they
+            // are back: how the two sides of a healed partition meet again.
+            periodic_announce_to_down_members: every(fd.probe_period * 2, 2),
+            periodic_announce: every(fd.probe_period * 30, 1),
+            ..foca::Config::new_lan(NonZeroU32::new(CLUSTER_SIZE_HINT).unwrap_or(NonZeroU32::MIN))
+        }
+    }
+
+    /// How often a node announces itself to seeds that are not members.
+    fn announce_interval(&self) -> Duration {
+        self.failure_detector.probe_period
+    }
 }
 
-/// The failure detector's settings.
-///
-/// A peer is declared dead once the time since its last heartbeat exceeds
-/// `phi_threshold` times its mean heartbeat interval. Heartbeats spread with
-/// gossip, so with the default 200 ms gossip interval a crashed node leaves
-/// the other nodes' views within a few seconds on one machine.
+/// The failure detector's settings (SWIM: each node probes one member per
+/// period; a member that answers neither a direct probe nor probes relayed
+/// through others is suspected, and declared down unless it refutes the
+/// suspicion in time).
 #[derive(Clone, Debug)]
 pub struct FailureDetection {
-    /// How many mean heartbeat intervals of silence make a peer dead. Higher
-    /// is slower to detect and less prone to false alarms.
-    pub phi_threshold: f64,
-    /// The mean heartbeat interval assumed before any has been measured; it
-    /// weighs on the mean until a few heartbeats have arrived.
-    pub heartbeat_interval_prior: Duration,
-    /// Gaps between heartbeats longer than this are not measured (a peer
-    /// coming back after a pause does not inflate the mean).
-    pub heartbeat_interval_max: Duration,
-    /// How many recent heartbeat intervals the mean is taken over.
-    pub heartbeat_intervals_len_max: usize,
-    /// How long a dead peer's state is kept before it is forgotten. Until
-    /// then it is not in the view but its old state is still gossiped about;
-    /// it bounds the memory held for nodes that never come back.
+    /// How often this node probes one member.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for its answer before others are asked
+    /// to probe too. Shorter than `probe_period`.
+    pub probe_rtt: Duration,
+    /// How long a suspected member has to refute before it is declared down.
+    /// Longer is slower to detect and less prone to false alarms.
+    pub suspect_to_down_after: Duration,
+    /// How long a down member is remembered (so that its old messages are
+    /// recognised); bounds the memory held for nodes that never come back.
     pub dead_node_grace: Duration,
 }
 
-impl Default for FailureDetection {
-    fn default() -> Self {
+impl FailureDetection {
+    /// Settings scaled to the gossip interval: a probe every 3 intervals,
+    /// answered within 1, down after 6 of suspicion. With the default
+    /// 200 ms interval a crashed node leaves the views within about 2 s.
+    pub fn for_gossip_interval(gossip_interval: Duration) -> Self {
         Self {
-            phi_threshold: 8.0,
-            heartbeat_interval_prior: Duration::from_millis(200),
-            heartbeat_interval_max: Duration::from_secs(2),
-            heartbeat_intervals_len_max: 100,
+            probe_period: gossip_interval * 3,
+            probe_rtt: gossip_interval,
+            suspect_to_down_after: gossip_interval * 6,
             dead_node_grace: Duration::from_secs(60 * 60),
         }
     }
@@ -205,12 +237,6 @@ pub enum MembershipError {
         #[source]
         source: io::Error,
     },
-    #[error("starting gossip of node {node} on {addr}: {reason}")]
-    Start {
-        node: NodeId,
-        addr: SocketAddr,
-        reason: String,
-    },
     #[error("stopping gossip of node {node} on {addr}: {reason}")]
     Shutdown {
         node: NodeId,
@@ -222,25 +248,16 @@ pub enum MembershipError {
 /// This node's membership in the cluster: its gossip, its advertised state
 /// and the resulting [`View`].
 ///
-/// Dropping it stops gossip too, without waiting; [`Membership::shutdown`]
-/// also waits until the gossip socket is closed.
+/// Dropping it stops gossip too, without telling the cluster;
+/// [`Membership::shutdown`] tells a few members first and waits until the
+/// gossip socket is closed.
+#[derive(Debug)]
 pub struct Membership {
     node: NodeId,
     gossip_addr: SocketAddr,
-    gossip: ChitchatHandle,
-    views: Arc<Views>,
+    commands: mpsc::Sender<Command>,
     view_rx: watch::Receiver<View>,
-    /// Republishes the view when the gossip's live nodes change.
-    follower: JoinHandle<()>,
-}
-
-impl fmt::Debug for Membership {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Membership")
-            .field("node", &self.node)
-            .field("gossip_addr", &self.gossip_addr)
-            .finish_non_exhaustive()
-    }
+    driver: JoinHandle<()>,
 }
 
 impl Membership {
@@ -249,87 +266,49 @@ impl Membership {
     pub async fn start(cfg: MembershipConfig) -> Result<Self, MembershipError> {
         cfg.validate()?;
         let socket =
-            UdpSocket::open(cfg.gossip_listen)
+            UdpGossip::bind(cfg.gossip_listen)
                 .await
-                .map_err(|e| MembershipError::Bind {
+                .map_err(|source| MembershipError::Bind {
                     addr: cfg.gossip_listen,
-                    source: into_io_error(e),
+                    source,
                 })?;
-        Self::start_on(cfg, Box::new(socket)).await
+        Self::start_on(cfg, Arc::new(socket)).await
     }
 
     /// [`Membership::start`] on a gossip socket already bound (by a
     /// simulated network, say).
     pub async fn start_on(
         cfg: MembershipConfig,
-        socket: Box<dyn Socket>,
+        socket: Arc<dyn GossipSocket>,
     ) -> Result<Self, MembershipError> {
         cfg.validate()?;
-        let bound = socket.local_addr().map_err(|e| MembershipError::Bind {
-            addr: cfg.gossip_listen,
-            source: into_io_error(e),
-        })?;
-        let gossip_addr = cfg.gossip_advertise.unwrap_or(bound);
-
-        let fd = &cfg.failure_detector;
-        let chitchat_config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(cfg.node.as_str(), cfg.generation, gossip_addr),
-            cluster_id: cfg.cluster_id.clone(),
-            gossip_interval: cfg.gossip_interval,
-            listen_addr: bound,
-            seed_nodes: cfg.seeds.iter().map(SocketAddr::to_string).collect(),
-            failure_detector_config: FailureDetectorConfig {
-                phi_threshold: fd.phi_threshold,
-                sampling_window_size: fd.heartbeat_intervals_len_max,
-                max_interval: fd.heartbeat_interval_max,
-                initial_interval: fd.heartbeat_interval_prior,
-                dead_node_grace_period: fd.dead_node_grace,
-            },
-            // Membership never deletes keys; this only bounds tombstones.
-            marked_for_deletion_grace_period: fd.dead_node_grace,
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            // The wire format every chitchat release decodes.
-            protocol_version: ProtocolVersion::V0,
-        };
-        let initial_keys = vec![
-            (KEY_AZ.to_owned(), cfg.az.to_string()),
-            (KEY_GRPC_ADDR.to_owned(), cfg.grpc_addr.to_string()),
-            (KEY_READY.to_owned(), false.to_string()),
-        ];
-        let transport = BoundSocket(StdMutex::new(Some(socket)));
-        let gossip = chitchat::spawn_chitchat(chitchat_config, initial_keys, &transport)
-            .await
-            .map_err(|e| MembershipError::Start {
-                node: cfg.node.clone(),
-                addr: bound,
-                reason: format!("{e:#}"),
+        let bound = socket
+            .local_addr()
+            .map_err(|source| MembershipError::Bind {
+                addr: cfg.gossip_listen,
+                source,
             })?;
-
-        let chitchat = gossip.chitchat();
-        let (live_rx, views, view_rx) = {
-            let guard = chitchat.lock().await;
-            let (view_tx, view_rx) = watch::channel(View::default());
-            let views = Arc::new(Views {
-                tx: view_tx,
-                warned: StdMutex::new(HashSet::new()),
-            });
-            views.publish(&guard);
-            (guard.live_nodes_watcher(), views, view_rx)
+        let gossip_addr = cfg.gossip_advertise.unwrap_or(bound);
+        let identity = Identity {
+            node: cfg.node.as_str().to_owned(),
+            generation: cfg.generation,
+            version: 0,
+            gossip_addr,
+            az: cfg.az.as_str().to_owned(),
+            grpc_addr: cfg.grpc_addr,
+            ready: false,
         };
-        let follower = tokio::spawn(follow(
-            Arc::downgrade(&chitchat),
-            live_rx,
-            Arc::clone(&views),
-        ));
+        let (view_tx, view_rx) = watch::channel(View::default());
+        let (commands, commands_rx) = mpsc::channel(COMMANDS);
+        let driver = Driver::new(&cfg, identity, socket, view_tx);
+        let driver = tokio::spawn(driver.run(commands_rx));
         tracing::info!(node = %cfg.node, az = %cfg.az, %gossip_addr, generation = cfg.generation, "membership started");
         Ok(Self {
             node: cfg.node,
             gossip_addr,
-            gossip,
-            views,
+            commands,
             view_rx,
-            follower,
+            driver,
         })
     }
 
@@ -346,10 +325,16 @@ impl Membership {
     /// the change when this returns; the others' views within a few gossip
     /// rounds.
     pub async fn set_ready(&self, ready: bool) {
-        let chitchat = self.gossip.chitchat();
-        let mut guard = chitchat.lock().await;
-        guard.self_node_state().set(KEY_READY, ready);
-        self.views.publish(&guard);
+        let (done, applied) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::SetReady(ready, done))
+            .await
+            .is_ok()
+        {
+            // Gossip has stopped if this fails: nothing left to announce.
+            let _ = applied.await;
+        }
     }
 
     /// The live members as of now, this node included.
@@ -363,143 +348,27 @@ impl Membership {
         self.view_rx.clone()
     }
 
-    /// Stops gossiping and waits until the gossip socket is closed. Peers
-    /// drop this node once their failure detectors notice its silence.
-    pub async fn shutdown(self) -> Result<(), MembershipError> {
-        let Self {
-            node,
-            gossip_addr,
-            gossip,
-            follower,
-            ..
-        } = self;
-        follower.abort();
-        let stopped = gossip.shutdown().await;
-        tracing::info!(%node, %gossip_addr, "membership stopped");
+    /// Tells a few members this node leaves (they drop it at once instead of
+    /// detecting its silence), then stops gossiping and closes the socket.
+    pub async fn shutdown(mut self) -> Result<(), MembershipError> {
+        let (done, left) = oneshot::channel();
+        if self.commands.send(Command::Leave(done)).await.is_ok() {
+            let _ = left.await;
+        }
+        let stopped = (&mut self.driver).await;
+        tracing::info!(node = %self.node, gossip_addr = %self.gossip_addr, "membership stopped");
         stopped.map_err(|e| MembershipError::Shutdown {
-            node,
-            addr: gossip_addr,
-            reason: format!("{e:#}"),
+            node: self.node.clone(),
+            addr: self.gossip_addr,
+            reason: e.to_string(),
         })
     }
 }
 
-/// Waits for changes of the gossip's live nodes and republishes the view.
-///
-/// Holds the gossip state weakly: when gossip stops, the state and its live
-/// nodes channel are dropped, and this ends.
-async fn follow(
-    chitchat: Weak<Mutex<Chitchat>>,
-    mut live_rx: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
-    views: Arc<Views>,
-) {
-    while live_rx.changed().await.is_ok() {
-        let Some(chitchat) = chitchat.upgrade() else {
-            return;
-        };
-        let guard = chitchat.lock().await;
-        views.publish(&guard);
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.driver.abort();
     }
-}
-
-/// The publishing side of the view.
-struct Views {
-    tx: watch::Sender<View>,
-    /// Live gossip members that lack a usable key, already logged. Kept to
-    /// the members currently live, so it is bounded by the cluster's size.
-    warned: StdMutex<HashSet<ChitchatId>>,
-}
-
-impl Views {
-    /// Rebuilds the view from the gossip state and publishes it if it
-    /// changed. Called with the gossip state locked, so that publications
-    /// follow the order of the state's changes.
-    fn publish(&self, chitchat: &Chitchat) {
-        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
-        let live: Vec<&ChitchatId> = chitchat.live_nodes().collect();
-        warned.retain(|id| live.contains(&id));
-        // The highest generation of each node id wins: a restarted node
-        // replaces its previous life before the detector has dropped it.
-        let mut newest: BTreeMap<NodeId, (u64, Member)> = BTreeMap::new();
-        for id in live {
-            let member = match chitchat.node_state(id).map(member_of) {
-                Some(Ok(member)) => member,
-                Some(Err(reason)) => {
-                    if warned.insert(id.clone()) {
-                        tracing::warn!(node = %id.node_id, generation = id.generation_id, gossip_addr = %id.gossip_advertise_addr, reason, "live node left out of the view");
-                    }
-                    continue;
-                }
-                // Known live before any of its state arrived.
-                None => continue,
-            };
-            match newest.get(&member.id) {
-                Some((generation, _)) if *generation >= id.generation_id => {}
-                _ => {
-                    newest.insert(member.id.clone(), (id.generation_id, member));
-                }
-            }
-        }
-        let view = View::new(newest.into_values().map(|(_, member)| member));
-        self.tx.send_if_modified(|current| {
-            if *current == view {
-                return false;
-            }
-            *current = view;
-            true
-        });
-    }
-}
-
-/// The member a node's gossiped state describes, or what is missing.
-fn member_of(state: &NodeState) -> Result<Member, String> {
-    let get = |key: &str| {
-        state
-            .get(key)
-            .ok_or_else(|| format!("it advertises no `{key}`"))
-    };
-    let az = get(KEY_AZ)?;
-    let addr = get(KEY_GRPC_ADDR)?;
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("its `{KEY_GRPC_ADDR}` {addr:?} is not a socket address: {e}"))?;
-    let ready = match get(KEY_READY)? {
-        "true" => true,
-        "false" => false,
-        other => {
-            return Err(format!(
-                "its `{KEY_READY}` {other:?} is neither true nor false"
-            ));
-        }
-    };
-    Ok(Member {
-        id: NodeId::new(state.chitchat_id().node_id.clone()),
-        az: Az::new(az),
-        addr,
-        ready,
-    })
-}
-
-/// A transport that hands gossip the socket bound in [`Membership::start`],
-/// so the advertised address is known (port 0 included) before gossip starts.
-struct BoundSocket(StdMutex<Option<Box<dyn Socket>>>);
-
-#[async_trait]
-impl Transport for BoundSocket {
-    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("the gossip socket for {listen_addr} was already taken"))
-    }
-}
-
-/// The I/O error behind a gossip transport error, for a precise message.
-fn into_io_error(error: anyhow::Error) -> io::Error {
-    error
-        .downcast::<io::Error>()
-        .unwrap_or_else(|other| io::Error::other(format!("{other:#}")))
 }
 
 #[cfg(test)]

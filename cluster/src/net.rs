@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::membership::GossipSocket;
+
 /// Where a node's connections come from and go to.
 pub trait Network: Send + Sync + 'static {
     /// Accepts gRPC connections on `addr`.
@@ -23,10 +25,7 @@ pub trait Network: Send + Sync + 'static {
     /// Opens a connection to the gRPC server at `addr`.
     fn connect(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Conn>>;
     /// Binds the gossip socket on `addr`.
-    fn gossip(
-        &self,
-        addr: SocketAddr,
-    ) -> BoxFuture<'static, anyhow::Result<Box<dyn chitchat::transport::Socket>>>;
+    fn gossip(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Arc<dyn GossipSocket>>>;
 }
 
 /// A bound listener: its address and the connections it accepts.

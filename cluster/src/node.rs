@@ -58,6 +58,9 @@ pub struct NodeOptions {
     /// The network to serve, call peers and gossip on instead of real
     /// sockets (a simulation's).
     pub network: Option<Arc<dyn Network>>,
+    /// Seeds the gossip's random choices. `None` draws one from the
+    /// operating system; a simulation passes one derived from its seed.
+    pub gossip_seed: Option<u64>,
 }
 
 impl NodeOptions {
@@ -70,6 +73,7 @@ impl NodeOptions {
             log_durable: None,
             log_interval_clock: vatio_wal::IntervalClock::Writer,
             network: None,
+            gossip_seed: None,
         }
     }
 }
@@ -128,9 +132,10 @@ impl Node {
             }
         };
         // Membership first (not ready yet): replication places steps by it.
-        let membership = crate::join::join(&cfg, addr, options.network.as_ref())
-            .await?
-            .map(Arc::new);
+        let membership =
+            crate::join::join(&cfg, addr, options.network.as_ref(), options.gossip_seed)
+                .await?
+                .map(Arc::new);
         let clients = PeerClients::new(transport.clone(), options.network.clone());
         let trusted = membership.as_ref().map(|m| {
             // A log past its first header held steps: this node ran before.

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use vatio_cluster::net::{Network, lazy_channel};
 use vatio_proto::v1;
 
-use super::net::{GossipMail, SimNetwork};
+use super::net::SimNetwork;
 
 /// What the clients saw, for the checks.
 #[derive(Debug, Default)]
@@ -83,9 +83,7 @@ fn channel(host: &str, port: u16, call_max: Duration) -> anyhow::Result<Channel>
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(2))
         .keep_alive_while_idle(true);
-    let network: Arc<dyn Network> = Arc::new(SimNetwork {
-        mail: GossipMail::default(),
-    });
+    let network: Arc<dyn Network> = Arc::new(SimNetwork);
     Ok(lazy_channel(&endpoint, network))
 }
 

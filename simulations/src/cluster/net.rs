@@ -4,51 +4,16 @@
 
 use std::io;
 use std::net::SocketAddr;
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use chitchat::ChitchatEnvelope;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use vatio_cluster::membership::GossipSocket;
 use vatio_cluster::net::{Conn, Listener, Network};
 
-/// Gossip messages in flight. The gossip crate keeps its wire encoding to
-/// itself, so a datagram carries only a message's number and the message
-/// waits here; turmoil still decides whether, and when, the datagram
-/// arrives. Shared by every node of one simulation.
-#[derive(Clone, Default)]
-pub struct GossipMail {
-    inner: Arc<Mutex<Mail>>,
-}
-
-#[derive(Default)]
-struct Mail {
-    next: u64,
-    waiting: HashMap<u64, ChitchatEnvelope>,
-}
-
-impl GossipMail {
-    fn post(&self, envelope: ChitchatEnvelope) -> u64 {
-        let mut mail = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let no = mail.next;
-        mail.next += 1;
-        mail.waiting.insert(no, envelope);
-        no
-    }
-
-    fn take(&self, no: u64) -> Option<ChitchatEnvelope> {
-        let mut mail = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        mail.waiting.remove(&no)
-    }
-}
-
 /// One node's view of the simulated network.
-pub struct SimNetwork {
-    pub mail: GossipMail,
-}
+pub struct SimNetwork;
 
 impl Network for SimNetwork {
     fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Listener>> {
@@ -83,61 +48,35 @@ impl Network for SimNetwork {
         .boxed()
     }
 
-    fn gossip(&self, addr: SocketAddr) -> BoxFuture<'static, anyhow::Result<Box<dyn Socket>>> {
-        let mail = self.mail.clone();
+    fn gossip(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Arc<dyn GossipSocket>>> {
         async move {
             let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port());
             let socket = turmoil::net::UdpSocket::bind(any).await?;
-            Ok(Box::new(GossipSocket { socket, addr, mail }) as Box<dyn Socket>)
+            Ok(Arc::new(SimGossip { socket, addr }) as Arc<dyn GossipSocket>)
         }
         .boxed()
     }
 }
 
-/// Gossip over the simulated UDP (see [`GossipMail`]).
-struct GossipSocket {
+/// Gossip over the simulated UDP: turmoil decides whether, and when, each
+/// datagram arrives.
+struct SimGossip {
     socket: turmoil::net::UdpSocket,
     /// The host's address, as peers reach it.
     addr: SocketAddr,
-    mail: GossipMail,
 }
 
 #[async_trait]
-impl Socket for GossipSocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+impl GossipSocket for SimGossip {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.addr)
     }
 
-    async fn send(
-        &mut self,
-        to: SocketAddr,
-        envelope: ChitchatEnvelope,
-    ) -> anyhow::Result<SendOutcome> {
-        let no = self.mail.post(envelope);
-        // A datagram to a partitioned or crashed host is lost, as over UDP
-        // (its message is then never taken).
-        let num_bytes_sent = self
-            .socket
-            .send_to(&no.to_le_bytes(), to)
-            .await
-            .unwrap_or(0);
-        Ok(SendOutcome { num_bytes_sent })
+    async fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.socket.send_to(datagram, to).await.map(|_| ())
     }
 
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        let mut buf = [0u8; 8];
-        loop {
-            let (len, from_addr) = self.socket.recv_from(&mut buf).await?;
-            if len != buf.len() {
-                continue;
-            }
-            if let Some(envelope) = self.mail.take(u64::from_le_bytes(buf)) {
-                return Ok(RecvOutcome {
-                    from_addr,
-                    envelope,
-                    num_bytes_received: len,
-                });
-            }
-        }
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.socket.recv_from(buf).await
     }
 }

@@ -23,7 +23,7 @@ use vatio_wal::FaultPoint;
 use super::client::{Acks, ClusterAnswer, Gateway, SharedAcks, admin, query};
 use super::clock::SimClock;
 use super::faults::{self, Action, FaultKind, Scheduled};
-use super::net::{GossipMail, SimNetwork};
+use super::net::SimNetwork;
 use super::power::{Power, wait_for_writer};
 use super::sink::{FaultySink, SinkSwitch};
 use crate::heap::HeapWatch;
@@ -110,7 +110,8 @@ struct NodeSpec {
     az: String,
     dir: PathBuf,
     others: Vec<String>,
-    mail: GossipMail,
+    /// Seeds the node's gossip; from the run's seed.
+    gossip_seed: u64,
     /// The node's clock skew, set by the fault schedule.
     skew_ms: Arc<AtomicI64>,
     /// The condition of the node's time-series sink, likewise.
@@ -166,9 +167,8 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
     let mut options = NodeOptions::with_clock(Arc::new(SimClock {
         skew_ms: spec.skew_ms.clone(),
     }));
-    options.network = Some(Arc::new(SimNetwork {
-        mail: spec.mail.clone(),
-    }));
+    options.network = Some(Arc::new(SimNetwork));
+    options.gossip_seed = Some(spec.gossip_seed);
     let mut stores = vatio_cluster::stores::open_embedded(&cfg)?;
     stores.timeseries = Arc::new(FaultySink {
         inner: stores.timeseries,
@@ -202,7 +202,6 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
 pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<ClusterReport> {
     let wall = Instant::now();
     let mut heap = HeapWatch::start();
-    let mail = GossipMail::default();
     let azs: Vec<Vec<String>> = AZS
         .iter()
         .map(|az| {
@@ -220,7 +219,10 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
                 az: (*az).to_owned(),
                 dir: root.join(id),
                 others: all.iter().filter(|o| *o != id).cloned().collect(),
-                mail: mail.clone(),
+                gossip_seed: opts
+                    .seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add(specs.len() as u64),
                 skew_ms: Arc::default(),
                 sink: SinkSwitch::default(),
                 disk_failing: Arc::default(),
