@@ -4,7 +4,7 @@
 //! node loads the table and replays only the log after it (see
 //! [`crate::recovery`]); the log is never truncated past the checkpoint.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,14 +118,14 @@ impl CheckpointState {
 /// since the last save. Shared by the checkpointer and start-up recovery.
 #[derive(Debug, Default)]
 pub struct DeviceTable {
-    devices: HashMap<DeviceId, DeviceState>,
-    changed: HashSet<DeviceId>,
+    devices: BTreeMap<DeviceId, DeviceState>,
+    changed: BTreeSet<DeviceId>,
 }
 
 impl DeviceTable {
     /// The table a checkpoint holds; nothing changed yet.
     pub fn decode(saved: Vec<(DeviceId, Vec<u8>)>) -> Result<Self, String> {
-        let mut devices = HashMap::with_capacity(saved.len());
+        let mut devices = BTreeMap::new();
         for (device, bytes) in saved {
             let state =
                 decode_state(&bytes).map_err(|e| format!("checkpoint of device {device}: {e}"))?;
@@ -133,7 +133,7 @@ impl DeviceTable {
         }
         Ok(Self {
             devices,
-            changed: HashSet::new(),
+            changed: BTreeSet::new(),
         })
     }
 
@@ -186,7 +186,7 @@ impl DeviceTable {
         self.changed.clear();
     }
 
-    pub fn into_devices(self) -> HashMap<DeviceId, DeviceState> {
+    pub fn into_devices(self) -> BTreeMap<DeviceId, DeviceState> {
         self.devices
     }
 }

@@ -4,7 +4,7 @@
 //! reading accepted before a crash is a duplicate after it, and the
 //! subscribers replay the log from their own positions.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use vatio_stores::{CheckpointStore, DeviceId};
@@ -20,7 +20,7 @@ const READ_BYTES_MAX: usize = 4 << 20;
 /// The rebuilt table and what it took.
 #[derive(Debug, Default)]
 pub struct Rebuilt {
-    pub devices: HashMap<DeviceId, DeviceState>,
+    pub devices: BTreeMap<DeviceId, DeviceState>,
     /// The log position the table is at (the head at start-up).
     pub position: u64,
     /// Log records replayed after the checkpoint.

@@ -19,7 +19,7 @@
 //! [`crate::logic::device::DeviceState::apply`]), so a seed newer than the
 //! step it travels with is harmless.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -120,7 +120,7 @@ pub struct Shipping {
     /// member (`degrade`: nothing else could take those devices over there).
     deliverable: watch::Sender<u64>,
     /// Per device, the end of the last step a replica refused.
-    refused: Mutex<HashMap<DeviceId, u64>>,
+    refused: Mutex<BTreeMap<DeviceId, u64>>,
     pub void: Arc<VoidSet>,
 }
 
@@ -129,7 +129,7 @@ impl Shipping {
         Arc::new(Self {
             progress,
             deliverable: watch::Sender::new(0),
-            refused: Mutex::new(HashMap::new()),
+            refused: Mutex::new(BTreeMap::new()),
             void,
         })
     }
@@ -204,13 +204,13 @@ pub struct ShipperState {
     /// Batches read from the log, not yet confirmed, oldest first.
     queue: VecDeque<(Vec<LoggedStep>, Permit)>,
     /// The replica each device's last step went to.
-    sent_to: HashMap<DeviceId, Arc<str>>,
+    sent_to: BTreeMap<DeviceId, Arc<str>>,
     /// Ends of the oldest batch's steps already taken or held: a retry of
     /// the batch sends only the rest (and never an orphan, which is in the
     /// void set), so within this node's life no step is judged twice,
     /// perhaps differently by a node whose view moved on meanwhile. After a
     /// restart the unconfirmed tail is asked about again.
-    settled: HashSet<u64>,
+    settled: BTreeSet<u64>,
     /// The last shipment failed (warned once per streak).
     failing: bool,
     _feed: Feed,
@@ -234,7 +234,7 @@ impl Actor for Shipper {
         Ok(ShipperState {
             args,
             queue: VecDeque::new(),
-            sent_to: HashMap::new(),
+            sent_to: BTreeMap::new(),
             settled: Default::default(),
             failing: false,
             _feed: feed,
@@ -327,7 +327,7 @@ impl ShipperState {
                     .to_owned(),
             ));
         }
-        let mut by_peer: HashMap<Arc<str>, Vec<(u64, ShippedStep)>> = HashMap::new();
+        let mut by_peer: BTreeMap<Arc<str>, Vec<(u64, ShippedStep)>> = BTreeMap::new();
         let mut seed_needed: Vec<DeviceId> = Vec::new();
         for logged in steps {
             if logged.replica.is_some() || logged.step.is_empty() {
@@ -367,7 +367,7 @@ impl ShipperState {
         // include the device's last step shipped here, or the replica could
         // miss a step between the seed and the steps that follow it. The
         // router catches up within moments; ask again a few times.
-        let mut seeds = HashMap::new();
+        let mut seeds = BTreeMap::new();
         for attempt in 0..=SEED_RETRIES {
             seeds = self
                 .seeds(seed_needed.clone())
@@ -390,7 +390,7 @@ impl ShipperState {
         }
         let mut round: Vec<(Arc<str>, Vec<ShippedStep>)> = Vec::with_capacity(by_peer.len());
         for (peer, items) in by_peer {
-            let mut seeded: std::collections::HashSet<DeviceId> = Default::default();
+            let mut seeded: std::collections::BTreeSet<DeviceId> = Default::default();
             let shipped = items
                 .into_iter()
                 .map(|(_, mut s)| {
@@ -413,7 +413,7 @@ impl ShipperState {
             if round.is_empty() {
                 break;
             }
-            let mut next: HashMap<Arc<str>, Vec<ShippedStep>> = HashMap::new();
+            let mut next: BTreeMap<Arc<str>, Vec<ShippedStep>> = BTreeMap::new();
             for (peer, sent, result) in self.send(&link, round).await {
                 let outcome = match result {
                     Ok(outcome) => outcome,
@@ -545,9 +545,9 @@ impl ShipperState {
     async fn seeds(
         &self,
         devices: Vec<DeviceId>,
-    ) -> Result<HashMap<DeviceId, (Bytes, u64)>, String> {
+    ) -> Result<BTreeMap<DeviceId, (Bytes, u64)>, String> {
         if devices.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(BTreeMap::new());
         }
         let router = self
             .args
@@ -564,7 +564,7 @@ impl ShipperState {
             }))
             .map_err(|_| "the router stopped".to_owned())?;
         let states = rx.await.map_err(|_| "the router stopped".to_owned())?;
-        let mut out = HashMap::with_capacity(devices.len());
+        let mut out = BTreeMap::new();
         for (device, state) in devices.into_iter().zip(states) {
             if let Some(state) = state {
                 let held = state.held_from(&self.args.node);

@@ -18,7 +18,7 @@ mod cluster;
 
 pub use cluster::{ClusterMsg, HeldState, ReplicaVerdict, Role};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ pub struct RouterArgs {
     pub idle_passivate_after: Duration,
     pub mailbox_batches: usize,
     /// Devices' state rebuilt from the log at start-up.
-    pub initial: HashMap<DeviceId, DeviceState>,
+    pub initial: BTreeMap<DeviceId, DeviceState>,
     /// The log's head at start-up: every rebuilt device's steps are before it.
     pub initial_end: u64,
     /// In a cluster, a device is sequenced only once claimed; on its own, a
@@ -189,8 +189,8 @@ pub struct RouterState {
     supervision: SupervisionConfig,
     idle_ms: i64,
     mailbox_batches: usize,
-    devices: HashMap<DeviceId, Entry>,
-    by_actor: HashMap<ActorId, DeviceId>,
+    devices: BTreeMap<DeviceId, Entry>,
+    by_actor: BTreeMap<ActorId, DeviceId>,
     /// Role of a device the router has not seen: `Owner` on a node of its own.
     new_role: cluster::Role,
     claims: cluster::Claims,
@@ -239,7 +239,7 @@ impl Actor for Router {
             idle_ms,
             mailbox_batches: args.mailbox_batches.max(1),
             devices,
-            by_actor: HashMap::new(),
+            by_actor: BTreeMap::new(),
             new_role,
             claims: cluster::Claims::default(),
             confirmed: args.confirmed,
@@ -365,11 +365,11 @@ impl Actor for Router {
 
 impl RouterState {
     /// Estimated size of the device table: each slot holds the key and the
-    /// entry inline (hash tables keep about 1/8 of their slots free), plus
-    /// the id's shared string and whatever the state keeps on the heap.
+    /// entry inline (B-tree nodes are about two-thirds full), plus the id's
+    /// shared string and whatever the state keeps on the heap.
     fn table_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(DeviceId, Entry)>() + 1;
-        let slots = self.devices.capacity().max(self.devices.len());
+        let slot = std::mem::size_of::<(DeviceId, Entry)>();
+        let slots = |len: usize| len + len / 2;
         let heap: usize = self
             .devices
             .iter()
@@ -383,7 +383,9 @@ impl RouterState {
                     + e.inflight.capacity() * std::mem::size_of::<InFlight>()
             })
             .sum();
-        slots * slot + self.by_actor.capacity() * std::mem::size_of::<(ActorId, DeviceId)>() + heap
+        slots(self.devices.len()) * slot
+            + slots(self.by_actor.len()) * std::mem::size_of::<(ActorId, DeviceId)>()
+            + heap
     }
 
     async fn route(

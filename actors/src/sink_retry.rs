@@ -379,6 +379,7 @@ impl SinkGuard {
                     // Bounded: a trial that neither ends nor is abandoned
                     // cannot hold the others forever.
                     tokio::select! {
+                        biased;
                         () = &mut changed => {}
                         () = tokio::time::sleep(self.shared.policy.breaker_open_for) => {}
                     }

@@ -3,7 +3,7 @@
 //! faults), upserted into the document store with stable ids. A periodic
 //! sweep enforces the retention (168 h by default).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub struct StreamEtlState {
     args: StreamEtlArgs,
     thresholds: Thresholds,
     windows: Windows<DocKey, MinuteDoc>,
-    baselines: HashMap<DeviceId, PowerBaseline>,
+    baselines: BTreeMap<DeviceId, PowerBaseline>,
     events: Vec<Event>,
     dirty_since_ms: Option<i64>,
     next_sweep_ms: i64,
@@ -81,7 +81,7 @@ impl Actor for StreamEtl {
             _feed: feed,
             thresholds,
             windows: Windows::new(lateness, horizon),
-            baselines: HashMap::new(),
+            baselines: BTreeMap::new(),
             events: Vec::new(),
             dirty_since_ms: None,
             // First sweep right away: a node that was down may hold expired data.

@@ -4,7 +4,7 @@
 //! budget (or a failed router, whose device table is not rebuilt yet) stops
 //! the supervisor, which the node reports as fatal.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -46,7 +46,7 @@ pub struct SupervisorArgs {
 
 pub struct SupervisorState {
     children: Vec<(ChildSpec, RestartBudget)>,
-    running: HashMap<ActorId, usize>,
+    running: BTreeMap<ActorId, usize>,
     stopping: bool,
     clock: SharedClock,
     stats: Arc<NodeStats>,
@@ -62,7 +62,7 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut running = HashMap::new();
+        let mut running = BTreeMap::new();
         let mut children = Vec::new();
         for (i, spec) in args.children.into_iter().enumerate() {
             let cell = (spec.spawn)(myself.get_cell()).await?;

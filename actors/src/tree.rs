@@ -15,7 +15,7 @@
 //! The log is truncated behind the slowest subscriber; when that one lags
 //! more than `log.unconsumed_bytes_max`, `Ingest` is told to back off.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -733,7 +733,7 @@ impl ActorTree {
             Err(tokio::sync::TryAcquireError::Closed) => return Err(IngestError::Stopped),
         };
         // Group by device, keeping each device's readings in arrival order.
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut groups: Vec<(DeviceId, Vec<RawReading>, Vec<usize>)> = Vec::new();
         for (i, raw) in readings.into_iter().enumerate() {
             let g = match index.get(&raw.device_id) {

@@ -8,17 +8,21 @@ use std::time::Instant;
 use anyhow::Context;
 use vatio_actors::TreeLog;
 use vatio_config::{Config, LogFsync};
-use vatio_wal::{DurableHook, FaultHook, FsyncMode, IntervalClock, Log, LogConfig, PositionStore};
+use vatio_wal::{
+    Blocking, DurableHook, FaultHook, FsyncMode, IntervalClock, Log, LogConfig, PositionStore,
+};
 
 /// `fault` and `durable` are fault injection for tests and simulations
 /// (`None` in production). With [`IntervalClock::Owner`] the interval
 /// fsyncs are timed by this runtime's clock (a simulation's) instead of the
-/// writer thread's.
+/// writer thread's; with [`Blocking::Inline`] the log does its file work in
+/// the calling task.
 pub async fn open(
     cfg: &Config,
     fault: Option<FaultHook>,
     durable: Option<DurableHook>,
     interval_clock: IntervalClock,
+    blocking: Blocking,
 ) -> anyhow::Result<TreeLog> {
     let dir = cfg.data_path(&cfg.log.dir);
     let mut log_cfg = LogConfig::new(dir.join("segments"));
@@ -34,14 +38,19 @@ pub async fn open(
     log_cfg.fault = fault;
     log_cfg.durable = durable;
     log_cfg.interval_clock = interval_clock;
+    log_cfg.blocking = blocking;
     let owner_interval = match log_cfg.fsync {
         FsyncMode::Interval(every) if interval_clock == IntervalClock::Owner => Some(every),
         _ => None,
     };
-    let (log, recovery) = tokio::task::spawn_blocking(move || Log::open(log_cfg))
-        .await
-        .context("opening the write-ahead log (task)")?
-        .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
+    let opened = match blocking {
+        Blocking::Inline => Log::open(log_cfg),
+        Blocking::Threads => tokio::task::spawn_blocking(move || Log::open(log_cfg))
+            .await
+            .context("opening the write-ahead log (task)")?,
+    };
+    let (log, recovery) =
+        opened.with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
     if let Some(every) = owner_interval {
         tokio::spawn(tick_intervals(log.clone(), every));
     }
@@ -50,7 +59,8 @@ pub async fn open(
     }
     tracing::info!(%recovery, "write-ahead log opened");
     let positions = PositionStore::open(dir.join("positions"))
-        .context("opening the log subscribers' positions")?;
+        .context("opening the log subscribers' positions")?
+        .with_blocking(blocking);
     Ok(TreeLog {
         log,
         positions,

@@ -55,6 +55,10 @@ pub struct NodeOptions {
     /// Who times the log's interval fsyncs: the writer thread on the
     /// machine's clock (production), or this runtime's clock (simulations).
     pub log_interval_clock: vatio_wal::IntervalClock,
+    /// Where the log and the embedded stores do their blocking work: on
+    /// threads (production), or inline in the calling task (simulations,
+    /// so that one thread runs everything in the order the seed gives).
+    pub blocking: vatio_wal::Blocking,
     /// The network to serve, call peers and gossip on instead of real
     /// sockets (a simulation's).
     pub network: Option<Arc<dyn Network>>,
@@ -72,6 +76,7 @@ impl NodeOptions {
             log_fault: None,
             log_durable: None,
             log_interval_clock: vatio_wal::IntervalClock::Writer,
+            blocking: vatio_wal::Blocking::Threads,
             network: None,
             gossip_seed: None,
         }
@@ -111,6 +116,7 @@ impl Node {
             options.log_fault.clone(),
             options.log_durable.clone(),
             options.log_interval_clock,
+            options.blocking,
         )
         .await?;
         let started_ms = options.clock.now_ms();

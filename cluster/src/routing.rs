@@ -4,7 +4,7 @@
 //! forwarded, one call per owner, all at once. The answer sums the parts and
 //! carries the weakest guarantee any part got.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ impl Routing {
     ) -> Result<AckCounts, Status> {
         let view = self.views.borrow().clone();
         let mut local = Vec::new();
-        let mut remote: HashMap<NodeId, Vec<RawReading>> = HashMap::new();
+        let mut remote: BTreeMap<NodeId, Vec<RawReading>> = BTreeMap::new();
         for raw in readings {
             match owner(&view, &raw.device_id) {
                 None => return Err(no_live_members()),
@@ -239,9 +239,10 @@ impl Routing {
                 }
             }
         });
-        let mut best: HashMap<DeviceId, vatio_actors::logic::device::DeviceState> = HashMap::new();
+        let mut best: BTreeMap<DeviceId, vatio_actors::logic::device::DeviceState> =
+            BTreeMap::new();
         // The highest epoch term any peer fenced each device at.
-        let mut terms: HashMap<DeviceId, u64> = HashMap::new();
+        let mut terms: BTreeMap<DeviceId, u64> = BTreeMap::new();
         // Every copy's held readings end in the adopted one (see `merge_held`).
         let mut others: Vec<(DeviceId, vatio_actors::logic::device::DeviceState)> = Vec::new();
         // Members some peer has verified.

@@ -6,7 +6,7 @@
 //! certificate from another CA can gossip, but it is never placed on and
 //! never forwarded to.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +71,7 @@ impl TrustedView {
         started: StartedAs,
     ) -> Self {
         let me = membership.node().clone();
-        let initial = filtered(&membership.view(), &me, &HashSet::new());
+        let initial = filtered(&membership.view(), &me, &BTreeSet::new());
         let (tx, rx) = watch::channel(initial);
         // Closed until the node has looked at its members.
         let (gate_tx, gate) = watch::channel(ClaimGate {
@@ -104,7 +104,7 @@ impl Drop for TrustedView {
     }
 }
 
-fn filtered(view: &View, me: &NodeId, trusted: &HashSet<(NodeId, SocketAddr)>) -> View {
+fn filtered(view: &View, me: &NodeId, trusted: &BTreeSet<(NodeId, SocketAddr)>) -> View {
     View::new(
         view.members()
             .iter()
@@ -124,14 +124,14 @@ async fn verify(
 ) {
     let mut changes = membership.watch();
     // A member is verified at one address; a restart elsewhere is checked again.
-    let mut trusted: HashSet<(NodeId, SocketAddr)> = HashSet::new();
+    let mut trusted: BTreeSet<(NodeId, SocketAddr)> = BTreeSet::new();
     // Every member verified once, at any address.
-    let mut known: HashSet<NodeId> = HashSet::new();
+    let mut known: BTreeSet<NodeId> = BTreeSet::new();
     let grace_until = tokio::time::Instant::now() + timeout * START_GRACE_PROBES;
     // The member ids last seen, and since when.
     let mut ids: Vec<NodeId> = Vec::new();
     let mut ids_since = tokio::time::Instant::now();
-    let mut refused_logged: HashSet<(NodeId, SocketAddr)> = HashSet::new();
+    let mut refused_logged: BTreeSet<(NodeId, SocketAddr)> = BTreeSet::new();
     loop {
         let view = changes.borrow_and_update().clone();
         let unverified: Vec<&Member> = view

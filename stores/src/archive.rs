@@ -81,6 +81,8 @@ pub struct Manifest {
 pub struct ParquetArchive {
     primary: Arc<dyn ObjectStore>,
     replica: Arc<dyn ObjectStore>,
+    /// Where an hour is encoded.
+    blocking: crate::Blocking,
 }
 
 /// Start of `hour` as a UTC date-time, if chrono can represent it.
@@ -267,7 +269,17 @@ impl ParquetArchive {
     /// An archive writing every hour to `primary` (this AZ) and `replica`
     /// (the other AZ).
     pub fn new(primary: Arc<dyn ObjectStore>, replica: Arc<dyn ObjectStore>) -> Self {
-        Self { primary, replica }
+        Self {
+            primary,
+            replica,
+            blocking: crate::Blocking::Threads,
+        }
+    }
+
+    /// The same archive, encoding hours where `blocking` says.
+    pub fn with_blocking(mut self, blocking: crate::Blocking) -> Self {
+        self.blocking = blocking;
+        self
     }
 
     fn store(&self, side: Side) -> &Arc<dyn ObjectStore> {
@@ -291,22 +303,24 @@ impl ParquetArchive {
         let path = hour_path(hour);
         // Encoding and hashing an hour is CPU work: keep it off the runtime.
         let owned = rows.to_vec();
-        let (bytes, sha256) = tokio::task::spawn_blocking(move || {
-            encode(&owned).map(|bytes| {
-                let sha = sha256_hex(&bytes);
-                (bytes, sha)
+        let (bytes, sha256) = self
+            .blocking
+            .run(move || {
+                encode(&owned).map(|bytes| {
+                    let sha = sha256_hex(&bytes);
+                    (bytes, sha)
+                })
             })
-        })
-        .await
-        .map_err(|e| {
-            if e.is_panic() {
-                std::panic::resume_unwind(e.into_panic())
-            }
-            Error::Unavailable {
-                store: STORE,
-                message: format!("encoding task did not finish: {e}"),
-            }
-        })??;
+            .await
+            .map_err(|e| {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic())
+                }
+                Error::Unavailable {
+                    store: STORE,
+                    message: format!("encoding task did not finish: {e}"),
+                }
+            })??;
         let manifest = Manifest {
             path: path.to_string(),
             kind: hour.kind,

@@ -16,6 +16,7 @@
 //! [`embedded`].
 
 pub mod archive;
+pub mod blocking;
 pub mod embedded;
 pub mod error;
 pub mod merge;
@@ -23,6 +24,7 @@ pub mod model;
 
 use async_trait::async_trait;
 
+pub use blocking::Blocking;
 pub use error::{Error, Result};
 pub use model::*;
 

@@ -126,6 +126,19 @@ pub enum IntervalClock {
     Owner,
 }
 
+/// Where a log does its blocking work (file I/O, fsyncs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Blocking {
+    /// On its writer thread and tokio's blocking pool (production): appends
+    /// are grouped, and tasks never wait on the disk.
+    #[default]
+    Threads,
+    /// In the calling task, one append at a time (simulations): nothing runs
+    /// beside the simulation's one thread, so its interleavings follow from
+    /// its seed alone. Blocks the runtime's thread for each write and fsync.
+    Inline,
+}
+
 /// Where a log lives and the bounds it works within.
 #[derive(Clone)]
 pub struct LogConfig {
@@ -149,6 +162,8 @@ pub struct LogConfig {
     pub durable: Option<DurableHook>,
     /// Who times interval fsyncs; [`IntervalClock::Writer`] in production.
     pub interval_clock: IntervalClock,
+    /// Where the blocking work runs; [`Blocking::Threads`] in production.
+    pub blocking: Blocking,
 }
 
 impl LogConfig {
@@ -170,6 +185,7 @@ impl LogConfig {
             fault: None,
             durable: None,
             interval_clock: IntervalClock::Writer,
+            blocking: Blocking::Threads,
         }
     }
 
@@ -180,6 +196,15 @@ impl LogConfig {
                 "segment_bytes_max must be larger than the {}-byte segment header",
                 crate::segment::HEADER_BYTES
             ));
+        }
+        if self.blocking == Blocking::Inline
+            && matches!(self.fsync, FsyncMode::Interval(_))
+            && self.interval_clock == IntervalClock::Writer
+        {
+            return Err(
+                "an inline log has no writer thread to time interval fsyncs: its owner must (interval_clock = Owner)"
+                    .to_string(),
+            );
         }
         if self.group_bytes_max == 0 {
             return Err("group_bytes_max must be at least 1".to_string());

@@ -36,7 +36,8 @@ mod shared;
 mod writer;
 
 pub use config::{
-    DurableHook, FaultHook, FaultPoint, FsyncMode, IntervalClock, LogConfig, ParseFsyncModeError,
+    Blocking, DurableHook, FaultHook, FaultPoint, FsyncMode, IntervalClock, LogConfig,
+    ParseFsyncModeError,
 };
 pub use error::LogError;
 pub use log::{Appended, Log, LogStats, Truncated};

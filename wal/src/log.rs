@@ -18,7 +18,7 @@ use crate::recovery::{self, Recovery};
 use crate::segment::PAYLOAD_BYTES_MAX;
 use crate::shared::{Shared, lock, sync_dir};
 use crate::writer::{Active, Pending, Request, Writer, WriterConfig};
-use crate::{LogConfig, LogError, LogReader, Position};
+use crate::{Blocking, LogConfig, LogError, LogReader, Position};
 
 const LOCK_FILE: &str = "LOCK";
 const WRITER_THREAD: &str = "vatio-log-writer";
@@ -37,7 +37,14 @@ struct Inner {
     /// One permit per queued append: the bound of the append queue.
     queue_slots: Arc<Semaphore>,
     closing: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Where the writer runs: its own thread, or inline in the appending
+    /// task ([`crate::Blocking::Inline`]). Taken when the log closes.
+    writer: Mutex<Option<WriterHandle>>,
+}
+
+enum WriterHandle {
+    Thread(JoinHandle<()>),
+    Inline(Box<Writer>),
 }
 
 /// Where an append landed.
@@ -129,6 +136,7 @@ impl Log {
             recovered.segments,
             report.head,
             cfg.tail_cache_bytes_max,
+            cfg.blocking,
         ));
         let (requests, receiver) = mpsc::channel();
         let writer = Writer::new(
@@ -149,17 +157,22 @@ impl Log {
             },
             lock_file,
         );
-        let thread = std::thread::Builder::new()
-            .name(WRITER_THREAD.to_string())
-            .spawn(move || writer.run())
-            .map_err(|e| LogError::io("starting the log writer thread for", &dir, e))?;
+        let writer = match cfg.blocking {
+            Blocking::Threads => WriterHandle::Thread(
+                std::thread::Builder::new()
+                    .name(WRITER_THREAD.to_string())
+                    .spawn(move || writer.run())
+                    .map_err(|e| LogError::io("starting the log writer thread for", &dir, e))?,
+            ),
+            Blocking::Inline => WriterHandle::Inline(Box::new(writer)),
+        };
         let log = Log {
             inner: Arc::new(Inner {
                 shared,
                 requests,
                 queue_slots: Arc::new(Semaphore::new(cfg.append_queue_max)),
                 closing: AtomicBool::new(false),
-                thread: Mutex::new(Some(thread)),
+                writer: Mutex::new(Some(writer)),
             }),
         };
         Ok((log, report))
@@ -188,14 +201,19 @@ impl Log {
             .await
             .map_err(|_| LogError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        inner
-            .requests
-            .send(Request::Append(Pending {
-                payload,
-                reply,
-                slot,
-            }))
-            .map_err(|_| LogError::Closed)?;
+        let pending = Pending {
+            payload,
+            reply,
+            slot,
+        };
+        match &mut *lock(&inner.writer) {
+            Some(WriterHandle::Inline(writer)) => writer.commit_from(pending),
+            Some(WriterHandle::Thread(_)) => inner
+                .requests
+                .send(Request::Append(pending))
+                .map_err(|_| LogError::Closed)?,
+            None => return Err(LogError::Closed),
+        }
         answer.await.map_err(|_| LogError::Closed)?
     }
 
@@ -205,7 +223,18 @@ impl Log {
     /// False once the writer has stopped (it synced on its way out), so a
     /// ticking task knows to end.
     pub fn interval_tick(&self) -> bool {
-        !self.inner.shared.is_stopped() && self.inner.requests.send(Request::IntervalTick).is_ok()
+        let inner = &self.inner;
+        if inner.shared.is_stopped() {
+            return false;
+        }
+        match &mut *lock(&inner.writer) {
+            Some(WriterHandle::Inline(writer)) => {
+                writer.owner_tick();
+                true
+            }
+            Some(WriterHandle::Thread(_)) => inner.requests.send(Request::IntervalTick).is_ok(),
+            None => false,
+        }
     }
 
     /// Readers see the records whose end is at or before this position.
@@ -336,9 +365,16 @@ impl Log {
     pub async fn close(&self) -> Result<(), LogError> {
         let inner = &self.inner;
         inner.closing.store(true, Ordering::Release);
-        let thread = lock(&inner.thread).take();
-        let Some(thread) = thread else {
-            return Ok(());
+        let writer = lock(&inner.writer).take();
+        let thread = match writer {
+            None => return Ok(()),
+            Some(WriterHandle::Inline(mut writer)) => {
+                let (reply, answer) = oneshot::channel();
+                writer.finish(Some(reply));
+                inner.queue_slots.close();
+                return answer.await.unwrap_or(Ok(()));
+            }
+            Some(WriterHandle::Thread(thread)) => thread,
         };
         let (reply, answer) = oneshot::channel();
         let result = match inner.requests.send(Request::Close { reply }) {
@@ -359,8 +395,13 @@ impl Drop for Inner {
     /// queued, syncs and stops on its own thread. Nothing waits for it here,
     /// so the directory lock is released a little later; `close` waits.
     fn drop(&mut self) {
-        let (reply, _) = oneshot::channel();
-        let _ = self.requests.send(Request::Close { reply });
+        match lock(&self.writer).take() {
+            Some(WriterHandle::Inline(mut writer)) => writer.finish(None),
+            _ => {
+                let (reply, _) = oneshot::channel();
+                let _ = self.requests.send(Request::Close { reply });
+            }
+        }
         self.queue_slots.close();
     }
 }

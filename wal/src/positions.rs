@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::Blocking;
 use crate::shared::sync_dir;
 use crate::{LogError, Position};
 
@@ -24,6 +25,8 @@ const NAME_BYTES_MAX: usize = 200;
 #[derive(Clone, Debug)]
 pub struct PositionStore {
     dir: Arc<PathBuf>,
+    /// Where [`PositionStore::commit_async`] does its file work.
+    blocking: Blocking,
     /// Makes temporary file names unique within this process.
     tmp_counter: Arc<AtomicU64>,
 }
@@ -50,6 +53,7 @@ impl PositionStore {
         }
         Ok(PositionStore {
             dir: Arc::new(dir),
+            blocking: Blocking::Threads,
             tmp_counter: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -93,8 +97,18 @@ impl PositionStore {
         sync_dir(&self.dir)
     }
 
-    /// [`PositionStore::commit`] on tokio's blocking pool.
+    /// The same store, doing its asynchronous commits where `blocking` says.
+    pub fn with_blocking(mut self, blocking: Blocking) -> Self {
+        self.blocking = blocking;
+        self
+    }
+
+    /// [`PositionStore::commit`] on tokio's blocking pool, or inline under
+    /// [`Blocking::Inline`].
     pub async fn commit_async(&self, name: &str, pos: Position) -> Result<(), LogError> {
+        if self.blocking == Blocking::Inline {
+            return self.commit(name, pos);
+        }
         let store = self.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || store.commit(&name, pos))

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::Blocking;
 use crate::segment::{
     FRAME_HEADER_BYTES, FrameHeader, HEADER_BYTES, PAYLOAD_BYTES_MAX, SegmentFile,
 };
@@ -117,10 +118,14 @@ impl LogReader {
         max_bytes: usize,
     ) -> Result<Vec<Record>, LogError> {
         let shared = Arc::clone(&self.shared);
-        let read =
-            tokio::task::spawn_blocking(move || read_segment(&shared, from, head, max_bytes))
-                .await
-                .map_err(|e| LogError::Failed(format!("log reader task failed: {e}")))?;
+        let read = match shared.blocking {
+            Blocking::Inline => read_segment(&shared, from, head, max_bytes),
+            Blocking::Threads => {
+                tokio::task::spawn_blocking(move || read_segment(&shared, from, head, max_bytes))
+                    .await
+                    .map_err(|e| LogError::Failed(format!("log reader task failed: {e}")))?
+            }
+        };
         match read {
             // The segment may have been truncated away while it was being opened.
             Err(LogError::Io { .. }) if from < self.shared.start() => Err(LogError::Truncated {

@@ -1,6 +1,7 @@
 //! State shared by the `Log` handles, its readers and the writer thread: the
 //! segment list, the visible head, the tail cache, counters and the failed flag.
 
+use crate::Blocking;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     failed: watch::Sender<Option<String>>,
     /// Set by the writer thread when it has stopped; nothing becomes visible after.
     stopped: AtomicBool,
+    /// Where readers do their file reads.
+    pub blocking: Blocking,
 }
 
 #[derive(Default)]
@@ -56,6 +59,7 @@ impl Shared {
         segments: Vec<SegmentFile>,
         head: Position,
         tail_cache_bytes_max: usize,
+        blocking: Blocking,
     ) -> Self {
         let (head_tx, _) = watch::channel(head);
         // What recovery found is on disk.
@@ -72,6 +76,7 @@ impl Shared {
             ),
             failed: watch::channel(None).0,
             stopped: AtomicBool::new(false),
+            blocking,
         }
     }
 

@@ -1,4 +1,6 @@
 //! The writer thread (`vatio-log-writer`): group commit of queued appends.
+//! Under [`crate::Blocking::Inline`] there is no thread: each append is
+//! committed alone, in the appending task.
 //!
 //! It takes what is queued (up to `group_bytes_max`, and no further than the
 //! active segment can hold), writes the group with one write, syncs according
@@ -116,6 +118,12 @@ impl Writer {
                 Request::IntervalTick => self.owner_tick(),
             }
         };
+        self.finish(close_reply);
+    }
+
+    /// Syncs what is written, stops, answers `close` and refuses whatever
+    /// is still queued.
+    pub fn finish(&mut self, close_reply: Option<oneshot::Sender<Result<(), LogError>>>) {
         let result = self.sync_if_dirty();
         if let Err(e) = &result {
             self.shared.fail(format!("final sync failed: {e}"));
@@ -184,7 +192,7 @@ impl Writer {
 
     /// The owner's interval passed: fsync as the writer's own timer would
     /// (never after a failure, as [`Self::sync_deadline`] explains).
-    fn owner_tick(&mut self) {
+    pub fn owner_tick(&mut self) {
         if matches!(self.fsync, FsyncMode::Interval(_))
             && self.interval_clock == IntervalClock::Owner
             && self.shared.failure().is_none()
@@ -202,7 +210,7 @@ impl Writer {
     }
 
     /// Gathers a group starting with `first`, writes it and answers it.
-    fn commit_from(&mut self, first: Pending) {
+    pub fn commit_from(&mut self, first: Pending) {
         if let Err(e) = self.shared.check_failed() {
             let _ = first.reply.send(Err(e));
             return;

@@ -20,7 +20,7 @@
 //!
 //! The whole protocol, with a table of verdicts, is in `docs/cluster.md`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ractor::{ActorProcessingErr, ActorRef};
@@ -180,7 +180,7 @@ pub enum ReplicaVerdict {
 #[derive(Default)]
 pub struct Claims {
     next_id: u64,
-    pending: HashMap<u64, PendingClaim>,
+    pending: BTreeMap<u64, PendingClaim>,
 }
 
 struct PendingClaim {

@@ -2,7 +2,7 @@
 //! changes (it restarted elsewhere). A tonic channel reconnects by itself,
 //! so one channel per peer serves every call to it, multiplexed on HTTP/2.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +21,7 @@ pub struct PeerClients {
     transport: Transport,
     /// The node's network when it is not the real one (a simulation's).
     network: Option<Arc<dyn Network>>,
-    channels: Arc<Mutex<HashMap<NodeId, (SocketAddr, Channel)>>>,
+    channels: Arc<Mutex<BTreeMap<NodeId, (SocketAddr, Channel)>>>,
 }
 
 impl PeerClients {

@@ -82,6 +82,12 @@ impl SqliteDeadLetters {
             db: SqliteDb::open(STORE, path, sync, SCHEMA, ADDED)?,
         })
     }
+
+    /// The same store, running its SQLite work where `blocking` says.
+    pub fn with_blocking(mut self, blocking: crate::Blocking) -> Self {
+        self.db.blocking = blocking;
+        self
+    }
 }
 
 /// `seq` as the signed column stores it: the same 64 bits.

@@ -97,6 +97,12 @@ impl SqliteDocuments {
             db: SqliteDb::open(STORE, path, sync, SCHEMA, ADDED)?,
         })
     }
+
+    /// The same store, running its SQLite work where `blocking` says.
+    pub fn with_blocking(mut self, blocking: crate::Blocking) -> Self {
+        self.db.blocking = blocking;
+        self
+    }
 }
 
 #[async_trait]

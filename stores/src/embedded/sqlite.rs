@@ -14,6 +14,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 
 use super::Synchronous;
+use crate::Blocking;
 use crate::{Error, Result};
 
 /// Version of the embedded schemas this build creates. Versioned migrations
@@ -71,6 +72,8 @@ fn add_missing_columns(conn: &Connection, added: &[AddedColumn]) -> rusqlite::Re
 pub(crate) struct SqliteDb {
     store: &'static str,
     conn: Arc<Mutex<Connection>>,
+    /// Where [`SqliteDb::run`] runs its work.
+    pub(crate) blocking: Blocking,
 }
 
 impl SqliteDb {
@@ -138,11 +141,13 @@ impl SqliteDb {
         Ok(Self {
             store,
             conn: Arc::new(Mutex::new(conn)),
+            blocking: Blocking::Threads,
         })
     }
 
-    /// Runs `work` on the blocking pool with the connection. A panic inside
-    /// `work` is re-raised in the caller (it is a bug, not a store outage).
+    /// Runs `work` with the connection on the blocking pool (or inline, see
+    /// [`Blocking`]). A panic inside `work` is re-raised in the caller (it is
+    /// a bug, not a store outage).
     pub(crate) async fn run<T, F>(&self, work: F) -> Result<T>
     where
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -150,14 +155,16 @@ impl SqliteDb {
     {
         let conn = Arc::clone(&self.conn);
         let store = self.store;
-        let joined = tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock has already rolled back any open
-            // transaction (Transaction rolls back on drop), so the
-            // connection is still consistent.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut conn)
-        })
-        .await;
+        let joined = self
+            .blocking
+            .run(move || {
+                // A panic while holding the lock has already rolled back any
+                // open transaction (Transaction rolls back on drop), so the
+                // connection is still consistent.
+                let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                work(&mut conn)
+            })
+            .await;
         match joined {
             Ok(result) => result.map_err(|source| Error::Sqlite { store, source }),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -66,6 +66,12 @@ impl SqliteStaging {
             db: SqliteDb::open(STORE, path, sync, SCHEMA, &[])?,
         })
     }
+
+    /// The same store, running its SQLite work where `blocking` says.
+    pub fn with_blocking(mut self, blocking: crate::Blocking) -> Self {
+        self.db.blocking = blocking;
+        self
+    }
 }
 
 #[async_trait]

@@ -81,6 +81,12 @@ impl SqliteTimeSeries {
             db: SqliteDb::open(STORE, path, sync, SCHEMA, ADDED)?,
         })
     }
+
+    /// The same store, running its SQLite work where `blocking` says.
+    pub fn with_blocking(mut self, blocking: crate::Blocking) -> Self {
+        self.db.blocking = blocking;
+        self
+    }
 }
 
 fn stats_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Stats> {

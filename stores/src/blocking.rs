@@ -1,0 +1,26 @@
+//! Where the stores do their blocking work (SQLite calls, Parquet encoding).
+
+/// Where a store runs work that blocks its thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Blocking {
+    /// On tokio's blocking pool (production): tasks never wait on SQLite.
+    #[default]
+    Threads,
+    /// In the calling task (simulations): nothing runs beside the
+    /// simulation's one thread, so its interleavings follow from its seed.
+    Inline,
+}
+
+impl Blocking {
+    /// Runs `work` where this says; a panic inside it is raised again here.
+    pub(crate) async fn run<T, F>(self, work: F) -> Result<T, tokio::task::JoinError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self {
+            Blocking::Inline => Ok(work()),
+            Blocking::Threads => tokio::task::spawn_blocking(work).await,
+        }
+    }
+}
