@@ -264,9 +264,25 @@ impl Totals {
 }
 
 /// Log lines of the cluster runs' nodes, when `VATIO_LOG` asks for them
-/// (as for `vatio`).
+/// (as for `vatio`), stamped with simulated time: two runs of one seed
+/// log alike, so a diff of their logs shows where they part.
 fn init_tracing() {
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("VATIO_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_timer(SimulatedTime)
+            .try_init();
+    }
+}
+
+/// The simulation's elapsed time, or nothing outside a simulation.
+struct SimulatedTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimulatedTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>10.6}s", t.as_secs_f64()),
+            None => write!(w, "{:>11}", "-"),
+        }
     }
 }

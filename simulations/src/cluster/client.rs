@@ -32,6 +32,9 @@ pub struct Acks {
     /// One node's cluster-wide answers after the final flush, checked
     /// against every node's stores.
     pub cluster_answer: Option<ClusterAnswer>,
+    /// Every call's outcome in the order the gateways saw them, stamped
+    /// with simulated time: the run's trace. A seed must replay it exactly.
+    pub trace: Vec<String>,
 }
 
 /// What one node answered for the whole cluster.
@@ -172,12 +175,19 @@ impl Gateway {
         let first_try = tokio::time::Instant::now();
         loop {
             let i = rng.random_range(0..clients.len());
-            match clients[i].ingest_batch(request.clone()).await {
+            let outcome = clients[i].ingest_batch(request.clone()).await;
+            let at = turmoil::elapsed().as_micros();
+            let (gateway, batch, node) = (&self.name, request.batch_id, &self.nodes[i]);
+            match outcome {
                 Ok(reply) => {
                     let ack = reply.into_inner();
                     let guarantee = v1::AckGuarantee::try_from(ack.guarantee)
                         .unwrap_or(v1::AckGuarantee::Unspecified);
                     let mut acks = lock();
+                    acks.trace.push(format!(
+                        "{at} {gateway} batch {batch} via {node}: acked {guarantee:?}, {} accepted, {} duplicates, {} dead letters",
+                        ack.accepted, ack.duplicates, ack.dead_lettered
+                    ));
                     acks.batches_acked += 1;
                     for r in &request.readings {
                         let key = (r.device_id.clone(), r.seq);
@@ -190,7 +200,12 @@ impl Gateway {
                     return;
                 }
                 Err(status) => {
-                    *lock()
+                    let mut acks = lock();
+                    acks.trace.push(format!(
+                        "{at} {gateway} batch {batch} via {node}: {:?}",
+                        status.code()
+                    ));
+                    *acks
                         .retries
                         .entry(format!("{:?}", status.code()))
                         .or_default() += 1;

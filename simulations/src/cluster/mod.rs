@@ -7,6 +7,12 @@
 //! order, counted once by the time-series and document sinks, every ack
 //! replicated, and the cluster converged.
 //!
+//! A seed replays exactly: nodes do their blocking work inline (one
+//! thread), gossip draws from a generator seeded from the run's seed, and
+//! turmoil seeds each host's tokio runtime. The gateways record every
+//! call's outcome with its simulated time ([`ClusterReport::trace`]); two
+//! runs of one seed, each in a fresh process, must record the same.
+//!
 //! - [`faults`]: the seed's fault schedule.
 //! - [`net`]: the simulation's network (turmoil), as the node's `Network`.
 //! - [`clock`]: the simulation's wall clock, as the node's `Clock`.
@@ -24,4 +30,4 @@ pub mod run;
 pub mod sink;
 
 pub use faults::FaultKind;
-pub use run::{ClusterOptions, ClusterReport, HEAP_GROWTH_MAX, run_cluster_in};
+pub use run::{ClusterOptions, ClusterReport, HEAP_GROWTH_MAX, default_work_dir, run_cluster_in};

@@ -84,7 +84,7 @@ impl Default for ClusterOptions {
 }
 
 /// What one run did and what its checks found.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ClusterReport {
     pub seed: u64,
     pub schedule: Vec<(Duration, String)>,
@@ -102,6 +102,11 @@ pub struct ClusterReport {
     pub wall: Duration,
     /// Broken guarantees, one line each (empty: the run passed).
     pub violations: Vec<String>,
+    /// Every call's outcome as the gateways saw it, with simulated time.
+    pub trace: Vec<String>,
+    /// SHA-256 of the trace: equal for two runs of one seed, unless
+    /// something outside the seed steered the run.
+    pub trace_hash: String,
 }
 
 #[derive(Clone)]
@@ -169,7 +174,8 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
     }));
     options.network = Some(Arc::new(SimNetwork));
     options.gossip_seed = Some(spec.gossip_seed);
-    let mut stores = vatio_cluster::stores::open_embedded(&cfg)?;
+    let mut stores =
+        vatio_cluster::stores::open_embedded_with(&cfg, vatio_stores::Blocking::Inline)?;
     stores.timeseries = Arc::new(FaultySink {
         inner: stores.timeseries,
         switch: spec.sink.clone(),
@@ -179,6 +185,8 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
     options.log_durable = Some(spec.power.hook());
     // Interval fsyncs on simulated time, like everything else the node does.
     options.log_interval_clock = vatio_wal::IntervalClock::Owner;
+    // One thread runs everything, so the seed alone orders it.
+    options.blocking = vatio_wal::Blocking::Inline;
     // FAULT INJECTION: the simulation's failing disk under the node's log.
     let failing = spec.disk_failing.clone();
     options.log_fault = Some(Arc::new(move |_point: FaultPoint| {
@@ -196,6 +204,19 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
         return Ok(());
     }
     anyhow::bail!("{}: the actor tree stopped", spec.id)
+}
+
+/// Where runs keep their files unless told otherwise: /dev/shm where it
+/// exists (a memory file system, whose fsyncs cost nothing), else the
+/// system's temporary directory. The simulation models the disk's power
+/// itself, so the real disk's durability does not matter to it.
+pub fn default_work_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 /// Runs one seed in `root` (a fresh directory).
@@ -348,7 +369,18 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
         violations.push("archive not audited: the nodes were not flushed".to_owned());
         0
     };
+    let trace_hash = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for line in &acks.trace {
+            h.update(line.as_bytes());
+            h.update(b"\n");
+        }
+        format!("{:x}", h.finalize())
+    };
     Ok(ClusterReport {
+        trace_hash,
+        trace: acks.trace.clone(),
         seed: opts.seed,
         schedule: schedule
             .iter()
