@@ -13,6 +13,7 @@
 # Settings (environment): DEVICES=1000 BATCH=500 DURATION=20s
 #   FAILOVER_RATE=20000 FAILOVER_KILL_AT=10 FAILOVER_DURATION=30s
 #   FSYNC=always PORT_BASE=27400 KEEP=1 (keep the nodes' files)
+#   NODE_LOG=warn (the nodes' VATIO_LOG)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,7 +71,7 @@ EOF
 
 start_node() {
   local dir=$1 id=$2
-  VATIO_LOG=warn "$BIN" node --config "$dir/$id/node.toml" >"$dir/$id.out" 2>"$dir/$id.err" &
+  VATIO_LOG=${NODE_LOG:-warn} "$BIN" node --config "$dir/$id/node.toml" >"$dir/$id.out" 2>"$dir/$id.err" &
   PIDS[$id]=$!
 }
 
@@ -139,6 +140,7 @@ start_cluster "$dir" replicated
 load_pid=$!
 sleep "$FAILOVER_KILL_AT"
 kill -9 "${PIDS[b1]}"
+echo "b1 killed at $(date -u +%H:%M:%S.%N)" >"$dir/killed"
 wait "${PIDS[b1]}" 2>/dev/null || true
 unset 'PIDS[b1]'
 wait "$load_pid"

@@ -269,8 +269,8 @@ pub struct ClusterConfig {
     /// Name of the cluster; nodes only gossip with nodes of the same name.
     pub cluster_id: String,
     /// How often a node gossips with a few peers (> 0). Failure detection
-    /// scales with it: each node probes a member every 3 intervals, and a
-    /// silent member is declared down 6 intervals after it is suspected.
+    /// scales with it: each node probes a member every 2 intervals, and a
+    /// silent member is declared down 4 intervals after it is suspected.
     #[serde(with = "humantime_serde")]
     pub gossip_interval: Duration,
     /// When `Ingest` acknowledges: once the reading is in the owner's log
