@@ -118,8 +118,9 @@ fn sink_outages_and_slow_sinks_lose_no_acknowledged_reading() -> anyhow::Result<
     )
 }
 
+/// The failing disk is under the log and every SQLite store alike.
 #[test]
-fn log_disk_errors_lose_no_acknowledged_reading() -> anyhow::Result<()> {
+fn disk_errors_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(16, &[FaultKind::DiskErrors], INVALID_SHARE)
 }
 

@@ -1,4 +1,12 @@
-//! Where the stores do their blocking work (SQLite calls, Parquet encoding).
+//! Where the stores do their blocking work (SQLite calls, Parquet encoding),
+//! and the failing disk a simulation can put under them.
+
+use std::sync::Arc;
+
+/// FAULT INJECTION for simulations only: asked before each SQLite call;
+/// `Some(reason)` fails the call as a disk error would, before it touches
+/// the database. `None` in production.
+pub type StoreFault = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Where a store runs work that blocks its thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

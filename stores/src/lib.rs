@@ -24,7 +24,7 @@ pub mod model;
 
 use async_trait::async_trait;
 
-pub use blocking::Blocking;
+pub use blocking::{Blocking, StoreFault};
 pub use error::{Error, Result};
 pub use model::*;
 

@@ -38,7 +38,9 @@ pub enum FaultKind {
     SinkOutage,
     /// One node's time-series sink takes 400 ms per write.
     SlowSink,
-    /// Every write and fsync of one node's log fails with an I/O error.
+    /// One node's disk fails: every write and fsync of its log, and every
+    /// call of its SQLite stores (time series, documents, dead letters,
+    /// archive staging, device checkpoints), fails with an I/O error.
     DiskErrors,
     /// One node loses power: it is killed and its log loses every write
     /// not yet fsynced (its other files keep what reached them); restarted

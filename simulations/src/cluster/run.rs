@@ -174,8 +174,19 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
     }));
     options.network = Some(Arc::new(SimNetwork));
     options.gossip_seed = Some(spec.gossip_seed);
-    let mut stores =
-        vatio_cluster::stores::open_embedded_with(&cfg, vatio_stores::Blocking::Inline)?;
+    // FAULT INJECTION: the simulation's failing disk under the node's
+    // SQLite stores too (the same switch as the log's).
+    let store_failing = spec.disk_failing.clone();
+    let store_fault: vatio_stores::StoreFault = Arc::new(move || {
+        store_failing
+            .load(Ordering::Relaxed)
+            .then(|| "simulated disk error".to_owned())
+    });
+    let mut stores = vatio_cluster::stores::open_embedded_with(
+        &cfg,
+        vatio_stores::Blocking::Inline,
+        Some(store_fault),
+    )?;
     stores.timeseries = Arc::new(FaultySink {
         inner: stores.timeseries,
         switch: spec.sink.clone(),

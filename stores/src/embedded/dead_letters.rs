@@ -88,6 +88,13 @@ impl SqliteDeadLetters {
         self.db.blocking = blocking;
         self
     }
+
+    /// FAULT INJECTION for simulations only: the same store on a disk that
+    /// fails its calls while `fault` says so.
+    pub fn with_fault(mut self, fault: crate::StoreFault) -> Self {
+        self.db.fault = Some(fault);
+        self
+    }
 }
 
 /// `seq` as the signed column stores it: the same 64 bits.

@@ -14,7 +14,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 
 use super::Synchronous;
-use crate::Blocking;
+use crate::{Blocking, StoreFault};
 use crate::{Error, Result};
 
 /// Version of the embedded schemas this build creates. Versioned migrations
@@ -74,6 +74,8 @@ pub(crate) struct SqliteDb {
     conn: Arc<Mutex<Connection>>,
     /// Where [`SqliteDb::run`] runs its work.
     pub(crate) blocking: Blocking,
+    /// FAULT INJECTION for simulations only: a failing disk.
+    pub(crate) fault: Option<StoreFault>,
 }
 
 impl SqliteDb {
@@ -142,6 +144,7 @@ impl SqliteDb {
             store,
             conn: Arc::new(Mutex::new(conn)),
             blocking: Blocking::Threads,
+            fault: None,
         })
     }
 
@@ -153,8 +156,14 @@ impl SqliteDb {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
         let store = self.store;
+        if let Some(error) = self.fault.as_ref().and_then(|fault| fault()) {
+            return Err(Error::Unavailable {
+                store,
+                message: format!("disk error: {error}"),
+            });
+        }
+        let conn = Arc::clone(&self.conn);
         let joined = self
             .blocking
             .run(move || {

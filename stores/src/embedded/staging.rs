@@ -72,6 +72,13 @@ impl SqliteStaging {
         self.db.blocking = blocking;
         self
     }
+
+    /// FAULT INJECTION for simulations only: the same store on a disk that
+    /// fails its calls while `fault` says so.
+    pub fn with_fault(mut self, fault: crate::StoreFault) -> Self {
+        self.db.fault = Some(fault);
+        self
+    }
 }
 
 #[async_trait]

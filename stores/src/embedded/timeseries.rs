@@ -87,6 +87,13 @@ impl SqliteTimeSeries {
         self.db.blocking = blocking;
         self
     }
+
+    /// FAULT INJECTION for simulations only: the same store on a disk that
+    /// fails its calls while `fault` says so.
+    pub fn with_fault(mut self, fault: crate::StoreFault) -> Self {
+        self.db.fault = Some(fault);
+        self
+    }
 }
 
 fn stats_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Stats> {
