@@ -33,6 +33,6 @@ pub mod void;
 pub use clock::{Clock, ManualClock, SharedClock};
 pub use tree::cluster::{IncomingStep, Replicated};
 pub use tree::{
-    AckCounts, AckGuarantee, ActorTree, IngestError, RecoveryStatus, ReplaySummary,
+    AckCounts, AckGuarantee, ActorTree, IngestError, RecoveryStatus, ReplayOutcome, ReplaySummary,
     SubscriberStatus, TreeError, TreeLog, TreeOptions, TreeStatus, TreeStores,
 };

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::logic::validate::Refusal;
 use futures::FutureExt;
 use ractor::{Actor, ActorRef};
 use tokio::sync::{Semaphore, oneshot};
@@ -26,8 +27,8 @@ use tokio::task::JoinHandle;
 use vatio_config::{Config, LogFsync};
 use vatio_stores::archive::ParquetArchive;
 use vatio_stores::{
-    ArchiveStaging, CheckpointStore, DeadLetterFilter, DeadLetterId, DeadLetterStore, DeviceId,
-    DocumentStore, RawReading, TimeSeriesStore,
+    ArchiveStaging, CheckpointStore, DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterStore,
+    DeviceId, DocumentStore, RawReading, TimeSeriesStore,
 };
 use vatio_wal::{Log, LogStats, Position, PositionStore};
 
@@ -176,9 +177,23 @@ pub struct ReplaySummary {
     pub attempted: u32,
     pub accepted: u32,
     pub refused_again: u32,
-    /// Pending letters left alone: their devices are sequenced by another
-    /// node now (in a cluster, a node replays only devices it owns).
+    /// Pending letters not replayed here: their devices are sequenced by
+    /// another node now (the cluster sends them to that owner).
     pub not_owned: u32,
+}
+
+/// What became of one reading replayed from a dead letter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReplayOutcome {
+    /// Valid now: on its way to every sink.
+    Accepted,
+    /// Refused again, for this reason.
+    Refused(Refusal),
+    /// This node does not sequence its device (any more).
+    NotOwned,
+    /// Not replayed this time (the log refused its group, the node is
+    /// overloaded or stopping): the letter stays pending.
+    NotDone,
 }
 
 /// One log subscriber's place in the log.
@@ -802,77 +817,136 @@ impl ActorTree {
 
     /// Re-submits pending dead letters through the normal validation path.
     /// Each letter is replayed at most once successfully: it leaves the
-    /// pending set when accepted.
+    /// pending set when accepted. In a cluster only letters of devices this
+    /// node owns; the others are counted (`not_owned`) for the cluster to
+    /// send to their owners ([`ActorTree::letters_not_owned`]).
     pub async fn replay(&self, filter: &DeadLetterFilter) -> Result<ReplaySummary, TreeError> {
+        let (mut letters, unowned) = self.pending_letters(filter).await?;
+        letters.retain(|l| !unowned.contains(&l.letter.reading.device_id));
+        let ids: Vec<DeadLetterId> = letters.iter().map(|l| l.id).collect();
+        let raws: Vec<RawReading> = letters.into_iter().map(|l| l.letter.reading).collect();
+        let outcomes = self.replay_readings(raws).await?;
+        let mut summary = self
+            .settle_replayed(ids.into_iter().zip(outcomes).collect())
+            .await?;
+        summary.not_owned += u32::try_from(unowned.len()).unwrap_or(u32::MAX);
+        Ok(summary)
+    }
+
+    /// The pending letters `filter` picks, oldest first (so that a device's
+    /// readings go back in their order), and those of them whose devices
+    /// another node sequences now (in a cluster), by device id.
+    async fn pending_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<(Vec<DeadLetter>, Vec<String>), TreeError> {
         let filter = DeadLetterFilter {
             include_replayed: false,
             ..filter.clone()
         };
         let letters = self.stores.dead_letters.list(&filter).await?;
-        // Replay oldest first so a device's readings go back in their order.
-        let mut letters: Vec<_> = letters.into_iter().rev().collect();
-        let mut not_owned = 0;
-        if self.clustered() {
-            // Only devices this node sequences now; the others' owners
-            // replay theirs (their letters stay pending here until then).
-            let devices: Vec<DeviceId> = letters
-                .iter()
-                .map(|l| DeviceId::new(l.letter.reading.device_id.as_str()))
-                .collect();
-            let unowned = self.unowned(devices).await?;
-            let before = letters.len();
-            letters.retain(|l| {
-                !unowned
+        let letters: Vec<DeadLetter> = letters.into_iter().rev().collect();
+        if !self.clustered() {
+            return Ok((letters, Vec::new()));
+        }
+        let devices: Vec<DeviceId> = letters
+            .iter()
+            .map(|l| DeviceId::new(l.letter.reading.device_id.as_str()))
+            .collect();
+        let unowned: Vec<DeviceId> = self.unowned(devices).await?;
+        let unowned_letters = letters
+            .iter()
+            .filter(|l| {
+                unowned
                     .iter()
                     .any(|d| d.as_str() == l.letter.reading.device_id)
-            });
-            not_owned = u32::try_from(before - letters.len()).unwrap_or(u32::MAX);
-        }
-        let ids: Vec<DeadLetterId> = letters.iter().map(|l| l.id).collect();
-        let raws: Vec<RawReading> = letters.iter().map(|l| l.letter.reading.clone()).collect();
-        let mut summary = ReplaySummary {
-            attempted: u32::try_from(ids.len()).unwrap_or(u32::MAX),
-            not_owned,
-            ..Default::default()
-        };
-        let results = match self.route(raws, Origin::Replay).await {
-            Ok(r) => r,
-            Err(IngestError::Stopped) => return Err(TreeError::Stopped),
-            Err(_) => {
-                return Ok(ReplaySummary {
-                    not_owned,
-                    ..Default::default()
-                });
-            }
-        };
+            })
+            .map(|l| l.letter.reading.device_id.clone())
+            .collect();
+        Ok((letters, unowned_letters))
+    }
+
+    /// The pending letters `filter` picks whose devices another node
+    /// sequences now, oldest first: for that node to replay (see
+    /// [`ActorTree::replay_readings`] and [`ActorTree::settle_replayed`]).
+    pub async fn letters_not_owned(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<DeadLetter>, TreeError> {
+        let (mut letters, unowned) = self.pending_letters(filter).await?;
+        letters.retain(|l| unowned.contains(&l.letter.reading.device_id));
+        Ok(letters)
+    }
+
+    /// Records what became of replayed letters: accepted ones leave the
+    /// pending set, refused ones keep their new reason; the rest stay.
+    pub async fn settle_replayed(
+        &self,
+        outcomes: Vec<(DeadLetterId, ReplayOutcome)>,
+    ) -> Result<ReplaySummary, TreeError> {
+        let mut summary = ReplaySummary::default();
         let mut accepted_ids = Vec::new();
-        for (_, positions, result) in results {
-            // A group the log refused stays pending, to be replayed again.
-            let Ok(result) = result else {
-                summary.attempted -= u32::try_from(positions.len()).unwrap_or(0);
-                continue;
-            };
-            for (pos, refusal) in positions.into_iter().zip(result.refusals) {
-                let id = ids[pos];
-                match refusal {
-                    None => accepted_ids.push(id),
-                    Some(r) => {
-                        summary.refused_again += 1;
-                        self.stores
-                            .dead_letters
-                            .mark_refused_again(id, r.reason, &r.detail)
-                            .await?;
-                    }
+        for (id, outcome) in outcomes {
+            match outcome {
+                ReplayOutcome::Accepted => {
+                    summary.attempted += 1;
+                    accepted_ids.push(id);
                 }
+                ReplayOutcome::Refused(r) => {
+                    summary.attempted += 1;
+                    summary.refused_again += 1;
+                    self.stores
+                        .dead_letters
+                        .mark_refused_again(id, r.reason, &r.detail)
+                        .await?;
+                }
+                ReplayOutcome::NotOwned => summary.not_owned += 1,
+                ReplayOutcome::NotDone => {}
             }
         }
         summary.accepted = u32::try_from(accepted_ids.len()).unwrap_or(u32::MAX);
-        let now = self.clock.now_ms();
         self.stores
             .dead_letters
-            .mark_replayed(&accepted_ids, now)
+            .mark_replayed(&accepted_ids, self.clock.now_ms())
             .await?;
         Ok(summary)
+    }
+
+    /// Validates `readings` (from dead letters, here or on another node)
+    /// again and takes the valid ones as new steps; one outcome per reading,
+    /// in order. Files no dead letter: the caller holds the letters.
+    pub async fn replay_readings(
+        &self,
+        readings: Vec<RawReading>,
+    ) -> Result<Vec<ReplayOutcome>, TreeError> {
+        let mut outcomes = vec![ReplayOutcome::NotDone; readings.len()];
+        let devices: Vec<String> = readings.iter().map(|r| r.device_id.clone()).collect();
+        let results = match self.route(readings, Origin::Replay).await {
+            Ok(r) => r,
+            Err(IngestError::Stopped) => return Err(TreeError::Stopped),
+            Err(IngestError::NotOwned(unowned)) => {
+                // The whole call is refused: the unowned devices' readings
+                // are named, the others are left for another try.
+                for (outcome, device) in outcomes.iter_mut().zip(&devices) {
+                    if unowned.iter().any(|d| d.as_str() == device) {
+                        *outcome = ReplayOutcome::NotOwned;
+                    }
+                }
+                return Ok(outcomes);
+            }
+            Err(_) => return Ok(outcomes),
+        };
+        for (_, positions, result) in results {
+            // A group the log refused stays pending, to be replayed again.
+            let Ok(result) = result else { continue };
+            for (pos, refusal) in positions.into_iter().zip(result.refusals) {
+                outcomes[pos] = match refusal {
+                    None => ReplayOutcome::Accepted,
+                    Some(r) => ReplayOutcome::Refused(r),
+                };
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Pushes everything held through to the sinks: device reorder buffers

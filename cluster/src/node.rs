@@ -223,10 +223,12 @@ impl Node {
                 .clone()
                 .zip(trusted.as_ref())
                 .zip(reads.clone())
-                .map(|((membership, trusted), reads)| AdminCluster {
+                .zip(routing.clone())
+                .map(|(((membership, trusted), reads), routing)| AdminCluster {
                     membership,
                     trusted: trusted.watch(),
                     reads,
+                    routing,
                 }),
         );
         let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -17,6 +17,8 @@ use vatio_proto::v1::{self, ClaimRequest, ForwardRequest, IngestRequest};
 use vatio_stores::{DeviceId, RawReading};
 
 use crate::peer::PeerClients;
+
+pub mod replay;
 use crate::placement::{Member, NodeId, View};
 use crate::services::convert::{ingest_status, raw_into_wire};
 use crate::trust::ClaimGate;

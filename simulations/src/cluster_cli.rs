@@ -175,6 +175,13 @@ pub fn main(args: &ClusterArgs) -> ExitCode {
             }
         };
     }
+    if !cfg!(tokio_unstable) {
+        eprintln!(
+            "vatio-simulations cluster: built without --cfg tokio_unstable (RUSTFLAGS replaces \
+             .cargo/config.toml's): tokio's select! order is not seeded, so a seed may not replay \
+             exactly"
+        );
+    }
     if !(0.0..=1.0).contains(&args.invalid_share) {
         eprintln!("vatio-simulations cluster: --invalid-share must be within 0..=1");
         return ExitCode::from(2);

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use vatio_proto::v1::{self, QueryScope};
+use vatio_stores::{DeadLetterReason, NewDeadLetter, RawReading};
 use vatio_tests::cluster::{FOUR, TestCluster};
 use vatio_tests::{T0_MS, batch, power, reading};
 
@@ -253,6 +254,101 @@ async fn any_node_answers_for_the_whole_cluster() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert_eq!(only_mine.attempted, 0, "{only_mine:?}");
+    Ok(())
+}
+
+/// A letter waits on the node that judged its reading. When its device is
+/// owned by another node now, a replay sends the reading to that owner,
+/// which validates it again and takes it; the holder marks the letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_of_devices_owned_elsewhere_are_replayed_through_their_owners() -> anyhow::Result<()>
+{
+    let cluster = TestCluster::start(&FOUR, |_| {}).await?;
+    for seq in 1..=ROUNDS {
+        cluster
+            .node("a1")?
+            .ingest()
+            .await?
+            .ingest_batch(round(seq))
+            .await?;
+    }
+    let holder = cluster.node("a1")?;
+    let owned_here = holder
+        .query()
+        .await?
+        .power_flow(power_flow(QueryScope::Node))
+        .await?
+        .into_inner()
+        .minutes
+        .first()
+        .map_or(0, |m| m.meters);
+    assert!(
+        (owned_here as usize) < DEVICES,
+        "a1 must not own every meter, or nothing goes elsewhere: {owned_here}"
+    );
+    // One letter per meter on a1, as a1 would have filed them while it
+    // owned every meter: the next reading, refused then, valid now.
+    let seq = ROUNDS + 1;
+    let letters: Vec<NewDeadLetter> = (0..DEVICES)
+        .map(|i| NewDeadLetter {
+            reading: RawReading {
+                device_id: device(i),
+                seq,
+                ts_ms: T0_MS + seq as i64 * 100,
+                metric: "power".to_owned(),
+                value: kw(i, seq),
+                unit: "kW".to_owned(),
+                kind: v1::DeviceKind::ElectricityMeter as i32,
+            },
+            reason: DeadLetterReason::UnknownUnit,
+            detail: "unit \"kW\" was not known then".to_owned(),
+            source: "test".to_owned(),
+            received_ms: T0_MS,
+            key: None,
+        })
+        .collect();
+    holder.stores().dead_letters.insert(&letters).await?;
+
+    let replayed = holder
+        .admin()
+        .await?
+        .replay_dead_letters(v1::ReplayDeadLettersRequest {
+            scope: QueryScope::Node as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (
+            replayed.attempted,
+            replayed.accepted,
+            replayed.refused_again,
+            replayed.not_owned
+        ),
+        (DEVICES as u32, DEVICES as u32, 0, 0),
+        "every letter replayed, those of meters owned elsewhere through their owners: {replayed:?}"
+    );
+    cluster.flush().await?;
+    let minute = T0_MS - T0_MS.rem_euclid(60_000);
+    for i in 0..DEVICES {
+        let counts = cluster.power_counts(&device(i), minute).await?;
+        assert_eq!(
+            counts.values().sum::<u64>(),
+            ROUNDS + 1,
+            "{}: the replayed reading counted once: {counts:?}",
+            device(i)
+        );
+    }
+    let pending = holder
+        .admin()
+        .await?
+        .list_dead_letters(v1::ListDeadLettersRequest {
+            scope: QueryScope::Node as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(pending.dead_letters.is_empty(), "{pending:?}");
     Ok(())
 }
 

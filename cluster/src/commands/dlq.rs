@@ -111,8 +111,8 @@ pub async fn run(
             );
             if resp.not_owned > 0 {
                 println!(
-                    "{} pending letter(s) left alone: their devices are sequenced by another \
-                     node now; they replay once their device is back",
+                    "{} pending letter(s) not replayed: their devices' owners did not take \
+                     them this time (see the node's log); they stay pending",
                     resp.not_owned
                 );
             }

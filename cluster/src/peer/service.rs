@@ -13,6 +13,7 @@ use vatio_proto::v1::{
 };
 use vatio_stores::DeviceId;
 
+use crate::routing::replay::{outcome_to_wire, readings_from_wire};
 use crate::routing::{Routing, guarantee_to_wire, state_to_wire};
 use crate::services::convert::raw_from_wire;
 use crate::transport::{AuthorizedPeer, Transport};
@@ -74,6 +75,19 @@ impl v1::peer_server::Peer for PeerService {
             duplicates: ack.duplicates,
             dead_lettered: ack.dead_lettered,
             guarantee: guarantee_to_wire(ack.guarantee) as i32,
+        }))
+    }
+
+    async fn replay(
+        &self,
+        request: Request<v1::ReplayRequest>,
+    ) -> Result<Response<v1::ReplayReply>, Status> {
+        let from = request.get_ref().from_node.clone();
+        self.authorize(&request, &from)?;
+        let readings = readings_from_wire(request.into_inner());
+        let outcomes = self.routing.replay_owned(readings).await?;
+        Ok(Response::new(v1::ReplayReply {
+            outcomes: outcomes.into_iter().map(outcome_to_wire).collect(),
         }))
     }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::membership::Membership;
 use crate::placement::View;
+use crate::routing::Routing;
 use tokio::sync::watch;
 
 use tonic::transport::Channel;
@@ -37,6 +38,8 @@ pub struct AdminCluster {
     pub trusted: watch::Receiver<View>,
     /// Dead-letter lists and replays reach every member through it.
     pub reads: Arc<ClusterReads>,
+    /// Replays this node's letters of devices other nodes own through them.
+    pub routing: Arc<Routing>,
 }
 
 impl AdminService {
@@ -253,10 +256,31 @@ impl v1::admin_server::Admin for AdminService {
         let req = request.into_inner();
         let peers = peers_for(self.reads(), req.scope)?;
         let filter = self.filter(&req.reason, &req.device_id, req.limit, false)?;
-        let mine = self.tree.replay(&filter).await.map_err(|e| match e {
+        let tree_status = |e| match e {
             vatio_actors::TreeError::Store(e) => store_status(e),
             other => Status::unavailable(other.to_string()),
-        })?;
+        };
+        let mut mine = self.tree.replay(&filter).await.map_err(tree_status)?;
+        // Letters of devices other nodes own now go to those owners.
+        if let Some(cluster) = &self.cluster
+            && mine.not_owned > 0
+        {
+            let letters = self
+                .tree
+                .letters_not_owned(&filter)
+                .await
+                .map_err(tree_status)?;
+            let outcomes = cluster.routing.replay_elsewhere(letters).await;
+            let theirs = self
+                .tree
+                .settle_replayed(outcomes)
+                .await
+                .map_err(tree_status)?;
+            mine.attempted += theirs.attempted;
+            mine.accepted += theirs.accepted;
+            mine.refused_again += theirs.refused_again;
+            mine.not_owned = mine.not_owned.saturating_sub(theirs.attempted);
+        }
         let ask = v1::ReplayDeadLettersRequest {
             scope: v1::QueryScope::Node as i32,
             ..req
