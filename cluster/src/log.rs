@@ -10,6 +10,7 @@ use vatio_actors::TreeLog;
 use vatio_config::{Config, LogFsync};
 use vatio_wal::{
     Blocking, DurableHook, FaultHook, FsyncMode, IntervalClock, Log, LogConfig, PositionStore,
+    WeakLog,
 };
 
 /// `fault` and `durable` are fault injection for tests and simulations
@@ -52,7 +53,7 @@ pub async fn open(
     let (log, recovery) =
         opened.with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
     if let Some(every) = owner_interval {
-        tokio::spawn(tick_intervals(log.clone(), every));
+        tokio::spawn(tick_intervals(log.downgrade(), every));
     }
     if let Some(cut) = &recovery.cut {
         tracing::warn!(%cut, "the write-ahead log had a torn or corrupt tail; it was cut");
@@ -69,12 +70,17 @@ pub async fn open(
     })
 }
 
-/// Tells `log` every `every` that an interval passed, until its writer stops.
-async fn tick_intervals(log: Log, every: std::time::Duration) {
+/// Tells `log` every `every` that an interval passed, until its writer
+/// stops or every other handle is gone (a node that failed to start drops
+/// its log, which must then close and release its directory).
+async fn tick_intervals(log: WeakLog, every: std::time::Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let Some(log) = log.upgrade() else {
+            return;
+        };
         if !log.interval_tick() {
             return;
         }

@@ -40,7 +40,7 @@ pub use config::{
     ParseFsyncModeError,
 };
 pub use error::LogError;
-pub use log::{Appended, Log, LogStats, Truncated};
+pub use log::{Appended, Log, LogStats, Truncated, WeakLog};
 pub use position::Position;
 pub use positions::PositionStore;
 pub use reader::{LogReader, Record};

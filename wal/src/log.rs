@@ -47,6 +47,17 @@ enum WriterHandle {
     Inline(Box<Writer>),
 }
 
+/// A [`Log`] handle that does not keep the log open (see [`Log::downgrade`]).
+#[derive(Clone)]
+pub struct WeakLog(std::sync::Weak<Inner>);
+
+impl WeakLog {
+    /// The log, while some [`Log`] handle still holds it.
+    pub fn upgrade(&self) -> Option<Log> {
+        self.0.upgrade().map(|inner| Log { inner })
+    }
+}
+
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
@@ -235,6 +246,13 @@ impl Log {
             Some(WriterHandle::Thread(_)) => inner.requests.send(Request::IntervalTick).is_ok(),
             None => false,
         }
+    }
+
+    /// A handle that does not keep the log open: the log closes (in the
+    /// background) when its last [`Log`] is dropped, whatever weak handles
+    /// remain.
+    pub fn downgrade(&self) -> WeakLog {
+        WeakLog(Arc::downgrade(&self.inner))
     }
 
     /// Readers see the records whose end is at or before this position.

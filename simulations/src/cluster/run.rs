@@ -205,9 +205,17 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
             .load(Ordering::Relaxed)
             .then(|| std::io::Error::other("simulated disk error"))
     }));
-    let node = Node::start(cfg, options)
-        .await
-        .with_context(|| format!("starting {}", spec.id))?;
+    let node = match Node::start(cfg, options).await {
+        Ok(node) => node,
+        // A node cannot start on a failing disk (its checkpoint is
+        // unreadable); like `vatio node` it exits, and the run's service
+        // manager starts it again until the disk is back.
+        Err(e) if spec.disk_failing.load(Ordering::Relaxed) => {
+            tracing::warn!(node = %spec.id, error = %format!("{e:#}"), "the node could not start on its failing disk");
+            return Ok(());
+        }
+        Err(e) => return Err(e.context(format!("starting {}", spec.id))),
+    };
     node.failed().await;
     if let Some(reason) = node.tree().log_failure() {
         // As `vatio node` exits; the run's service manager starts it again.
