@@ -67,20 +67,26 @@ impl ClusterReads {
             .filter(|m| m.id != self.me)
             .cloned()
             .collect();
-        let calls = peers.into_iter().map(|member| {
-            let channel = self.clients.channel(&member);
-            let call = channel.map(&ask);
-            async move {
-                let result = match call {
-                    Ok(call) => match tokio::time::timeout(self.timeout, call).await {
-                        Ok(Ok(share)) => Ok(share),
-                        Ok(Err(status)) => Err(status.to_string()),
-                        Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-                    },
-                    Err(e) => Err(e.to_string()),
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let ask = &ask;
+        let calls = peers.into_iter().map(|member| async move {
+            let mut first = true;
+            let result = loop {
+                let call = match self.clients.channel(&member) {
+                    Ok(channel) => ask(channel),
+                    Err(e) => break Err(e.to_string()),
                 };
-                (member.id, result)
-            }
+                match tokio::time::timeout_at(deadline, call).await {
+                    Ok(Ok(share)) => break Ok(share),
+                    // A connection that died while idle (a keep-alive that
+                    // timed out) fails its next call at once; the channel
+                    // connects again for the one after.
+                    Ok(Err(status)) if first && is_transport_error(&status) => first = false,
+                    Ok(Err(status)) => break Err(status.to_string()),
+                    Err(_) => break Err(format!("no answer within {:?}", self.timeout)),
+                }
+            };
+            (member.id, result)
         });
         let mut gathered = Gathered {
             shares: Vec::new(),
@@ -97,6 +103,13 @@ impl ClusterReads {
         }
         gathered
     }
+}
+
+/// Whether `status` reports the connection failing rather than the peer
+/// answering with an error.
+fn is_transport_error(status: &Status) -> bool {
+    std::error::Error::source(status)
+        .is_some_and(|source| source.downcast_ref::<tonic::transport::Error>().is_some())
 }
 
 /// Whose stores a request with `scope` reads: the peers to ask too, or
