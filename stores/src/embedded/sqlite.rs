@@ -67,6 +67,28 @@ fn add_missing_columns(conn: &Connection, added: &[AddedColumn]) -> rusqlite::Re
     Ok(())
 }
 
+/// `with_blocking` and `with_fault` for a store type holding its database
+/// in a field `db`.
+macro_rules! store_options {
+    ($store:ty) => {
+        impl $store {
+            /// The same store, running its SQLite work where `blocking` says.
+            pub fn with_blocking(mut self, blocking: crate::Blocking) -> Self {
+                self.db.blocking = blocking;
+                self
+            }
+
+            /// FAULT INJECTION for simulations only: the same store on a disk
+            /// that fails its calls while `fault` says so.
+            pub fn with_fault(mut self, fault: crate::StoreFault) -> Self {
+                self.db.fault = Some(fault);
+                self
+            }
+        }
+    };
+}
+pub(crate) use store_options;
+
 /// One SQLite database file used by one store.
 #[derive(Clone)]
 pub(crate) struct SqliteDb {

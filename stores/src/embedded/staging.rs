@@ -66,20 +66,9 @@ impl SqliteStaging {
             db: SqliteDb::open(STORE, path, sync, SCHEMA, &[])?,
         })
     }
-
-    /// The same store, running its SQLite work where `blocking` says.
-    pub fn with_blocking(mut self, blocking: crate::Blocking) -> Self {
-        self.db.blocking = blocking;
-        self
-    }
-
-    /// FAULT INJECTION for simulations only: the same store on a disk that
-    /// fails its calls while `fault` says so.
-    pub fn with_fault(mut self, fault: crate::StoreFault) -> Self {
-        self.db.fault = Some(fault);
-        self
-    }
 }
+
+super::sqlite::store_options!(SqliteStaging);
 
 #[async_trait]
 impl ArchiveStaging for SqliteStaging {

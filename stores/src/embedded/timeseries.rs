@@ -81,20 +81,9 @@ impl SqliteTimeSeries {
             db: SqliteDb::open(STORE, path, sync, SCHEMA, ADDED)?,
         })
     }
-
-    /// The same store, running its SQLite work where `blocking` says.
-    pub fn with_blocking(mut self, blocking: crate::Blocking) -> Self {
-        self.db.blocking = blocking;
-        self
-    }
-
-    /// FAULT INJECTION for simulations only: the same store on a disk that
-    /// fails its calls while `fault` says so.
-    pub fn with_fault(mut self, fault: crate::StoreFault) -> Self {
-        self.db.fault = Some(fault);
-        self
-    }
 }
+
+super::sqlite::store_options!(SqliteTimeSeries);
 
 fn stats_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Stats> {
     Ok(Stats {
