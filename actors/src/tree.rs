@@ -182,6 +182,17 @@ pub struct ReplaySummary {
     pub not_owned: u32,
 }
 
+impl ReplaySummary {
+    /// Adds the outcome of letters this node held but sent to their
+    /// devices' owners: those attempted there are no longer left alone.
+    pub fn add_replayed_elsewhere(&mut self, elsewhere: ReplaySummary) {
+        self.attempted += elsewhere.attempted;
+        self.accepted += elsewhere.accepted;
+        self.refused_again += elsewhere.refused_again;
+        self.not_owned = self.not_owned.saturating_sub(elsewhere.attempted);
+    }
+}
+
 /// What became of one reading replayed from a dead letter.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReplayOutcome {
@@ -821,8 +832,7 @@ impl ActorTree {
     /// node owns; the others are counted (`not_owned`) for the cluster to
     /// send to their owners ([`ActorTree::letters_not_owned`]).
     pub async fn replay(&self, filter: &DeadLetterFilter) -> Result<ReplaySummary, TreeError> {
-        let (mut letters, unowned) = self.pending_letters(filter).await?;
-        letters.retain(|l| !unowned.contains(&l.letter.reading.device_id));
+        let (letters, unowned) = self.pending_letters(filter).await?;
         let ids: Vec<DeadLetterId> = letters.iter().map(|l| l.id).collect();
         let raws: Vec<RawReading> = letters.into_iter().map(|l| l.letter.reading).collect();
         let outcomes = self.replay_readings(raws).await?;
@@ -834,12 +844,12 @@ impl ActorTree {
     }
 
     /// The pending letters `filter` picks, oldest first (so that a device's
-    /// readings go back in their order), and those of them whose devices
-    /// another node sequences now (in a cluster), by device id.
+    /// readings go back in their order): those of devices this node
+    /// sequences, and (in a cluster) those whose devices another node does.
     async fn pending_letters(
         &self,
         filter: &DeadLetterFilter,
-    ) -> Result<(Vec<DeadLetter>, Vec<String>), TreeError> {
+    ) -> Result<(Vec<DeadLetter>, Vec<DeadLetter>), TreeError> {
         let filter = DeadLetterFilter {
             include_replayed: false,
             ..filter.clone()
@@ -853,17 +863,12 @@ impl ActorTree {
             .iter()
             .map(|l| DeviceId::new(l.letter.reading.device_id.as_str()))
             .collect();
-        let unowned: Vec<DeviceId> = self.unowned(devices).await?;
-        let unowned_letters = letters
-            .iter()
-            .filter(|l| {
-                unowned
-                    .iter()
-                    .any(|d| d.as_str() == l.letter.reading.device_id)
-            })
-            .map(|l| l.letter.reading.device_id.clone())
-            .collect();
-        Ok((letters, unowned_letters))
+        let unowned = self.unowned(devices).await?;
+        Ok(letters.into_iter().partition(|l| {
+            !unowned
+                .iter()
+                .any(|d| d.as_str() == l.letter.reading.device_id)
+        }))
     }
 
     /// The pending letters `filter` picks whose devices another node
@@ -873,9 +878,8 @@ impl ActorTree {
         &self,
         filter: &DeadLetterFilter,
     ) -> Result<Vec<DeadLetter>, TreeError> {
-        let (mut letters, unowned) = self.pending_letters(filter).await?;
-        letters.retain(|l| unowned.contains(&l.letter.reading.device_id));
-        Ok(letters)
+        let (_, unowned) = self.pending_letters(filter).await?;
+        Ok(unowned)
     }
 
     /// Records what became of replayed letters: accepted ones leave the

@@ -221,7 +221,7 @@ impl Driver {
         for id in std::iter::once(me).chain(members) {
             let node = NodeId::new(id.node.as_str());
             match newest.get(&node) {
-                Some(kept) if (kept.generation, kept.version) >= (id.generation, id.version) => {}
+                Some(kept) if kept.rank() >= id.rank() => {}
                 _ => {
                     newest.insert(node, id);
                 }

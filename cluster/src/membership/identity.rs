@@ -42,7 +42,7 @@ impl Identity {
     }
 
     /// Which of two versions of a node is the newer.
-    fn rank(&self) -> (u64, u64) {
+    pub fn rank(&self) -> (u64, u64) {
         (self.generation, self.version)
     }
 

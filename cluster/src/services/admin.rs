@@ -271,15 +271,12 @@ impl v1::admin_server::Admin for AdminService {
                 .await
                 .map_err(tree_status)?;
             let outcomes = cluster.routing.replay_elsewhere(letters).await;
-            let theirs = self
+            let elsewhere = self
                 .tree
                 .settle_replayed(outcomes)
                 .await
                 .map_err(tree_status)?;
-            mine.attempted += theirs.attempted;
-            mine.accepted += theirs.accepted;
-            mine.refused_again += theirs.refused_again;
-            mine.not_owned = mine.not_owned.saturating_sub(theirs.attempted);
+            mine.add_replayed_elsewhere(elsewhere);
         }
         let ask = v1::ReplayDeadLettersRequest {
             scope: v1::QueryScope::Node as i32,
