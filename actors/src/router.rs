@@ -16,7 +16,7 @@
 
 mod cluster;
 
-pub use cluster::{ClusterMsg, HeldState, ReplicaVerdict, Role};
+pub use cluster::{ClusterMsg, HeldState, Presence, ReplicaVerdict, Role};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -195,9 +195,9 @@ pub struct RouterState {
     new_role: cluster::Role,
     claims: cluster::Claims,
     confirmed: Option<tokio::sync::watch::Receiver<u64>>,
-    /// Whether a node is a member under the latest view (every node until
-    /// the first view arrives): a step is referred only to a member.
-    member: Box<dyn Fn(&str) -> bool + Send>,
+    /// What this node knows of another under the latest view (nothing
+    /// until the first view arrives): a step is referred only to a member.
+    member: Box<dyn Fn(&str) -> cluster::Presence + Send>,
     myself: ActorRef<RouterMsg>,
 }
 
@@ -243,7 +243,7 @@ impl Actor for Router {
             new_role,
             claims: cluster::Claims::default(),
             confirmed: args.confirmed,
-            member: Box::new(|_| true),
+            member: Box::new(|_| cluster::Presence::Unknown),
             myself: myself.clone(),
         })
     }

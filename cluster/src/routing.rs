@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tonic::Status;
 use vatio_actors::journal::{decode_state, encode_state};
-use vatio_actors::router::HeldState;
+use vatio_actors::router::{HeldState, Presence};
 use vatio_actors::{AckCounts, AckGuarantee, ActorTree, IngestError};
 use vatio_proto::v1::{self, ClaimRequest, ForwardRequest, IngestRequest};
 use vatio_stores::{DeviceId, RawReading};
@@ -372,22 +372,48 @@ impl Routing {
     }
 
     /// Keeps the tree's owned devices in line with placement: each time the
-    /// view changes, devices placed elsewhere stop being this node's.
+    /// view changes, devices placed elsewhere stop being this node's. Each
+    /// time the view or the claim gate changes, the tree learns which nodes
+    /// left (see [`presence`]).
     pub fn follow_membership(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let mut views = self.views.clone();
+        let mut gate = self.gate.clone();
         let this = self.clone();
         tokio::spawn(async move {
-            while views.changed().await.is_ok() {
+            loop {
+                let changed = tokio::select! {
+                    biased;
+                    r = views.changed() => r,
+                    r = gate.changed() => r,
+                };
+                if changed.is_err() {
+                    return;
+                }
                 let view = views.borrow_and_update().clone();
+                let gate_now = gate.borrow_and_update().clone();
                 let me = this.me.clone();
                 let members = view.clone();
                 let keep = move |d: &DeviceId| view.place(d).is_some_and(|p| p.owner == me);
-                let member = move |id: &str| members.member(&NodeId::new(id)).is_some();
+                let member = move |id: &str| presence(&members, &gate_now, id);
                 if this.tree.disown(Box::new(keep), Box::new(member)).is_err() {
                     return;
                 }
             }
         })
+    }
+}
+
+/// What this node knows of node `id`: a verified member, one it cannot
+/// rule out yet (gossip reports it unverified, or this node is still
+/// discovering its peers), or one that left.
+fn presence(view: &View, gate: &ClaimGate, id: &str) -> Presence {
+    let id = NodeId::new(id);
+    if view.member(&id).is_some() {
+        Presence::Member
+    } else if gate.discovering || gate.unverified.contains(&id) {
+        Presence::Unknown
+    } else {
+        Presence::Left
     }
 }
 

@@ -92,6 +92,23 @@ fn a_node_that_cannot_start_on_a_failing_disk_comes_back_with_the_disk() -> anyh
     })
 }
 
+/// After a partition between the AZs heals, a node that has just
+/// restarted is asked about an old owner's steps fenced by a claimer it has
+/// not heard of yet. It took that claimer for gone and had the steps
+/// dropped, though the claimer's copy held them; a retried reading was then
+/// acked as a duplicate and reached no sink (seed 712 lost one).
+#[test]
+fn a_restarted_node_drops_no_step_for_a_claimer_it_has_not_heard_of() -> anyhow::Result<()> {
+    run_with(ClusterOptions {
+        seed: 712,
+        nodes_per_az: 3,
+        faults: 3,
+        invalid_share: INVALID_SHARE,
+        log_fsync: LogFsync::Interval(Duration::from_millis(50)),
+        ..ClusterOptions::default()
+    })
+}
+
 #[test]
 fn az_outages_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(12, &[FaultKind::AzOutage], INVALID_SHARE)

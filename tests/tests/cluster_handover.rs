@@ -19,7 +19,7 @@ use std::sync::Arc;
 use vatio_actors::journal::{StepRecord, encode_state};
 use vatio_actors::logic::device::{DeviceState, Op};
 use vatio_actors::logic::epoch::Epoch;
-use vatio_actors::router::HeldState;
+use vatio_actors::router::{HeldState, Presence};
 use vatio_actors::{ActorTree, TreeOptions};
 use vatio_actors::{IncomingStep, Replicated};
 use vatio_stores::{DeviceId, DeviceKind, Metric, Reading};
@@ -192,7 +192,7 @@ async fn an_orphaned_step_stays_orphaned_after_the_device_moves_on() -> anyhow::
 
     // o1 is back and placement hands the device back to it: this node is
     // no longer the owner, and o1 sends its unsettled step again.
-    tree.disown(Box::new(|_| false), Box::new(|_| true))?;
+    tree.disown(Box::new(|_| false), Box::new(|_| Presence::Member))?;
     let outcome = replicate_settled(tree, "o1", || Ok(vec![late()?])).await?;
     assert_eq!(outcome.orphaned, [200]);
 
@@ -220,7 +220,7 @@ async fn a_seeded_step_from_before_this_nodes_claim_is_orphaned() -> anyhow::Res
     // placement moves the device on again.
     tree.begin_claim(vec![d.clone()]).await?;
     assert!(tree.adopt(vec![unheld(&d)]).await?.is_empty());
-    tree.disown(Box::new(|_| false), Box::new(|_| true))?;
+    tree.disown(Box::new(|_| false), Box::new(|_| Presence::Member))?;
 
     // b2 never heard of the claim and ships its next step with a seed.
     let mut seed = DeviceState::new();
@@ -272,7 +272,8 @@ async fn an_owner_steps_down_for_a_later_epoch() -> anyhow::Result<()> {
 }
 
 /// A step of an earlier epoch is referred to the later epoch's claimer
-/// while it is a member; once it has left, this node's copy decides.
+/// while it is a member; while this node cannot tell whether the claimer
+/// is alive, the step waits; once it has left, this node's copy decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_is_referred_only_to_a_claimer_that_is_a_member() -> anyhow::Result<()> {
     let node = replica_node().await?;
@@ -292,8 +293,30 @@ async fn a_step_is_referred_only_to_a_claimer_that_is_a_member() -> anyhow::Resu
         [(200, n1)]
     );
 
-    tree.disown(Box::new(|_| false), Box::new(|node| node != "n1"))?;
+    let n1_is = |presence: Presence| -> Box<dyn Fn(&str) -> Presence + Send> {
+        Box::new(move |node| {
+            if node == "n1" {
+                presence
+            } else {
+                Presence::Member
+            }
+        })
+    };
+    // The claim on this node is lifted only when n1 has left: an unknown
+    // n1 (this node restarted, say) keeps it, and the step is referred.
+    tree.disown(Box::new(|_| false), n1_is(Presence::Unknown))?;
+    let n1: Arc<str> = Arc::from("n1");
+    assert_eq!(
+        tree.replicate("o1", vec![late()?]).await?.fenced,
+        [(200, n1)]
+    );
+    tree.disown(Box::new(|_| false), n1_is(Presence::Left))?;
     assert_eq!(tree.replicate("o1", vec![late()?]).await?.orphaned, [200]);
+    // Learning of n1 again, this node defers (n1's line may hold the
+    // step): the lifted claim stays lifted, but nothing final is decided.
+    tree.disown(Box::new(|_| false), n1_is(Presence::Unknown))?;
+    let other = || step(&d, vec![Op::Emit(emit(&d, 3))], 300, 1);
+    assert_eq!(tree.replicate("o1", vec![other()?]).await?.busy, [300]);
 
     node.node.shutdown().await?;
     Ok(())

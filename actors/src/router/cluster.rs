@@ -150,11 +150,25 @@ pub enum ClusterMsg {
     /// longer this node's; it claims them again before taking readings.
     Disown {
         keep: Box<dyn Fn(&DeviceId) -> bool + Send>,
-        /// Whether a node is still a member: a fence towards one that left
-        /// is lifted (the epoch in the device's state remains, but a step
-        /// is no longer referred to a claimer that left).
-        member: Box<dyn Fn(&str) -> bool + Send>,
+        /// What this node knows of another node: a fence towards one that
+        /// left is lifted (the epoch in the device's state remains, but a
+        /// step is no longer referred to a claimer that left).
+        member: Box<dyn Fn(&str) -> Presence + Send>,
     },
+}
+
+/// What this node knows of another node, as far as judging the steps its
+/// claims fenced goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// A verified member under this node's latest view.
+    Member,
+    /// Not verified here, but maybe alive: gossip reports it and it is not
+    /// verified (again) yet, or this node started moments ago and may not
+    /// have heard of every member. Nothing final is decided on it.
+    Unknown,
+    /// Gone from a view this node trusts to be complete.
+    Left,
 }
 
 /// What a node does with a step an owner sent it.
@@ -364,7 +378,9 @@ impl RouterState {
                             // the state stays for the next owner's claim.
                             e.stop_actor_if_idle("placed elsewhere");
                         }
-                        Role::ClaimedBy(by) if !member(by) => e.role = Role::Unclaimed,
+                        Role::ClaimedBy(by) if member(by) == Presence::Left => {
+                            e.role = Role::Unclaimed
+                        }
                         _ => {}
                     }
                 }
@@ -417,10 +433,20 @@ impl RouterState {
             // as this node took it; if the claimer left the cluster (a
             // claim on this node is lifted when its claimer leaves), this
             // copy is the best knowledge left of it.
+            //
+            // "Left" must come from a complete view: a node that has just
+            // started may not have heard of a claimer that is alive, whose
+            // line may well hold the step. Dropping it then would void
+            // readings a copy elsewhere counts as taken (simulation seed
+            // 712), so an unknown claimer only defers the step.
             role => match known.claimer() {
-                Some(c) if *c != *me && (matches!(role, Role::ClaimedBy(_)) || member(c)) => {
-                    ReplicaVerdict::Fenced(Arc::from(c))
-                }
+                Some(c) if *c != *me => match (role, member(c)) {
+                    (Role::ClaimedBy(_), _) | (_, Presence::Member) => {
+                        ReplicaVerdict::Fenced(Arc::from(c))
+                    }
+                    (_, Presence::Unknown) => ReplicaVerdict::Busy,
+                    (_, Presence::Left) => ReplicaVerdict::Orphaned,
+                },
                 _ => ReplicaVerdict::Orphaned,
             },
         };

@@ -10,7 +10,7 @@ use vatio_stores::DeviceId;
 
 use super::{ActorTree, TreeError};
 use crate::journal::{ReplicaStep, StepRecord, decode_state};
-use crate::router::{ClusterMsg, HeldState, ReplicaVerdict, RouterMsg};
+use crate::router::{ClusterMsg, HeldState, Presence, ReplicaVerdict, RouterMsg};
 use crate::stats::NodeStats;
 
 /// What a node did with steps an owner sent it (each named by its end in
@@ -131,12 +131,12 @@ impl ActorTree {
     }
 
     /// Membership changed: owned devices for which `keep` is false are no
-    /// longer this node's, and fences towards nodes that are no `member`
-    /// any more are lifted.
+    /// longer this node's, and fences towards nodes that `member` says
+    /// left are lifted.
     pub fn disown(
         &self,
         keep: Box<dyn Fn(&DeviceId) -> bool + Send>,
-        member: Box<dyn Fn(&str) -> bool + Send>,
+        member: Box<dyn Fn(&str) -> Presence + Send>,
     ) -> Result<(), TreeError> {
         self.router
             .cast(RouterMsg::Cluster(ClusterMsg::Disown { keep, member }))
