@@ -514,7 +514,7 @@ impl Default for StoresConfig {
             timeseries: StoreBackend::Embedded,
             documents: StoreBackend::Embedded,
             sqlite_dir: PathBuf::from("db"),
-            synchronous: SqliteSync::Normal,
+            synchronous: SqliteSync::Full,
         }
     }
 }
@@ -534,9 +534,13 @@ pub enum StoreBackend {
 pub enum SqliteSync {
     /// Never wait for the disk (fastest; a power loss may corrupt the database).
     Off,
-    /// Wait at critical moments (safe in WAL mode; a power loss may lose the last commits).
-    #[default]
+    /// Wait at critical moments: a process crash loses nothing, but a power
+    /// loss may lose the last commits, after the sinks have moved their log
+    /// positions past them, so acknowledged readings can go missing from
+    /// the stores and the archive.
     Normal,
-    /// Wait on every commit.
+    /// Wait on every commit: what a sink has committed survives a power
+    /// loss. Sinks commit once per flush, so this costs little.
+    #[default]
     Full,
 }

@@ -29,13 +29,14 @@ pub use timeseries::SqliteTimeSeries;
 /// SQLite's `synchronous` pragma: how often SQLite waits for the disk.
 ///
 /// Under WAL, `Normal` survives a process crash but may lose the last
-/// commits on power loss; that is enough for the sinks because vatio's own
-/// write-ahead log replays them. `Full` also survives power loss.
+/// commits on power loss. vatio's log cannot replay those: a sink commits its
+/// log position once its writes are committed, and the position is durable
+/// at once. `Full` also survives power loss.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Synchronous {
     Off,
-    #[default]
     Normal,
+    #[default]
     Full,
 }
 
