@@ -41,9 +41,6 @@ use crate::certs::{self, CertsError, PeerIdentity, TlsFiles};
 /// Longest a client may take over the TLS handshake before the server drops
 /// the connection: a stalled client must not hold a connection slot.
 const SERVER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 pings on peer connections find a dead peer while a call waits.
-const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Installs rustls' `ring` provider as the process default, once. Safe to
 /// call any number of times; if the host installed a provider first, that
@@ -285,8 +282,14 @@ impl Transport {
             .map_err(endpoint_error)?
             .connect_timeout(self.peer_connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+            // HTTP/2 pings, answered by the peer's HTTP/2 layer even while
+            // it is busy, find a dead connection (a peer that lost power, a
+            // path that drops everything) within two peer timeouts; the
+            // channel then connects afresh. Without them calls to that
+            // peer time out until the operating system gives up on the
+            // connection, which takes minutes.
+            .http2_keep_alive_interval(self.peer_connect_timeout)
+            .keep_alive_timeout(self.peer_connect_timeout)
             .keep_alive_while_idle(true);
         let Some(tls) = &self.tls else {
             return Ok(endpoint);
