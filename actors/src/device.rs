@@ -22,6 +22,9 @@ use crate::logic::validate::{self, Refusal, Rules};
 use crate::router::{ClusterMsg, RouterMsg};
 use crate::stats::NodeStats;
 
+/// How long a timer's release waits before trying a log that refused it.
+const LOG_RETRY_MS: i64 = 100;
+
 /// Fault injection for tests and simulations only: a device actor panics on
 /// any reading for which the hook returns true. Production nodes run without one.
 pub type CrashHook = Arc<dyn Fn(&RawReading) -> bool + Send + Sync>;
@@ -59,6 +62,17 @@ pub enum Adoption {
     /// The cluster's copy, replacing this node's, which a replica reported
     /// off the line ([`Op::Reset`]).
     Reset(DeviceState),
+}
+
+/// Where a device's adoptions of claims stand; kept by the router too,
+/// so a restarted device actor carries on from it.
+#[derive(Clone, Debug, Default)]
+pub struct AdoptionStatus {
+    /// A claim's adoption whose write to the log failed: it is logged
+    /// before anything else.
+    pub unlogged: Option<Arc<Adoption>>,
+    /// Log position after the last logged adoption step (0: none).
+    pub logged_end: u64,
 }
 
 /// What became of one device's part of a batch.
@@ -156,6 +170,7 @@ pub struct DeviceArgs {
     /// adopt a claimed device do not count: nothing waits for a replica to
     /// confirm them (the claimer of the device gets their state directly).
     pub last_end: u64,
+    pub adoption: AdoptionStatus,
 }
 
 pub struct DeviceActorState {
@@ -165,6 +180,9 @@ pub struct DeviceActorState {
     router: ActorRef<RouterMsg>,
     tick_at_ms: Option<i64>,
     last_end: u64,
+    adoption: AdoptionStatus,
+    /// After a timer's release failed to reach the log: when to try again.
+    log_retry_at_ms: Option<i64>,
 }
 
 impl Actor for DeviceActor {
@@ -184,6 +202,8 @@ impl Actor for DeviceActor {
             router: args.router,
             tick_at_ms: None,
             last_end: args.last_end,
+            adoption: args.adoption,
+            log_retry_at_ms: None,
         })
     }
 
@@ -207,20 +227,32 @@ impl Actor for DeviceActor {
             DeviceMsg::Batch(batch) => st.on_batch(batch).await?,
             DeviceMsg::Tick => {
                 st.tick_at_ms = None;
+                // Nothing is released on a copy a claim set aside; the
+                // next group logs the adoption first.
+                if st.adoption.unlogged.is_some() {
+                    return Ok(());
+                }
                 let mut next = st.state.clone();
                 let mut ops = Vec::new();
                 seqlogic::release(&mut next, &st.ctx.limits, st.ctx.clock.now_ms(), &mut ops);
-                // A failed write leaves the readings held; the next tick retries.
+                // A failed write leaves the readings held; a tick retries
+                // once the log has had a moment (not at once: a failing
+                // disk would have the actor spin).
                 if st.commit(next, ops, Vec::new()).await.is_ok() {
+                    st.log_retry_at_ms = None;
                     st.report_state();
+                } else {
+                    st.log_retry_at_ms = Some(st.ctx.clock.now_ms() + LOG_RETRY_MS);
                 }
             }
             DeviceMsg::Flush(reply) => {
-                let mut next = st.state.clone();
-                let mut ops = Vec::new();
-                seqlogic::flush(&mut next, &mut ops);
-                if st.commit(next, ops, Vec::new()).await.is_ok() {
-                    st.report_state();
+                if st.log_adoption().await.is_ok() {
+                    let mut next = st.state.clone();
+                    let mut ops = Vec::new();
+                    seqlogic::flush(&mut next, &mut ops);
+                    if st.commit(next, ops, Vec::new()).await.is_ok() {
+                        st.report_state();
+                    }
                 }
                 let _ = reply.send(());
             }
@@ -254,6 +286,53 @@ impl DeviceActorState {
                 raw.device_id, raw.seq
             );
         }
+        if let Origin::Adopt(adopted) = &batch.origin {
+            // A later claim's adoption replaces one still waiting.
+            self.adoption.unlogged = Some(adopted.clone());
+        }
+        let outcome = match self.log_adoption().await {
+            Ok(()) => self.sequence(&batch, now_ms).await,
+            Err(e) => Err(e.into()),
+        };
+        // Reported either way: the router takes the batch off its list, and
+        // the state is the one the log explains.
+        self.router
+            .cast(RouterMsg::DeviceDone {
+                device: self.device.clone(),
+                no: batch.no,
+                state: self.state.clone(),
+                last_end: self.last_end,
+                adoption: self.adoption.clone(),
+            })
+            .map_err(|_| ActorProcessingErr::from("router stopped"))?;
+        batch.reply.send(outcome);
+        Ok(())
+    }
+
+    /// Logs the adoption of a claim that is not in the log yet (its first
+    /// write failed). Nothing else is logged for the device before it: a
+    /// step sequenced on the copy the claim set aside could accept
+    /// readings the cluster's line already delivered.
+    async fn log_adoption(&mut self) -> Result<(), LogFailure> {
+        let Some(adopted) = self.adoption.unlogged.clone() else {
+            return Ok(());
+        };
+        let op = match &*adopted {
+            Adoption::Further(s) => Op::Adopt(Box::new(s.clone())),
+            Adoption::Reset(s) => Op::Reset(Box::new(s.clone())),
+        };
+        let mut next = self.state.clone();
+        next.apply(&op);
+        // Logged even when it changes nothing here: the step keeps the
+        // claim's epoch in this node's log and its replica's.
+        self.commit(next, vec![op], Vec::new()).await?;
+        self.adoption.unlogged = None;
+        Ok(())
+    }
+
+    /// Validates and sequences one group, and logs the step it makes.
+    async fn sequence(&mut self, batch: &DeviceBatch, now_ms: i64) -> GroupOutcome {
+        let ctx = self.ctx.clone();
         let mut result = GroupResult::default();
         let mut letters = Vec::new();
         let mut ops = Vec::new();
@@ -299,42 +378,23 @@ impl DeviceActorState {
                     }
                 }
             }
-            Origin::Adopt(adopted) => {
-                let op = match &**adopted {
-                    Adoption::Further(s) => Op::Adopt(Box::new(s.clone())),
-                    Adoption::Reset(s) => Op::Reset(Box::new(s.clone())),
-                };
-                // Logged even when it changes nothing here: the step keeps
-                // the claim's epoch in this node's log and its replica's.
-                next.apply(&op);
-                ops.push(op);
-            }
+            // Logged already (`log_adoption`).
+            Origin::Adopt(_) => {}
         }
         let letter_reasons: Vec<_> = letters.iter().map(|l| l.reason).collect();
-        let outcome = match self.commit(next, ops, letters).await {
-            Ok(()) => {
-                result.end = self.last_end;
-                NodeStats::add(&ctx.stats.readings_accepted, u64::from(result.accepted));
-                NodeStats::add(&ctx.stats.readings_duplicate, u64::from(result.duplicates));
-                for reason in letter_reasons {
-                    ctx.stats.dead_lettered(reason);
-                }
-                Ok(result)
-            }
-            Err(e) => Err(e.into()),
-        };
-        // Reported either way: the router takes the batch off its list, and
-        // the state is the one the log explains.
-        self.router
-            .cast(RouterMsg::DeviceDone {
-                device: self.device.clone(),
-                no: batch.no,
-                state: self.state.clone(),
-                last_end: self.last_end,
-            })
-            .map_err(|_| ActorProcessingErr::from("router stopped"))?;
-        batch.reply.send(outcome);
-        Ok(())
+        self.commit(next, ops, letters).await?;
+        // Duplicates of readings the adopted state holds were taken by
+        // the line the claim adopted (or, held by this node's copy, are in
+        // the adoption step): they are settled once the adoption step is.
+        // Not by this node's last own step before it, which the claim may
+        // have set aside as dropped.
+        result.end = self.last_end.max(self.adoption.logged_end);
+        NodeStats::add(&ctx.stats.readings_accepted, u64::from(result.accepted));
+        NodeStats::add(&ctx.stats.readings_duplicate, u64::from(result.duplicates));
+        for reason in letter_reasons {
+            ctx.stats.dead_lettered(reason);
+        }
+        Ok(result)
     }
 
     /// Writes one step to the log and, once it is there, makes `next` the
@@ -357,7 +417,9 @@ impl DeviceActorState {
                 .map_err(|e| LogFailure(format!("encoding a step of {}: {e}", self.device)))?;
             match self.ctx.log.append(bytes).await {
                 Ok(appended) => {
-                    if !step.only_adopts() {
+                    if step.only_adopts() {
+                        self.adoption.logged_end = appended.end.0;
+                    } else {
                         self.last_end = appended.end.0;
                     }
                     next.note_step(&self.ctx.node, appended.end.0);
@@ -393,6 +455,7 @@ impl DeviceActorState {
             device: self.device.clone(),
             state: self.state.clone(),
             last_end: self.last_end,
+            adoption: self.adoption.clone(),
         });
     }
 
@@ -400,6 +463,7 @@ impl DeviceActorState {
         let Some(deadline) = seqlogic::next_deadline(&self.state, &self.ctx.limits) else {
             return;
         };
+        let deadline = deadline.max(self.log_retry_at_ms.unwrap_or(i64::MIN));
         if self.tick_at_ms.is_some_and(|t| t <= deadline) {
             return;
         }

@@ -28,8 +28,8 @@ use vatio_config::SupervisionConfig;
 use vatio_stores::{DeadLetterReason, DeviceId, NewDeadLetter};
 
 use crate::device::{
-    DeviceActor, DeviceArgs, DeviceBatch, DeviceContext, DeviceMsg, GroupFailure, GroupResult,
-    LogFailure, Origin,
+    AdoptionStatus, DeviceActor, DeviceArgs, DeviceBatch, DeviceContext, DeviceMsg, GroupFailure,
+    GroupResult, LogFailure, Origin,
 };
 use crate::journal::StepRecord;
 use crate::logic::device::DeviceState;
@@ -71,12 +71,14 @@ pub enum RouterMsg {
         no: u64,
         state: DeviceState,
         last_end: u64,
+        adoption: AdoptionStatus,
     },
     /// A device actor's state changed outside a group (timer release, flush).
     DeviceState {
         device: DeviceId,
         state: DeviceState,
         last_end: u64,
+        adoption: AdoptionStatus,
     },
     /// Cluster messages: claims, hand-overs, replica steps; see [`cluster`].
     Cluster(cluster::ClusterMsg),
@@ -141,6 +143,8 @@ struct Entry {
     diverged: bool,
     /// A task waits for replicas to confirm this device's own steps.
     confirming: bool,
+    /// The device actor's adoptions, for its next start.
+    adoption: AdoptionStatus,
 }
 
 impl Entry {
@@ -164,6 +168,7 @@ impl Entry {
             claim: Vec::new(),
             diverged: false,
             confirming: false,
+            adoption: AdoptionStatus::default(),
         }
     }
 
@@ -261,14 +266,17 @@ impl Actor for Router {
                 no,
                 state,
                 last_end,
-            } => st.device_done(device, no, state, last_end),
+                adoption,
+            } => st.device_done(device, no, state, last_end, adoption),
             RouterMsg::DeviceState {
                 device,
                 state,
                 last_end,
+                adoption,
             } => {
                 if let Some(e) = st.devices.get_mut(&device) {
                     e.state = state;
+                    e.adoption = adoption;
                     e.last_end = e.last_end.max(last_end);
                     e.last_active_ms = st.ctx.clock.now_ms();
                 }
@@ -469,6 +477,7 @@ impl RouterState {
                 ctx: self.ctx.clone(),
                 router: myself.clone(),
                 last_end: entry.last_end,
+                adoption: entry.adoption.clone(),
             },
             myself.get_cell(),
         )
@@ -482,10 +491,18 @@ impl RouterState {
         Ok(())
     }
 
-    fn device_done(&mut self, device: DeviceId, no: u64, state: DeviceState, last_end: u64) {
+    fn device_done(
+        &mut self,
+        device: DeviceId,
+        no: u64,
+        state: DeviceState,
+        last_end: u64,
+        adoption: AdoptionStatus,
+    ) {
         let now = self.ctx.clock.now_ms();
         if let Some(e) = self.devices.get_mut(&device) {
             e.state = state;
+            e.adoption = adoption;
             e.last_end = e.last_end.max(last_end);
             e.last_active_ms = now;
             if e.inflight.front().is_some_and(|f| f.batch.no == no) {

@@ -200,6 +200,7 @@ impl Gateway {
                     return;
                 }
                 Err(status) => {
+                    tracing::debug!(%gateway, batch, %node, code = ?status.code(), message = status.message(), "batch not acknowledged");
                     let mut acks = lock();
                     acks.trace.push(format!(
                         "{at} {gateway} batch {batch} via {node}: {:?}",
