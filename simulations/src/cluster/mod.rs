@@ -18,9 +18,11 @@
 //! - [`clock`]: the simulation's wall clock, as the node's `Clock`.
 //! - [`sink`]: the fault-injecting time-series sink.
 //! - [`power`]: the fault-injecting power supply of a node's log disk.
+//! - [`buckets`]: the in-memory stand-in for a node's archive buckets.
 //! - [`client`]: the gateways.
 //! - [`mod@run`]: one run and its checks.
 
+pub mod buckets;
 pub mod client;
 pub mod clock;
 pub mod faults;

@@ -20,6 +20,7 @@ use vatio_stores::{DeadLetterFilter, DeviceKind, Metric, MinuteFilter, merge};
 use vatio_tests::audit::{Archived, Findings};
 use vatio_wal::FaultPoint;
 
+use super::buckets::Buckets;
 use super::client::{Acks, ClusterAnswer, Gateway, SharedAcks, admin, query};
 use super::clock::SimClock;
 use super::faults::{self, Action, FaultKind, Scheduled};
@@ -126,6 +127,8 @@ struct NodeSpec {
     /// The power of the node's log disk, likewise.
     power: Arc<Power>,
     log_fsync: LogFsync,
+    /// The node's archive buckets, which outlive its restarts.
+    buckets: Buckets,
 }
 
 impl NodeSpec {
@@ -187,6 +190,7 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
         vatio_stores::Blocking::Inline,
         Some(store_fault),
     )?;
+    stores.archive = Arc::new(spec.buckets.archive());
     stores.timeseries = Arc::new(FaultySink {
         inner: stores.timeseries,
         switch: spec.sink.clone(),
@@ -268,6 +272,7 @@ pub fn run_cluster_in(opts: &ClusterOptions, root: &Path) -> anyhow::Result<Clus
                 disk_failing: Arc::default(),
                 power: Arc::default(),
                 log_fsync: opts.log_fsync,
+                buckets: Buckets::default(),
             });
         }
     }
@@ -654,9 +659,16 @@ fn audit(specs: &[NodeSpec], acks: &Acks) -> anyhow::Result<(usize, Findings)> {
         }
     }
     let acked: HashSet<(String, u64)> = acks.readings.keys().cloned().collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut archived = Archived::default();
     for spec in specs {
         let cfg = spec.files_config();
+        runtime.block_on(spec.buckets.export(
+            &cfg.data_path(&cfg.archiver.primary_root),
+            &cfg.data_path(&cfg.archiver.replica_root),
+        ))?;
         archived.add_root(
             &spec.id,
             &cfg.data_path(&cfg.archiver.primary_root),
@@ -669,9 +681,6 @@ fn audit(specs: &[NodeSpec], acks: &Acks) -> anyhow::Result<(usize, Findings)> {
     for spec in specs {
         stores.push(vatio_cluster::stores::open_embedded(&spec.files_config())?);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(archived.check_minutes(&stores, &mut findings))?;
     // Every refused reading is a dead letter, with its reason, and archived nowhere.
     let mut letters: HashSet<(String, u64)> = HashSet::new();
