@@ -84,6 +84,13 @@ print(sum(1 for k, v in status.items()
           if k.startswith("member_") and v.endswith(" ready")))' 2>/dev/null || echo 0
 }
 
+# How far node $1 (index)'s replication is behind its log, in bytes.
+replication_lag() {
+  "$BIN" status --addr "http://127.0.0.1:$(grpc_port "$1")" --json 2>/dev/null | python3 -c '
+import json, sys
+print(json.load(sys.stdin).get("lag_bytes_replication", 0))' 2>/dev/null || echo 0
+}
+
 # start_cluster DIR ACK: starts all nodes and waits (at most 120 s) until
 # every node lists all of them as ready and verified.
 start_cluster() {
@@ -129,6 +136,11 @@ for ack in replicated local; do
   "$BIN" load --addr "http://127.0.0.1:$(grpc_port 0)" --devices "$DEVICES" --batch "$BATCH" \
     --duration "$DURATION" --json >"$dir/load.json" 2>"$dir/load.err"
   summarize "ack=$ack" <"$dir/load.json"
+  # Under ack = local nothing waits for replication: whatever it has not
+  # caught up with when the load stops is work the run did not pay for.
+  lag=0
+  for i in "${!NODES[@]}"; do lag=$((lag + $(replication_lag "$i"))); done
+  echo "  replication behind its logs when the load stopped: $(python3 -c "print(f'{$lag / 1e6:.1f}')") MB over the ${#NODES[@]} nodes"
   stop_cluster
 done
 

@@ -93,6 +93,7 @@ impl Actor for Aggregator {
                     st.flush().await?;
                 }
             }
+            SubscriberMsg::Drain => {}
             SubscriberMsg::Tick => {
                 let now = st.args.clock.now_ms();
                 let delay = i64::try_from(st.args.cfg.flush_max_delay.as_millis()).unwrap_or(0);

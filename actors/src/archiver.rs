@@ -104,6 +104,7 @@ impl Actor for Archiver {
                     st.stage().await?;
                 }
             }
+            SubscriberMsg::Drain => {}
             SubscriberMsg::Tick => {
                 st.stage().await?;
                 let now = st.args.clock.now_ms();

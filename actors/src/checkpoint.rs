@@ -83,6 +83,7 @@ impl Actor for Checkpointer {
                 drop(permit);
                 st.args.consumer.folded(&steps);
             }
+            SubscriberMsg::Drain => {}
             SubscriberMsg::Tick => st.save().await?,
             SubscriberMsg::Flush(reply) => {
                 st.save().await?;

@@ -85,6 +85,7 @@ impl Actor for DeadLetterOffice {
                     st.args.consumer.commit_folded().await?;
                 }
             }
+            SubscriberMsg::Drain => {}
             SubscriberMsg::Tick => st.args.consumer.commit_folded().await?,
             SubscriberMsg::Flush(reply) => {
                 st.args.consumer.commit_folded().await?;

@@ -39,4 +39,7 @@ pub enum SubscriberMsg {
     Flush(RpcReplyPort<()>),
     /// Periodic: flush what is due by time, housekeeping.
     Tick,
+    /// Handle the steps queued so far, all at once: a subscriber's note to
+    /// itself, behind the steps already in its mailbox (others ignore it).
+    Drain,
 }

@@ -42,6 +42,9 @@ use crate::void::VoidSet;
 /// How often the shipper retries a batch no replica has confirmed yet, and
 /// commits its position.
 const TICK: Duration = Duration::from_millis(200);
+/// Most step bytes one shipment carries when batches are shipped together
+/// (well below the peer channel's message limit).
+const SHIPMENT_BYTES_MAX: usize = 8 << 20;
 /// How many times a step is referred on to the node that claimed its device.
 const RESOLVE_HOPS: usize = 3;
 /// How often, and how long apart, seeds are asked for again while the
@@ -213,6 +216,8 @@ pub struct ShipperState {
     settled: BTreeSet<u64>,
     /// The last shipment failed (warned once per streak).
     failing: bool,
+    /// A `Drain` is on its way in the mailbox.
+    drain_due: bool,
     _feed: Feed,
 }
 
@@ -237,24 +242,32 @@ impl Actor for Shipper {
             sent_to: BTreeMap::new(),
             settled: Default::default(),
             failing: false,
+            drain_due: false,
             _feed: feed,
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SubscriberMsg::Steps { steps, permit } => {
                 st.queue.push_back((steps, permit));
-                // Only the oldest batch is tried here; a failing replica
-                // is retried at the next tick, not in a tight loop.
-                if st.queue.len() == 1 {
-                    st.drain().await;
+                // Shipped once the batches already in the mailbox are
+                // queued too, so one shipment carries them all rather than
+                // one round trip each. A queue that was not empty waits for
+                // the next tick: its replica is failing, and is not retried
+                // in a tight loop.
+                if st.queue.len() == 1 && !std::mem::replace(&mut st.drain_due, true) {
+                    myself.cast(SubscriberMsg::Drain)?;
                 }
+            }
+            SubscriberMsg::Drain => {
+                st.drain_due = false;
+                st.drain().await;
             }
             SubscriberMsg::Tick => {
                 st.drain().await;
@@ -270,17 +283,18 @@ impl Actor for Shipper {
 }
 
 impl ShipperState {
-    /// Ships queued batches in order until one fails.
+    /// Ships queued batches in order, the oldest ones together up to a
+    /// shipment's worth, until a shipment fails.
     async fn drain(&mut self) {
-        while let Some((steps, _)) = self.queue.front() {
-            let steps = steps.clone();
+        while !self.queue.is_empty() {
+            let (steps, batches) = self.next_shipment();
             match self.ship(&steps).await {
                 Ok(()) => {
                     self.args.consumer.folded(&steps);
                     if let Some(last) = steps.last() {
                         self.args.shipping.set_deliverable(last.end);
                     }
-                    self.queue.pop_front();
+                    self.queue.drain(..batches);
                     self.settled.clear();
                     if std::mem::take(&mut self.failing) {
                         tracing::info!("replication caught up with its replicas");
@@ -314,6 +328,24 @@ impl ShipperState {
                 }
             }
         }
+    }
+
+    /// The steps of the oldest queued batches, as many as fit in one
+    /// shipment (at least one batch), and how many batches they are.
+    fn next_shipment(&self) -> (Vec<LoggedStep>, usize) {
+        let mut steps = Vec::new();
+        let mut bytes = 0;
+        let mut batches = 0;
+        for (batch, _) in &self.queue {
+            let size: usize = batch.iter().map(|s| s.payload.len()).sum();
+            if batches > 0 && bytes + size > SHIPMENT_BYTES_MAX {
+                break;
+            }
+            steps.extend(batch.iter().cloned());
+            bytes += size;
+            batches += 1;
+        }
+        (steps, batches)
     }
 
     /// One attempt at getting every own step of `steps` to its replica.
