@@ -170,6 +170,7 @@ pub struct DeviceArgs {
     /// adopt a claimed device do not count: nothing waits for a replica to
     /// confirm them (the claimer of the device gets their state directly).
     pub last_end: u64,
+    /// Where the device's adoptions of claims stand.
     pub adoption: AdoptionStatus,
 }
 
@@ -227,22 +228,21 @@ impl Actor for DeviceActor {
             DeviceMsg::Batch(batch) => st.on_batch(batch).await?,
             DeviceMsg::Tick => {
                 st.tick_at_ms = None;
-                // Nothing is released on a copy a claim set aside; the
-                // next group logs the adoption first.
-                if st.adoption.unlogged.is_some() {
-                    return Ok(());
-                }
-                let mut next = st.state.clone();
-                let mut ops = Vec::new();
-                seqlogic::release(&mut next, &st.ctx.limits, st.ctx.clock.now_ms(), &mut ops);
-                // A failed write leaves the readings held; a tick retries
-                // once the log has had a moment (not at once: a failing
-                // disk would have the actor spin).
-                if st.commit(next, ops, Vec::new()).await.is_ok() {
-                    st.log_retry_at_ms = None;
+                // A claim's adoption the log refused comes first: nothing
+                // is released on the copy the claim set aside.
+                if st.log_adoption().await.is_ok() {
+                    let mut next = st.state.clone();
+                    let mut ops = Vec::new();
+                    seqlogic::release(&mut next, &st.ctx.limits, st.ctx.clock.now_ms(), &mut ops);
+                    // A failed write leaves the readings held; a tick
+                    // retries once the log has had a moment (not at once:
+                    // a failing disk would have the actor spin).
+                    st.log_retry_at_ms = match st.commit(next, ops, Vec::new()).await {
+                        Ok(()) => None,
+                        Err(_) => Some(st.ctx.clock.now_ms() + LOG_RETRY_MS),
+                    };
+                    // Either way: the adoption may have just been logged.
                     st.report_state();
-                } else {
-                    st.log_retry_at_ms = Some(st.ctx.clock.now_ms() + LOG_RETRY_MS);
                 }
             }
             DeviceMsg::Flush(reply) => {
@@ -325,7 +325,11 @@ impl DeviceActorState {
         next.apply(&op);
         // Logged even when it changes nothing here: the step keeps the
         // claim's epoch in this node's log and its replica's.
-        self.commit(next, vec![op], Vec::new()).await?;
+        if let Err(e) = self.commit(next, vec![op], Vec::new()).await {
+            // A timer tries again, even if no group comes.
+            self.log_retry_at_ms = Some(self.ctx.clock.now_ms() + LOG_RETRY_MS);
+            return Err(e);
+        }
         self.adoption.unlogged = None;
         Ok(())
     }
@@ -460,7 +464,10 @@ impl DeviceActorState {
     }
 
     fn schedule_tick(&mut self, myself: &ActorRef<DeviceMsg>) {
-        let Some(deadline) = seqlogic::next_deadline(&self.state, &self.ctx.limits) else {
+        let due = seqlogic::next_deadline(&self.state, &self.ctx.limits);
+        // An adoption still to be logged needs a tick even with nothing due.
+        let retry = self.adoption.unlogged.as_ref().and(self.log_retry_at_ms);
+        let Some(deadline) = due.or(retry) else {
             return;
         };
         let deadline = deadline.max(self.log_retry_at_ms.unwrap_or(i64::MIN));
