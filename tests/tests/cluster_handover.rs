@@ -11,10 +11,12 @@
 //! - A node that owns the device, or claimed it last, decides: a step its
 //!   state holds stands, one it does not is orphaned (the sender must drop
 //!   it: the owner went on without it).
-
-use std::time::Duration;
+//! - A claimer whose log refuses the adoption logs it before anything else
+//!   of the device.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use vatio_actors::journal::{StepRecord, encode_state};
 use vatio_actors::logic::device::{DeviceState, Op};
@@ -22,8 +24,11 @@ use vatio_actors::logic::epoch::Epoch;
 use vatio_actors::router::{HeldState, Presence};
 use vatio_actors::{ActorTree, TreeOptions};
 use vatio_actors::{IncomingStep, Replicated};
-use vatio_stores::{DeviceId, DeviceKind, Metric, Reading};
+use vatio_config::NoOtherAz;
+use vatio_proto::v1;
+use vatio_stores::{DeviceId, DeviceKind, Metric, RawReading, Reading};
 use vatio_tests::{T0_MS, TestNode, test_config};
+use vatio_wal::FaultPoint;
 
 fn emit(device: &DeviceId, seq: u64) -> Reading {
     Reading {
@@ -355,6 +360,83 @@ async fn steps_at_ends_an_owner_reused_after_losing_its_tail_are_folded() -> any
 
     let (state, _) = handed_over(tree.claim("x1", None, vec![d.clone()]).await?, &d)?;
     assert_eq!(state.next_seq(), 4);
+
+    node.node.shutdown().await?;
+    Ok(())
+}
+
+/// Reading `seq` of meter `device` as a client sends it.
+fn raw(device: &DeviceId, seq: u64) -> RawReading {
+    RawReading {
+        device_id: device.to_string(),
+        seq,
+        ts_ms: T0_MS + seq as i64,
+        metric: "power".to_owned(),
+        value: 5.0,
+        unit: "kW".to_owned(),
+        kind: v1::DeviceKind::ElectricityMeter as i32,
+    }
+}
+
+/// A claimer whose log refuses the step adopting the cluster's copy logs
+/// it before anything else of the device: groups fail while the log does,
+/// and afterwards the adopted copy decides, so a reading it holds is a
+/// duplicate. Before, the device went on from its own copy and took that
+/// reading again (the simulation's seed 182 delivered two readings twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adoption_the_log_refused_comes_before_the_next_group() -> anyhow::Result<()> {
+    let failing = Arc::new(AtomicBool::new(false));
+    let dir = tempfile::tempdir()?;
+    let mut cfg = test_config(&dir);
+    cfg.node.id = "r1".into();
+    cfg.node.az = "az-b".into();
+    cfg.cluster.gossip_listen = "127.0.0.1:0".into();
+    cfg.cluster.gossip_interval = Duration::from_millis(50);
+    // Alone in the cluster: acks without a replica.
+    cfg.cluster.no_other_az = NoOtherAz::Degrade;
+    // FAULT INJECTION: the log's writes fail while `failing` is set.
+    let hook: vatio_wal::FaultHook = {
+        let failing = failing.clone();
+        Arc::new(move |_point: FaultPoint| {
+            failing
+                .load(Ordering::Relaxed)
+                .then(|| std::io::Error::other("test disk error"))
+        })
+    };
+    let node = TestNode::start_full(dir, cfg, TreeOptions::default(), None, Some(hook)).await?;
+    let tree = node.node.tree();
+    let d = DeviceId::new("meter-15");
+
+    // The cluster's copy of the meter has released seqs 1 and 2.
+    let mut copy = DeviceState::new();
+    for op in [
+        Op::Start { seq: 1 },
+        Op::Emit(emit(&d, 1)),
+        Op::Emit(emit(&d, 2)),
+    ] {
+        copy.apply(&op);
+    }
+    assert_eq!(copy.next_seq(), 3);
+    tree.begin_claim(vec![d.clone()]).await?;
+    failing.store(true, Ordering::Relaxed);
+    let held = HeldState {
+        device: d.clone(),
+        state: Some(copy),
+        term: 1,
+    };
+    assert!(tree.adopt(vec![held]).await?.is_empty());
+    assert!(
+        tree.ingest(vec![raw(&d, 2)], "test").await.is_err(),
+        "nothing is taken while the adoption is not in the log"
+    );
+
+    failing.store(false, Ordering::Relaxed);
+    let ack = tree.ingest(vec![raw(&d, 2), raw(&d, 3)], "test").await?;
+    assert_eq!(
+        (ack.accepted, ack.duplicates),
+        (1, 1),
+        "seq 2 is the adopted copy's, seq 3 is new"
+    );
 
     node.node.shutdown().await?;
     Ok(())
