@@ -286,6 +286,15 @@ impl DemoCluster {
     /// Shuts every node down (each drains what it acknowledged into its
     /// stores), all at once; reports every node that did not stop cleanly.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Flushed together first, while every node still serves: a node
+        // whose replica had already stopped could not settle its last
+        // steps, and would leave them for its next start.
+        let flushes = self.nodes.iter().map(|n| async move {
+            if let Err(e) = n.node.tree().flush().await {
+                tracing::warn!(node = n.seat.id, error = %e, "flushing a demo node before it stops");
+            }
+        });
+        futures::future::join_all(flushes).await;
         let stops = self.nodes.into_iter().map(|n| async move {
             drop(n.channel);
             n.node
