@@ -2,9 +2,10 @@
 //! source and time in the dead-letter store, for inspection and replay.
 //! Refusals reach it through the write-ahead log like everything else, so
 //! a refused reading is as durable as an accepted one. Each letter is keyed
-//! by its place in the log, which makes storing it again after a restart a
-//! no-op. Store outages are retried by the store's [`SinkGuard`]; the log
-//! holds the letters meanwhile.
+//! by the reading and the reason, which makes storing it again a no-op:
+//! after a restart, and when a client sends a batch again and the same
+//! reading is refused again. Store outages are retried by the store's
+//! [`SinkGuard`]; the log holds the letters meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,9 +62,9 @@ impl Actor for DeadLetterOffice {
             SubscriberMsg::Steps { steps, permit } => {
                 let mut letters: Vec<NewDeadLetter> = Vec::new();
                 for logged in &steps {
-                    for (i, letter) in logged.step.letters.iter().enumerate() {
+                    for letter in &logged.step.letters {
                         letters.push(NewDeadLetter {
-                            key: Some(format!("log:{}:{i}", logged.end)),
+                            key: Some(letter_key(letter)),
                             ..letter.clone()
                         });
                     }
@@ -93,5 +94,75 @@ impl Actor for DeadLetterOffice {
             }
         }
         Ok(())
+    }
+}
+
+/// The key a letter is stored under: the refused reading as sent and the
+/// reason. A letter read again from the log after a restart, and the same
+/// reading refused again when a client sends its batch once more, are one
+/// letter; a reading refused for another reason, or sent with other values
+/// under the same seq, is another.
+fn letter_key(letter: &NewDeadLetter) -> String {
+    use sha2::{Digest, Sha256};
+    let r = &letter.reading;
+    let mut hash = Sha256::new();
+    // Each field length-prefixed, so no two field lists hash alike.
+    for field in [
+        r.device_id.as_bytes(),
+        &r.seq.to_le_bytes(),
+        &r.ts_ms.to_le_bytes(),
+        r.metric.as_bytes(),
+        &r.value.to_bits().to_le_bytes(),
+        r.unit.as_bytes(),
+        &r.kind.to_le_bytes(),
+        letter.reason.as_str().as_bytes(),
+    ] {
+        hash.update((field.len() as u64).to_le_bytes());
+        hash.update(field);
+    }
+    format!("reading:{}", hex::encode(hash.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use vatio_stores::{DeadLetterReason, RawReading};
+
+    use super::*;
+
+    fn letter(value: f64, reason: DeadLetterReason, received_ms: i64) -> NewDeadLetter {
+        NewDeadLetter {
+            reading: RawReading {
+                device_id: "meter-1".to_owned(),
+                seq: 7,
+                ts_ms: 1_000,
+                metric: "power".to_owned(),
+                value,
+                unit: "kW".to_owned(),
+                kind: 3,
+            },
+            reason,
+            detail: "detail".to_owned(),
+            source: "gateway".to_owned(),
+            received_ms,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn a_reading_refused_again_keeps_its_key_and_another_gets_its_own() {
+        let first = letter_key(&letter(f64::NAN, DeadLetterReason::NotFinite, 1));
+        // The client sent the batch again: received later, same reading.
+        assert_eq!(
+            first,
+            letter_key(&letter(f64::NAN, DeadLetterReason::NotFinite, 2))
+        );
+        assert_ne!(
+            first,
+            letter_key(&letter(f64::INFINITY, DeadLetterReason::NotFinite, 1))
+        );
+        assert_ne!(
+            first,
+            letter_key(&letter(f64::NAN, DeadLetterReason::OutOfRange, 1))
+        );
     }
 }

@@ -25,7 +25,9 @@ pub struct Expected {
     pub acks: Vec<AckCounts>,
     /// Every reading that must be in the sinks, once, in canonical units.
     pub accepted: BTreeMap<ReadingKey, Reading>,
-    /// Pending dead letters by `(device, seq, reason)`: how many of each.
+    /// Pending dead letters by `(device, seq, reason)`: how many of each
+    /// (one per distinct refused reading: the same reading refused again is
+    /// the same letter).
     pub dead_letters: BTreeMap<(String, u64, DeadLetterReason), u32>,
     /// Accepted readings per time-series point.
     pub point_counts: BTreeMap<PointKey, u64>,
@@ -37,6 +39,7 @@ pub struct Expected {
 /// arrival order.
 pub fn expect(w: &Workload) -> Expected {
     let mut e = Expected::default();
+    let mut refused = std::collections::BTreeSet::new();
     for batch in &w.batches {
         let mut ack = AckCounts::default();
         for s in &batch.readings {
@@ -44,9 +47,16 @@ pub fn expect(w: &Workload) -> Expected {
             match &s.expect {
                 Expect::Refused(reason) => {
                     ack.dead_lettered += 1;
-                    *e.dead_letters
-                        .entry((s.raw.device_id.clone(), s.raw.seq, *reason))
-                        .or_default() += 1;
+                    let r = &s.raw;
+                    let reading = (
+                        (r.device_id.clone(), r.seq, r.ts_ms, r.metric.clone()),
+                        (r.value.to_bits(), r.unit.clone(), r.kind, *reason),
+                    );
+                    if refused.insert(reading) {
+                        *e.dead_letters
+                            .entry((r.device_id.clone(), r.seq, *reason))
+                            .or_default() += 1;
+                    }
                 }
                 Expect::Valid(r) => {
                     let key = (s.raw.device_id.clone(), s.raw.seq);
