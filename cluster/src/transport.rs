@@ -164,8 +164,9 @@ pub fn check_peer(identity: &PeerIdentity, policy: &PeerPolicy) -> Result<(), Pe
 #[derive(Clone, Debug)]
 pub struct Transport {
     tls: Option<Arc<NodeTls>>,
-    /// Longest a connection to a peer (TCP and TLS handshake) may take.
-    peer_connect_timeout: Duration,
+    /// `cluster.peer_timeout`: the longest a connection to a peer (TCP and
+    /// TLS handshake) may take, and the interval and timeout of its pings.
+    peer_timeout: Duration,
 }
 
 /// This node's TLS material, read and checked once at start-up.
@@ -195,11 +196,11 @@ impl Transport {
     /// certificate, and the certificate must name `node.id` in `node.az`,
     /// or peers would refuse this node.
     pub fn from_config(cfg: &Config) -> Result<Self, TransportError> {
-        let peer_connect_timeout = cfg.cluster.peer_timeout;
+        let peer_timeout = cfg.cluster.peer_timeout;
         if !cfg.tls.enabled() {
             return Ok(Self {
                 tls: None,
-                peer_connect_timeout,
+                peer_timeout,
             });
         }
         let files = TlsFiles {
@@ -222,7 +223,7 @@ impl Transport {
         };
         Ok(Self {
             tls: Some(Arc::new(tls)),
-            peer_connect_timeout,
+            peer_timeout,
         })
     }
 
@@ -280,7 +281,7 @@ impl Transport {
         };
         let endpoint = Endpoint::from_shared(uri.clone())
             .map_err(endpoint_error)?
-            .connect_timeout(self.peer_connect_timeout)
+            .connect_timeout(self.peer_timeout)
             .tcp_nodelay(true)
             // HTTP/2 pings, answered by the peer's HTTP/2 layer even while
             // it is busy, find a dead connection (a peer that lost power, a
@@ -288,8 +289,8 @@ impl Transport {
             // channel then connects afresh. Without them calls to that
             // peer time out until the operating system gives up on the
             // connection, which takes minutes.
-            .http2_keep_alive_interval(self.peer_connect_timeout)
-            .keep_alive_timeout(self.peer_connect_timeout)
+            .http2_keep_alive_interval(self.peer_timeout)
+            .keep_alive_timeout(self.peer_timeout)
             .keep_alive_while_idle(true);
         let Some(tls) = &self.tls else {
             return Ok(endpoint);
@@ -298,7 +299,7 @@ impl Transport {
             .ca_certificate(Certificate::from_pem(&tls.ca_pem))
             .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
             .domain_name(certs::node_dns_name(node_id))
-            .timeout(self.peer_connect_timeout);
+            .timeout(self.peer_timeout);
         endpoint.tls_config(config).map_err(endpoint_error)
     }
 

@@ -92,6 +92,19 @@ fn a_node_that_cannot_start_on_a_failing_disk_comes_back_with_the_disk() -> anyh
     })
 }
 
+/// Runs `seed` as the sweeps that found the seeds below ran: every fault
+/// kind, three per run, three nodes per AZ, `fsync = interval(50ms)`.
+fn run_every_kind_three_per_az(seed: u64) -> anyhow::Result<()> {
+    run_with(ClusterOptions {
+        seed,
+        nodes_per_az: 3,
+        faults: 3,
+        invalid_share: INVALID_SHARE,
+        log_fsync: LogFsync::Interval(Duration::from_millis(50)),
+        ..ClusterOptions::default()
+    })
+}
+
 /// After a partition between the AZs heals, a node that has just
 /// restarted is asked about an old owner's steps fenced by a claimer it has
 /// not heard of yet. It took that claimer for gone and had the steps
@@ -101,14 +114,7 @@ fn a_node_that_cannot_start_on_a_failing_disk_comes_back_with_the_disk() -> anyh
 /// itself is checked by `cluster_handover::a_step_is_referred_only_to_a_claimer_that_is_a_member`.
 #[test]
 fn a_restarted_node_drops_no_step_for_a_claimer_it_has_not_heard_of() -> anyhow::Result<()> {
-    run_with(ClusterOptions {
-        seed: 712,
-        nodes_per_az: 3,
-        faults: 3,
-        invalid_share: INVALID_SHARE,
-        log_fsync: LogFsync::Interval(Duration::from_millis(50)),
-        ..ClusterOptions::default()
-    })
+    run_every_kind_three_per_az(712)
 }
 
 /// A node back from a crash claims its devices again while its disk fails,
@@ -118,14 +124,7 @@ fn a_restarted_node_drops_no_step_for_a_claimer_it_has_not_heard_of() -> anyhow:
 /// nothing is logged for such a device before its adoption.
 #[test]
 fn an_adoption_the_log_refused_comes_before_any_other_step() -> anyhow::Result<()> {
-    run_with(ClusterOptions {
-        seed: 182,
-        nodes_per_az: 3,
-        faults: 3,
-        invalid_share: INVALID_SHARE,
-        log_fsync: LogFsync::Interval(Duration::from_millis(50)),
-        ..ClusterOptions::default()
-    })
+    run_every_kind_three_per_az(182)
 }
 
 /// Lost messages leave a peer connection dead without an error (no
@@ -135,14 +134,7 @@ fn an_adoption_the_log_refused_comes_before_any_other_step() -> anyhow::Result<(
 /// out on it (seed 193).
 #[test]
 fn a_dead_peer_connection_is_replaced() -> anyhow::Result<()> {
-    run_with(ClusterOptions {
-        seed: 193,
-        nodes_per_az: 3,
-        faults: 3,
-        invalid_share: INVALID_SHARE,
-        log_fsync: LogFsync::Interval(Duration::from_millis(50)),
-        ..ClusterOptions::default()
-    })
+    run_every_kind_three_per_az(193)
 }
 
 #[test]

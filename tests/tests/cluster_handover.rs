@@ -102,15 +102,21 @@ async fn replicate_settled(
     anyhow::bail!("the node stayed busy for the steps of {from}")
 }
 
-/// Node r1 in az-b, in a cluster of its own: it takes replica steps and
-/// claims as the tree's handle gives them.
-async fn replica_node() -> anyhow::Result<TestNode> {
-    let dir = tempfile::tempdir()?;
-    let mut cfg = test_config(&dir);
+/// The configuration of node r1 in az-b, in a cluster of its own.
+fn replica_config(dir: &tempfile::TempDir) -> vatio_config::Config {
+    let mut cfg = test_config(dir);
     cfg.node.id = "r1".into();
     cfg.node.az = "az-b".into();
     cfg.cluster.gossip_listen = "127.0.0.1:0".into();
     cfg.cluster.gossip_interval = Duration::from_millis(50);
+    cfg
+}
+
+/// Node r1: it takes replica steps and claims as the tree's handle gives
+/// them.
+async fn replica_node() -> anyhow::Result<TestNode> {
+    let dir = tempfile::tempdir()?;
+    let cfg = replica_config(&dir);
     TestNode::start_with(dir, cfg, TreeOptions::default(), None).await
 }
 
@@ -387,11 +393,7 @@ fn raw(device: &DeviceId, seq: u64) -> RawReading {
 async fn an_adoption_the_log_refused_comes_before_the_next_group() -> anyhow::Result<()> {
     let failing = Arc::new(AtomicBool::new(false));
     let dir = tempfile::tempdir()?;
-    let mut cfg = test_config(&dir);
-    cfg.node.id = "r1".into();
-    cfg.node.az = "az-b".into();
-    cfg.cluster.gossip_listen = "127.0.0.1:0".into();
-    cfg.cluster.gossip_interval = Duration::from_millis(50);
+    let mut cfg = replica_config(&dir);
     // Alone in the cluster: acks without a replica.
     cfg.cluster.no_other_az = NoOtherAz::Degrade;
     // FAULT INJECTION: the log's writes fail while `failing` is set.
