@@ -326,6 +326,20 @@ impl Routing {
         }
     }
 
+    /// A peer client for `owner`, which must still be a member of `view`.
+    fn owner_client(
+        &self,
+        view: &View,
+        owner: &NodeId,
+    ) -> Result<vatio_proto::v1::peer_client::PeerClient<tonic::transport::Channel>, Status> {
+        let member = view
+            .member(owner)
+            .ok_or_else(|| Status::unavailable(format!("owner {owner} left the cluster")))?;
+        self.clients
+            .client(member)
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+
     async fn forward(
         &self,
         view: &View,
@@ -333,13 +347,7 @@ impl Routing {
         readings: Vec<RawReading>,
         source: &str,
     ) -> Result<AckCounts, Status> {
-        let member = view
-            .member(&owner)
-            .ok_or_else(|| Status::unavailable(format!("owner {owner} left the cluster")))?;
-        let mut client = self
-            .clients
-            .client(member)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut client = self.owner_client(view, &owner)?;
         let request = ForwardRequest {
             from_node: self.me.to_string(),
             batch: Some(IngestRequest {

@@ -94,13 +94,7 @@ impl Routing {
         owner: &NodeId,
         letters: Vec<DeadLetter>,
     ) -> Result<Vec<ReplayOutcome>, Status> {
-        let member = view
-            .member(owner)
-            .ok_or_else(|| Status::unavailable(format!("owner {owner} left the cluster")))?;
-        let mut client = self
-            .clients
-            .client(member)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut client = self.owner_client(view, owner)?;
         let request = ReplayRequest {
             from_node: self.me.to_string(),
             readings: letters
