@@ -56,12 +56,45 @@ pub enum Origin {
 
 /// How a new owner takes over a device's state.
 #[derive(Clone, Debug)]
-pub enum Adoption {
-    /// A copy further on than this node's own ([`Op::Adopt`]).
-    Further(DeviceState),
-    /// The cluster's copy, replacing this node's, which a replica reported
-    /// off the line ([`Op::Reset`]).
-    Reset(DeviceState),
+pub struct Adoption {
+    /// The copy taken over.
+    pub state: DeviceState,
+    /// True: the copy replaces this node's, which a replica reported off
+    /// the line ([`Op::Reset`]). False: it is taken if further on than
+    /// this node's own ([`Op::Adopt`]).
+    pub reset: bool,
+    /// Readings of this node's dropped steps that the copy holds: the
+    /// line counts them released and no sink has them, so the adoption
+    /// step delivers them (see [`crate::logic::voided`]).
+    pub deliver: Vec<Reading>,
+}
+
+impl Adoption {
+    /// The ops of the adoption step.
+    fn ops(&self) -> Vec<Op> {
+        let take = if self.reset {
+            Op::Reset(Box::new(self.state.clone()))
+        } else {
+            Op::Adopt(Box::new(self.state.clone()))
+        };
+        std::iter::once(take)
+            .chain(self.deliver.iter().cloned().map(Op::Replayed))
+            .collect()
+    }
+
+    /// This adoption, replacing `earlier` that was never logged: readings
+    /// `earlier` was to deliver that this copy has passed are delivered
+    /// here (the line still counts them released).
+    fn replacing(&self, earlier: &Adoption) -> Adoption {
+        let mut next = self.clone();
+        for r in &earlier.deliver {
+            if self.state.has_passed(r.seq) && !next.deliver.iter().any(|d| d.seq == r.seq) {
+                next.deliver.push(r.clone());
+            }
+        }
+        next.deliver.sort_by_key(|r| r.seq);
+        next
+    }
 }
 
 /// Where a device's adoptions of claims stand; kept by the router too,
@@ -288,7 +321,11 @@ impl DeviceActorState {
         }
         if let Origin::Adopt(adopted) = &batch.origin {
             // A later claim's adoption replaces one still waiting.
-            self.adoption.unlogged = Some(adopted.clone());
+            let next = match &self.adoption.unlogged {
+                Some(earlier) => Arc::new(adopted.replacing(earlier)),
+                None => adopted.clone(),
+            };
+            self.adoption.unlogged = Some(next);
         }
         let outcome = match self.log_adoption().await {
             Ok(()) => self.sequence(&batch, now_ms).await,
@@ -317,15 +354,14 @@ impl DeviceActorState {
         let Some(adopted) = self.adoption.unlogged.clone() else {
             return Ok(());
         };
-        let op = match &*adopted {
-            Adoption::Further(s) => Op::Adopt(Box::new(s.clone())),
-            Adoption::Reset(s) => Op::Reset(Box::new(s.clone())),
-        };
+        let ops = adopted.ops();
         let mut next = self.state.clone();
-        next.apply(&op);
+        for op in &ops {
+            next.apply(op);
+        }
         // Logged even when it changes nothing here: the step keeps the
         // claim's epoch in this node's log and its replica's.
-        if let Err(e) = self.commit(next, vec![op], Vec::new()).await {
+        if let Err(e) = self.commit(next, ops, Vec::new()).await {
             // A timer tries again, even if no group comes.
             self.log_retry_at_ms = Some(self.ctx.clock.now_ms() + LOG_RETRY_MS);
             return Err(e);

@@ -175,15 +175,19 @@ impl StepRecord {
         self.ops.is_empty() && self.letters.is_empty()
     }
 
-    /// True when the step only takes a claimed device over: it carries no
-    /// reading and no dead letter, only the state and epoch of the claim.
+    /// True when the step only takes a claimed device over: it carries the
+    /// state and epoch of the claim, and no dead letter and no reading but
+    /// those of this node's dropped steps that the adopted line holds.
     pub fn only_adopts(&self) -> bool {
         self.letters.is_empty()
-            && !self.ops.is_empty()
             && self
                 .ops
                 .iter()
-                .all(|op| matches!(op, Op::Adopt(_) | Op::Reset(_)))
+                .any(|op| matches!(op, Op::Adopt(_) | Op::Reset(_)))
+            && self
+                .ops
+                .iter()
+                .all(|op| matches!(op, Op::Adopt(_) | Op::Reset(_) | Op::Replayed(_)))
     }
 
     pub fn encode(&self) -> Result<Bytes, RecordError> {
@@ -277,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_step_without_readings_or_letters_merely_adopts() {
+    fn only_a_step_without_new_readings_or_letters_merely_adopts() {
         let step = |ops| StepRecord {
             device: DeviceId::new("meter-1"),
             term: 2,
@@ -288,6 +292,9 @@ mod tests {
         assert!(step(vec![adopt()]).only_adopts());
         assert!(step(vec![Op::Reset(Box::new(DeviceState::new()))]).only_adopts());
         assert!(!step(vec![adopt(), Op::Emit(reading(1))]).only_adopts());
+        // Readings of dropped steps the adopted line holds come with it.
+        assert!(step(vec![adopt(), Op::Replayed(reading(1))]).only_adopts());
+        assert!(!step(vec![Op::Replayed(reading(1))]).only_adopts());
         assert!(!step(Vec::new()).only_adopts());
     }
 

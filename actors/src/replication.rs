@@ -32,6 +32,7 @@ use vatio_stores::DeviceId;
 
 use crate::feed::{Feed, LogConsumer, Progress};
 use crate::journal::encode_state;
+use crate::logic::voided::VoidedStep;
 use crate::mailbox::Permit;
 use crate::pipeline::{LoggedStep, SubscriberMsg};
 use crate::router::{ClusterMsg, RouterMsg};
@@ -437,7 +438,7 @@ impl ShipperState {
             round.push((peer, shipped));
         }
         let mut failed = Vec::new();
-        let mut orphans: Vec<(DeviceId, u64)> = Vec::new();
+        let mut orphans: Vec<(DeviceId, VoidedStep)> = Vec::new();
         // Steps a fenced replica refers elsewhere go to the node that
         // claimed their device, which alone knows whether its line holds
         // them; that may refer further, a few times at most.
@@ -483,7 +484,12 @@ impl ShipperState {
                 let by_end = |end: u64| sent.iter().find(|s| s.end == end);
                 for end in outcome.orphaned {
                     if let Some(s) = by_end(end) {
-                        orphans.push((s.device.clone(), end));
+                        let released = steps
+                            .iter()
+                            .find(|l| l.end == end)
+                            .map(|l| l.step.released().cloned().collect())
+                            .unwrap_or_default();
+                        orphans.push((s.device.clone(), VoidedStep { end, released }));
                     }
                 }
                 if !outcome.busy.is_empty() {
@@ -510,7 +516,7 @@ impl ShipperState {
             ));
         }
         if !orphans.is_empty() {
-            self.drop_orphans(&orphans)?;
+            self.drop_orphans(orphans)?;
         }
         if failed.is_empty() {
             Ok(())
@@ -546,26 +552,29 @@ impl ShipperState {
     /// them (durably, before the sinks may read past them), fail any ack
     /// still waiting for them, and stop trusting this node's copy of
     /// their devices' state.
-    fn drop_orphans(&self, orphans: &[(DeviceId, u64)]) -> Result<(), ShipError> {
-        let ends: Vec<u64> = orphans.iter().map(|(_, e)| *e).collect();
+    fn drop_orphans(&self, orphans: Vec<(DeviceId, VoidedStep)>) -> Result<(), ShipError> {
         self.args
             .shipping
             .void
-            .add(&ends)
+            .add_steps(&orphans)
             .map_err(|e| ShipError::Failed(format!("recording voided steps: {e}")))?;
-        NodeStats::add(&self.args.stats.steps_voided, ends.len() as u64);
+        NodeStats::add(&self.args.stats.steps_voided, orphans.len() as u64);
         let router = self
             .args
             .router
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for (device, end) in orphans {
+        for (device, step) in orphans {
+            let end = step.end;
             tracing::warn!(node = %self.args.node, %device, end, "dropping a step no replica confirmed: another node took the device over without it");
-            self.args.shipping.record_refusal(device.clone(), *end);
+            self.args.shipping.record_refusal(device.clone(), end);
             if let Some(router) = &router {
+                // Its readings go along: should a copy hold the step after
+                // all, this node's next adoption of the device delivers them.
                 let _ = router.cast(RouterMsg::Cluster(ClusterMsg::Diverged {
-                    device: device.clone(),
+                    device,
+                    voided: vec![step],
                 }));
             }
         }

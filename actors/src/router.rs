@@ -33,6 +33,7 @@ use crate::device::{
 };
 use crate::journal::StepRecord;
 use crate::logic::device::DeviceState;
+use crate::logic::voided::VoidedStep;
 use crate::stats::NodeStats;
 use crate::supervision::{RestartBudget, RestartDecision};
 
@@ -100,6 +101,9 @@ pub struct RouterArgs {
     pub mailbox_batches: usize,
     /// Devices' state rebuilt from the log at start-up.
     pub initial: BTreeMap<DeviceId, DeviceState>,
+    /// Per device, this node's dropped steps whose readings its next
+    /// adoption may have to deliver (see [`crate::logic::voided`]).
+    pub voided: BTreeMap<DeviceId, Vec<VoidedStep>>,
     /// The log's head at start-up: every rebuilt device's steps are before it.
     pub initial_end: u64,
     /// In a cluster, a device is sequenced only once claimed; on its own, a
@@ -143,6 +147,10 @@ struct Entry {
     diverged: bool,
     /// A task waits for replicas to confirm this device's own steps.
     confirming: bool,
+    /// This node's steps of the device dropped as orphaned since its last
+    /// adoption: the next adoption delivers the readings of those the
+    /// adopted copy holds (see [`crate::logic::voided`]).
+    voided: Vec<VoidedStep>,
     /// The device actor's adoptions, for its next start.
     adoption: AdoptionStatus,
 }
@@ -168,6 +176,7 @@ impl Entry {
             claim: Vec::new(),
             diverged: false,
             confirming: false,
+            voided: Vec::new(),
             adoption: AdoptionStatus::default(),
         }
     }
@@ -224,17 +233,19 @@ impl Actor for Router {
         myself.send_interval(scan, || RouterMsg::IdleScan);
         let now = args.ctx.clock.now_ms();
         let new_role = cluster::Role::initial(args.clustered);
+        let mut voided = args.voided;
         let devices = args
             .initial
             .into_iter()
             .map(|(device, state)| {
-                let entry = Entry::new(
+                let mut entry = Entry::new(
                     state,
                     now,
                     args.initial_end,
                     new_role.clone(),
                     &args.supervision,
                 );
+                entry.voided = voided.remove(&device).unwrap_or_default();
                 (device, entry)
             })
             .collect();

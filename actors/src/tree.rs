@@ -15,6 +15,8 @@
 //! The log is truncated behind the slowest subscriber; when that one lags
 //! more than `log.unconsumed_bytes_max`, `Ingest` is told to back off.
 
+use crate::logic::device::DeviceState;
+use crate::logic::voided::VoidedStep;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -300,6 +302,11 @@ impl ActorTree {
             tlog.now,
         )
         .await?;
+        let voided = match &void {
+            Some(void) => voided_to_deliver(void, &rebuilt.devices, &cfg.node.id)
+                .map_err(|e| TreeError::Void(e.to_string()))?,
+            None => BTreeMap::new(),
+        };
         let recovery = RecoveryStatus {
             log_records: tlog.recovery.records,
             log_bytes_cut: tlog.recovery.cut.as_ref().map_or(0, |c| c.bytes_cut),
@@ -516,7 +523,7 @@ impl ActorTree {
             let supervision = cfg.supervision.clone();
             let idle = cfg.device.idle_passivate_after;
             let mailbox_batches = cfg.device.mailbox_batches as usize;
-            let initial = Arc::new(std::sync::Mutex::new(Some(rebuilt.devices)));
+            let initial = Arc::new(std::sync::Mutex::new(Some((rebuilt.devices, voided))));
             let initial_end = rebuilt.position;
             let clustered = options.replication.is_some();
             let confirmed = shipping.as_ref().map(|(_, s)| s.deliverable());
@@ -525,7 +532,7 @@ impl ActorTree {
                 let ctx = ctx.clone();
                 let supervision = supervision.clone();
                 let confirmed = confirmed.clone();
-                let initial = initial
+                let (initial, voided) = initial
                     .lock()
                     .ok()
                     .and_then(|mut g| g.take())
@@ -540,6 +547,7 @@ impl ActorTree {
                             idle_passivate_after: idle,
                             mailbox_batches,
                             initial,
+                            voided,
                             initial_end,
                             clustered,
                             confirmed,
@@ -1148,6 +1156,31 @@ async fn truncate_behind_slowest(
             tracing::warn!(error = %e, "pruning voided steps failed");
         }
     }
+}
+
+/// The dropped steps whose readings this node's next adoption of their
+/// device may have to deliver: those no later own step of the device
+/// settled (the rebuilt state notes this node's steps beyond them only
+/// once it logged another step of the device, its next adoption). The
+/// others' readings are forgotten.
+fn voided_to_deliver(
+    void: &VoidSet,
+    devices: &BTreeMap<DeviceId, DeviceState>,
+    me: &str,
+) -> Result<BTreeMap<DeviceId, Vec<VoidedStep>>, crate::void::VoidError> {
+    let mut open = BTreeMap::new();
+    let mut settled = Vec::new();
+    for (device, steps) in void.steps() {
+        let own = devices.get(&device).map_or(0, |s| s.held_from(me));
+        let (done, pending): (Vec<VoidedStep>, Vec<VoidedStep>) =
+            steps.into_iter().partition(|s| s.end <= own);
+        settled.extend(done.iter().map(|s| s.end));
+        if !pending.is_empty() {
+            open.insert(device, pending);
+        }
+    }
+    void.settle(&settled)?;
+    Ok(open)
 }
 
 /// A singleton child that the supervisor restarts with fresh `args`; each

@@ -5,12 +5,22 @@
 //! them from the replica when this node comes back, records their log ends
 //! here (durably, before anything may read past them), and subscribers,
 //! the device checkpoint and start-up recovery skip them.
+//!
+//! With each end the set keeps the step's device and released readings: a
+//! copy elsewhere may hold the step after all, and this node's next
+//! adoption of the device then delivers them (see [`crate::logic::voided`]).
+//! They are kept until a later own step of the device settles them, so a
+//! restart in between does not lose them.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use vatio_stores::{DeviceId, Reading};
+
+use crate::logic::voided::VoidedStep;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VoidError {
@@ -19,19 +29,29 @@ pub enum VoidError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}, line {line}: {text:?} is not a log position")]
+    #[error("{path}, line {line}: {text:?} is not a log position, optionally followed by a step")]
     Corrupt {
         path: PathBuf,
         line: usize,
         text: String,
     },
+    #[error("encoding a dropped step of {device}: {source}")]
+    Encode {
+        device: DeviceId,
+        source: postcard::Error,
+    },
 }
 
-/// The voided steps, by their end in this node's log: one decimal per line.
+/// A dropped step's device and released readings, as a line stores them.
+type Payload = (DeviceId, Vec<Reading>);
+
+/// The voided steps, by their end in this node's log: one per line, the
+/// end in decimal, then (since steps carry their readings) a space and the
+/// step's device and readings, postcard-encoded, in hex.
 #[derive(Debug)]
 pub struct VoidSet {
     path: PathBuf,
-    ends: Mutex<BTreeSet<u64>>,
+    ends: Mutex<BTreeMap<u64, Option<Payload>>>,
 }
 
 impl VoidSet {
@@ -41,7 +61,7 @@ impl VoidSet {
             path: path.to_owned(),
             source,
         };
-        let mut ends = BTreeSet::new();
+        let mut ends = BTreeMap::new();
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -56,12 +76,17 @@ impl VoidSet {
             if line.is_empty() {
                 continue;
             }
-            let end = line.parse().map_err(|_| VoidError::Corrupt {
+            let corrupt = || VoidError::Corrupt {
                 path: path.to_owned(),
                 line: i + 1,
-                text: line.to_owned(),
-            })?;
-            ends.insert(end);
+                text: line.chars().take(80).collect(),
+            };
+            let (end, payload) = match line.split_once(' ') {
+                Some((end, hex)) => (end, Some(decode_payload(hex).ok_or_else(corrupt)?)),
+                None => (line, None),
+            };
+            let end = end.parse().map_err(|_| corrupt())?;
+            ends.insert(end, payload);
         }
         Ok(Self {
             path: path.to_owned(),
@@ -69,15 +94,16 @@ impl VoidSet {
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Option<Payload>>> {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn contains(&self, end: u64) -> bool {
-        self.ends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&end)
+        self.lock().contains_key(&end)
     }
 
     pub fn len(&self) -> usize {
-        self.ends.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,6 +112,21 @@ impl VoidSet {
 
     /// Adds ends and makes them durable before returning.
     pub fn add(&self, new: &[u64]) -> Result<(), VoidError> {
+        self.append(new.iter().map(|&end| (end, None)).collect())
+    }
+
+    /// Adds dropped steps, with their devices and readings, and makes them
+    /// durable before returning.
+    pub fn add_steps(&self, steps: &[(DeviceId, VoidedStep)]) -> Result<(), VoidError> {
+        self.append(
+            steps
+                .iter()
+                .map(|(device, step)| (step.end, Some((device.clone(), step.released.clone()))))
+                .collect(),
+        )
+    }
+
+    fn append(&self, new: Vec<(u64, Option<Payload>)>) -> Result<(), VoidError> {
         if new.is_empty() {
             return Ok(());
         }
@@ -93,12 +134,14 @@ impl VoidSet {
             path: self.path.clone(),
             source,
         };
-        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ends = self.lock();
         let mut text = String::new();
-        for end in new {
-            if ends.insert(*end) {
-                text.push_str(&format!("{end}\n"));
+        for (end, payload) in new {
+            if ends.contains_key(&end) {
+                continue;
             }
+            text.push_str(&line(end, payload.as_ref())?);
+            ends.insert(end, payload);
         }
         if text.is_empty() {
             return Ok(());
@@ -115,24 +158,62 @@ impl VoidSet {
         file.sync_data().map_err(io)?;
         Ok(())
     }
-}
 
-impl VoidSet {
+    /// The dropped steps whose readings are kept, by device, oldest first.
+    pub fn steps(&self) -> BTreeMap<DeviceId, Vec<VoidedStep>> {
+        let mut out: BTreeMap<DeviceId, Vec<VoidedStep>> = BTreeMap::new();
+        for (end, payload) in self.lock().iter() {
+            if let Some((device, released)) = payload {
+                out.entry(device.clone()).or_default().push(VoidedStep {
+                    end: *end,
+                    released: released.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Forgets the readings of these dropped steps (a later own step of
+    /// their device settled them); the ends stay voided.
+    pub fn settle(&self, ends: &[u64]) -> Result<usize, VoidError> {
+        let mut set = self.lock();
+        let mut settled = 0;
+        for end in ends {
+            if let Some(payload) = set.get_mut(end)
+                && payload.take().is_some()
+            {
+                settled += 1;
+            }
+        }
+        if settled > 0 {
+            self.rewrite(&set)?;
+        }
+        Ok(settled)
+    }
+
     /// Forgets ends below `start` (the log no longer holds those records),
     /// rewriting the file (temporary file, fsync, rename) when any went.
+    /// Steps whose readings are still kept stay until they are settled.
     pub fn prune_below(&self, start: u64) -> Result<usize, VoidError> {
+        let mut ends = self.lock();
+        let before = ends.len();
+        ends.retain(|end, payload| *end >= start || payload.is_some());
+        let pruned = before - ends.len();
+        if pruned > 0 {
+            self.rewrite(&ends)?;
+        }
+        Ok(pruned)
+    }
+
+    fn rewrite(&self, ends: &BTreeMap<u64, Option<Payload>>) -> Result<(), VoidError> {
         let io = |source| VoidError::Io {
             path: self.path.clone(),
             source,
         };
-        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
-        let kept = ends.split_off(&start);
-        let pruned = ends.len();
-        *ends = kept;
-        if pruned == 0 {
-            return Ok(0);
+        let mut text = String::new();
+        for (end, payload) in ends {
+            text.push_str(&line(*end, payload.as_ref())?);
         }
-        let text: String = ends.iter().map(|e| format!("{e}\n")).collect();
         let tmp = self.path.with_extension("tmp");
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(text.as_bytes()).map_err(io)?;
@@ -143,8 +224,36 @@ impl VoidSet {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        Ok(pruned)
+        Ok(())
     }
+}
+
+/// One line of the file.
+fn line(end: u64, payload: Option<&Payload>) -> Result<String, VoidError> {
+    let Some(payload) = payload else {
+        return Ok(format!("{end}\n"));
+    };
+    let bytes = postcard::to_allocvec(payload).map_err(|source| VoidError::Encode {
+        device: payload.0.clone(),
+        source,
+    })?;
+    let mut text = format!("{end} ");
+    for b in bytes {
+        text.push_str(&format!("{b:02x}"));
+    }
+    text.push('\n');
+    Ok(text)
+}
+
+fn decode_payload(hex: &str) -> Option<Payload> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    postcard::from_bytes(&bytes).ok()
 }
 
 #[cfg(test)]
@@ -209,6 +318,64 @@ mod tests {
         let again = VoidSet::open(&path)?;
         assert_eq!(again.len(), 1);
         assert!(again.contains(30) && !again.contains(20));
+        Ok(())
+    }
+    #[test]
+    fn a_dropped_steps_readings_are_kept_until_settled() -> Result<(), VoidError> {
+        use vatio_stores::{DeviceKind, Metric};
+        let dir = tempfile::tempdir().map_err(|source| VoidError::Io {
+            path: PathBuf::from("tempdir"),
+            source,
+        })?;
+        let path = dir.path().join("void");
+        let device = DeviceId::new("meter-1-07");
+        let reading = |seq: u64| Reading {
+            device: device.clone(),
+            kind: DeviceKind::ElectricityMeter,
+            seq,
+            ts_ms: 1_795_687_200_000,
+            metric: Metric::Power,
+            value: 7.5,
+        };
+        let step = VoidedStep {
+            end: 79130,
+            released: vec![reading(145), reading(146)],
+        };
+        let set = VoidSet::open(&path)?;
+        set.add(&[100])?;
+        set.add_steps(&[(device.clone(), step.clone())])?;
+
+        let again = VoidSet::open(&path)?;
+        assert!(again.contains(100) && again.contains(79130));
+        assert_eq!(again.steps().get(&device), Some(&vec![step]));
+        // The log moved past both: the plain end goes, the step with
+        // readings to deliver stays.
+        assert_eq!(again.prune_below(90_000)?, 1);
+        assert!(again.contains(79130));
+
+        assert_eq!(again.settle(&[79130])?, 1);
+        let settled = VoidSet::open(&path)?;
+        assert!(settled.steps().is_empty());
+        assert!(settled.contains(79130), "a settled step stays voided");
+        assert_eq!(settled.prune_below(90_000)?, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_line_whose_step_does_not_decode_is_corrupt() -> Result<(), VoidError> {
+        let dir = tempfile::tempdir().map_err(|source| VoidError::Io {
+            path: PathBuf::from("tempdir"),
+            source,
+        })?;
+        let path = dir.path().join("void");
+        std::fs::write(&path, "12\n40 zz\n").map_err(|source| VoidError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        assert!(matches!(
+            VoidSet::open(&path),
+            Err(VoidError::Corrupt { line: 2, .. })
+        ));
         Ok(())
     }
 }

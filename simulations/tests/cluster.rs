@@ -137,6 +137,18 @@ fn a_dead_peer_connection_is_replaced() -> anyhow::Result<()> {
     run_every_kind_three_per_az(193)
 }
 
+/// During a partition a1 claims a device b2 owns; the claim is abandoned,
+/// but two members logged its fence. b2 goes on with a1 as its replica.
+/// a1 takes a step of b2's and crashes before b2 hears it; b2's new
+/// replica, fenced by a claimer that has left, answers `orphaned`, and b2
+/// drops the step. When b2 claims the device again it adopts a1's copy,
+/// which holds the step: its two readings counted as released, and no sink
+/// had them (seed 307). Now the adoption delivers them.
+#[test]
+fn an_adopted_copy_holding_a_dropped_step_gets_its_readings_delivered() -> anyhow::Result<()> {
+    run_every_kind_three_per_az(307)
+}
+
 #[test]
 fn az_outages_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(12, &[FaultKind::AzOutage], INVALID_SHARE)

@@ -242,6 +242,11 @@ impl DeviceState {
         self.skipped.push_back((start, end));
     }
 
+    /// Whether the line has passed `seq`: released or given up.
+    pub fn has_passed(&self, seq: u64) -> bool {
+        self.is_released_or_skipped(seq)
+    }
+
     /// Whether `seq` already left the buffer. `next_seq` saturates at
     /// `u64::MAX`, so the last released seq is checked too.
     fn is_released_or_skipped(&self, seq: u64) -> bool {

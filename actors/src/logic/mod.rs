@@ -6,4 +6,5 @@ pub mod device;
 pub mod epoch;
 pub mod events;
 pub mod validate;
+pub mod voided;
 pub mod windows;

@@ -32,6 +32,7 @@ use crate::device::{Adoption, DeviceBatch, DeviceMsg, GroupFailure, Origin, Repl
 use crate::journal::{FenceRecord, ReplicaStep};
 use crate::logic::device::DeviceState;
 use crate::logic::epoch::Epoch;
+use crate::logic::voided::{self, VoidedStep};
 use crate::stats::NodeStats;
 
 /// What this node may do with a device.
@@ -135,7 +136,11 @@ pub enum ClusterMsg {
     Confirmed { device: DeviceId },
     /// A replica reported this node's copy of the device's state off the
     /// cluster's line: stop sequencing it; a claim takes the peers' copy.
-    Diverged { device: DeviceId },
+    /// `voided` are the steps dropped for it.
+    Diverged {
+        device: DeviceId,
+        voided: Vec<VoidedStep>,
+    },
     /// The log end of the last own step of any of these devices.
     OwnEnd {
         devices: Vec<DeviceId>,
@@ -340,9 +345,10 @@ impl RouterState {
                 }
                 self.answer_claims(&device);
             }
-            ClusterMsg::Diverged { device } => {
+            ClusterMsg::Diverged { device, voided } => {
                 let e = self.entry(device);
                 e.diverged = true;
+                e.voided.extend(voided);
                 if e.role == Role::Owner {
                     e.role = Role::Unclaimed;
                 }
@@ -669,11 +675,23 @@ impl RouterState {
                 own
             }
         };
+        // This node's dropped steps that the adopted copy holds after all
+        // (a replica took one before another answered `orphaned`): their
+        // readings reach no sink unless this adoption delivers them.
+        let deliver = voided::held_by_line(&s, &node, &std::mem::take(&mut e.voided));
+        if !deliver.is_empty() {
+            tracing::info!(
+                %node,
+                %device,
+                readings = deliver.len(),
+                "the adopted copy holds steps this node dropped; delivering their readings"
+            );
+        }
         s.fence(&epoch, None);
-        let adopt = if reset {
-            Adoption::Reset(s)
-        } else {
-            Adoption::Further(s)
+        let adopt = Adoption {
+            state: s,
+            reset,
+            deliver,
         };
         // Steps are judged by the epoch from now on, also before the
         // device actor has logged the adoption.
