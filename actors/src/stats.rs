@@ -33,6 +33,9 @@ pub struct NodeStats {
     /// Own steps dropped because no replica confirmed them and another
     /// node took their device over without them.
     pub steps_voided: AtomicU64,
+    /// Readings of dropped steps that the copy a claim adopted held after
+    /// all, delivered with the adoption (see `logic::voided`).
+    pub dropped_readings_delivered: AtomicU64,
     /// Replica steps this node logged for other owners.
     pub replica_steps_logged: AtomicU64,
     /// Devices this node claimed from its peers.

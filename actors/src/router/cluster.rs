@@ -632,6 +632,7 @@ impl RouterState {
     ) -> Result<(), ActorProcessingErr> {
         NodeStats::add(&self.ctx.stats.devices_claimed, 1);
         let node = self.ctx.node.clone();
+        let stats = self.ctx.stats.clone();
         let HeldState {
             device,
             state,
@@ -680,6 +681,7 @@ impl RouterState {
         // readings reach no sink unless this adoption delivers them.
         let deliver = voided::held_by_line(&s, &node, &std::mem::take(&mut e.voided));
         if !deliver.is_empty() {
+            NodeStats::add(&stats.dropped_readings_delivered, deliver.len() as u64);
             tracing::info!(
                 %node,
                 %device,

@@ -178,7 +178,7 @@ pub async fn run(addr: &str, tls: &TlsArgs, as_json: bool) -> anyhow::Result<()>
         ));
     }
     if let Some(c) = s.cluster.as_ref().filter(|_| !s.members.is_empty()) {
-        let cluster_fields: [(&str, &str, u64); 9] = [
+        let cluster_fields: [(&str, &str, u64); 10] = [
             ("devices_owned", "devices owned", c.devices_owned),
             ("devices_claimed", "devices taken over", c.devices_claimed),
             (
@@ -200,6 +200,11 @@ pub async fn run(addr: &str, tls: &TlsArgs, as_json: bool) -> anyhow::Result<()>
                 "steps_voided",
                 "own steps dropped (orphaned)",
                 c.steps_voided,
+            ),
+            (
+                "dropped_readings_delivered",
+                "readings of dropped steps delivered at adoption",
+                c.dropped_readings_delivered,
             ),
             (
                 "batches_refused_no_replica",

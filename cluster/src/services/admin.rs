@@ -155,6 +155,7 @@ impl v1::admin_server::Admin for AdminService {
                 replica_steps_logged: NodeStats::get(&s.replica_steps_logged),
                 replication_failures: NodeStats::get(&s.replication_failures),
                 steps_voided: NodeStats::get(&s.steps_voided),
+                dropped_readings_delivered: NodeStats::get(&s.dropped_readings_delivered),
                 batches_refused_no_replica: NodeStats::get(&s.batches_refused_no_replica),
                 batches_acked_degraded: NodeStats::get(&s.batches_acked_degraded),
                 batches_refused_not_owner: NodeStats::get(&s.batches_refused_not_owner),
