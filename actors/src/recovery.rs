@@ -21,6 +21,9 @@ const READ_BYTES_MAX: usize = 4 << 20;
 #[derive(Debug, Default)]
 pub struct Rebuilt {
     pub devices: BTreeMap<DeviceId, DeviceState>,
+    /// Per device, the end of the last step of this node's adopting it
+    /// that was replayed (devices this node claimed since the checkpoint).
+    pub adopted: BTreeMap<DeviceId, u64>,
     /// The log position the table is at (the head at start-up).
     pub position: u64,
     /// Log records replayed after the checkpoint.
@@ -91,7 +94,12 @@ pub async fn rebuild_devices(
                 match LogRecord::decode(&rec.payload) {
                     // Dropped as orphaned: never part of the device's line.
                     Ok(LogRecord::Own(_)) if void.is_some_and(|v| v.contains(rec.end.0)) => {}
-                    Ok(LogRecord::Own(step)) => table.fold(&step, node, rec.end.0),
+                    Ok(LogRecord::Own(step)) => {
+                        if step.only_adopts() {
+                            out.adopted.insert(step.device.clone(), rec.end.0);
+                        }
+                        table.fold(&step, node, rec.end.0)
+                    }
                     Ok(LogRecord::Replica(replica)) => table.fold_replica(&replica),
                     Ok(LogRecord::Fence(fence)) => table.fold_fence(&fence),
                     Err(e) => {

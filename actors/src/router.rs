@@ -36,6 +36,7 @@ use crate::logic::device::DeviceState;
 use crate::logic::voided::VoidedStep;
 use crate::stats::NodeStats;
 use crate::supervision::{RestartBudget, RestartDecision};
+use crate::void::VoidSet;
 
 /// Counts the router can tell about its table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,6 +113,8 @@ pub struct RouterArgs {
     /// In a cluster: the log position up to which this node's own steps
     /// are settled with their replicas (see [`crate::replication`]).
     pub confirmed: Option<tokio::sync::watch::Receiver<u64>>,
+    /// In a cluster: this node's voided steps (see [`crate::void`]).
+    pub void: Option<Arc<VoidSet>>,
 }
 
 struct InFlight {
@@ -151,6 +154,10 @@ struct Entry {
     /// adoption: the next adoption delivers the readings of those the
     /// adopted copy holds (see [`crate::logic::voided`]).
     voided: Vec<VoidedStep>,
+    /// Dropped steps whose readings an adoption took in, and the log end
+    /// of the adoption logged before it: once the device actor reports a
+    /// later one logged, the void set forgets their readings.
+    settling: Option<(u64, Vec<u64>)>,
     /// The device actor's adoptions, for its next start.
     adoption: AdoptionStatus,
 }
@@ -177,6 +184,7 @@ impl Entry {
             diverged: false,
             confirming: false,
             voided: Vec::new(),
+            settling: None,
             adoption: AdoptionStatus::default(),
         }
     }
@@ -209,6 +217,7 @@ pub struct RouterState {
     new_role: cluster::Role,
     claims: cluster::Claims,
     confirmed: Option<tokio::sync::watch::Receiver<u64>>,
+    void: Option<Arc<VoidSet>>,
     /// What this node knows of another under the latest view (nothing
     /// until the first view arrives): a step is referred only to a member.
     member: Box<dyn Fn(&str) -> cluster::Presence + Send>,
@@ -234,7 +243,7 @@ impl Actor for Router {
         let now = args.ctx.clock.now_ms();
         let new_role = cluster::Role::initial(args.clustered);
         let mut voided = args.voided;
-        let devices = args
+        let mut devices: BTreeMap<DeviceId, Entry> = args
             .initial
             .into_iter()
             .map(|(device, state)| {
@@ -249,6 +258,18 @@ impl Actor for Router {
                 (device, entry)
             })
             .collect();
+        // A device whose only steps here were dropped has no state yet.
+        for (device, steps) in voided {
+            let mut entry = Entry::new(
+                DeviceState::new(),
+                now,
+                args.initial_end,
+                new_role.clone(),
+                &args.supervision,
+            );
+            entry.voided = steps;
+            devices.insert(device, entry);
+        }
         Ok(RouterState {
             ctx: args.ctx,
             supervision: args.supervision,
@@ -259,6 +280,7 @@ impl Actor for Router {
             new_role,
             claims: cluster::Claims::default(),
             confirmed: args.confirmed,
+            void: args.void,
             member: Box::new(|_| cluster::Presence::Unknown),
             myself: myself.clone(),
         })
@@ -291,6 +313,7 @@ impl Actor for Router {
                     e.last_end = e.last_end.max(last_end);
                     e.last_active_ms = st.ctx.clock.now_ms();
                 }
+                st.settle_voided(&device);
             }
             RouterMsg::Cluster(msg) => st.on_cluster(&myself, msg).await?,
             RouterMsg::Respawn(device) => st.respawn(&myself, device).await?,
@@ -526,6 +549,29 @@ impl RouterState {
             if e.role != Role::Owner {
                 e.stop_actor_if_idle("placed elsewhere");
             }
+        }
+        self.settle_voided(&device);
+    }
+
+    /// Once the adoption that took in dropped steps' readings is logged,
+    /// the void set need not keep them for a later one.
+    fn settle_voided(&mut self, device: &DeviceId) {
+        let Some(e) = self.devices.get_mut(device) else {
+            return;
+        };
+        let logged = e.adoption.unlogged.is_none();
+        let Some((before, ends)) = e
+            .settling
+            .take_if(|(before, _)| logged && e.adoption.logged_end > *before)
+        else {
+            return;
+        };
+        if let Some(void) = &self.void
+            && let Err(err) = void.settle(&ends)
+        {
+            // Kept for the next report; at worst the next start settles them.
+            tracing::warn!(%device, error = %err, "could not forget dropped steps' readings");
+            e.settling = Some((before, ends));
         }
     }
 

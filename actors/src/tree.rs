@@ -15,7 +15,6 @@
 //! The log is truncated behind the slowest subscriber; when that one lags
 //! more than `log.unconsumed_bytes_max`, `Ingest` is told to back off.
 
-use crate::logic::device::DeviceState;
 use crate::logic::voided::VoidedStep;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -303,7 +302,7 @@ impl ActorTree {
         )
         .await?;
         let voided = match &void {
-            Some(void) => voided_to_deliver(void, &rebuilt.devices, &cfg.node.id)
+            Some(void) => voided_to_deliver(void, &rebuilt.adopted)
                 .map_err(|e| TreeError::Void(e.to_string()))?,
             None => BTreeMap::new(),
         };
@@ -527,11 +526,13 @@ impl ActorTree {
             let initial_end = rebuilt.position;
             let clustered = options.replication.is_some();
             let confirmed = shipping.as_ref().map(|(_, s)| s.deliverable());
+            let router_void = void.clone();
             let spawn: SpawnFn = Arc::new(move |parent| {
                 let router_slot = router_slot.clone();
                 let ctx = ctx.clone();
                 let supervision = supervision.clone();
                 let confirmed = confirmed.clone();
+                let router_void = router_void.clone();
                 let (initial, voided) = initial
                     .lock()
                     .ok()
@@ -551,6 +552,7 @@ impl ActorTree {
                             initial_end,
                             clustered,
                             confirmed,
+                            void: router_void,
                         },
                         parent,
                     )
@@ -1159,21 +1161,21 @@ async fn truncate_behind_slowest(
 }
 
 /// The dropped steps whose readings this node's next adoption of their
-/// device may have to deliver: those no later own step of the device
-/// settled (the rebuilt state notes this node's steps beyond them only
-/// once it logged another step of the device, its next adoption). The
-/// others' readings are forgotten.
+/// device may have to deliver: those no adoption logged after them took
+/// in (`adopted`: the end of each device's last adoption step replayed at
+/// start-up). The others' readings are forgotten: a node that stopped
+/// between logging such an adoption and settling the void set would
+/// otherwise deliver them twice.
 fn voided_to_deliver(
     void: &VoidSet,
-    devices: &BTreeMap<DeviceId, DeviceState>,
-    me: &str,
+    adopted: &BTreeMap<DeviceId, u64>,
 ) -> Result<BTreeMap<DeviceId, Vec<VoidedStep>>, crate::void::VoidError> {
     let mut open = BTreeMap::new();
     let mut settled = Vec::new();
     for (device, steps) in void.steps() {
-        let own = devices.get(&device).map_or(0, |s| s.held_from(me));
+        let adoption = adopted.get(&device).copied().unwrap_or(0);
         let (done, pending): (Vec<VoidedStep>, Vec<VoidedStep>) =
-            steps.into_iter().partition(|s| s.end <= own);
+            steps.into_iter().partition(|s| s.end < adoption);
         settled.extend(done.iter().map(|s| s.end));
         if !pending.is_empty() {
             open.insert(device, pending);

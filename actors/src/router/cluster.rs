@@ -679,7 +679,15 @@ impl RouterState {
         // This node's dropped steps that the adopted copy holds after all
         // (a replica took one before another answered `orphaned`): their
         // readings reach no sink unless this adoption delivers them.
-        let deliver = voided::held_by_line(&s, &node, &std::mem::take(&mut e.voided));
+        let dropped = std::mem::take(&mut e.voided);
+        let deliver = voided::held_by_line(&s, &node, &dropped);
+        if !dropped.is_empty() {
+            let (before, ends) = e
+                .settling
+                .get_or_insert_with(|| (e.adoption.logged_end, Vec::new()));
+            *before = (*before).min(e.adoption.logged_end);
+            ends.extend(dropped.iter().map(|d| d.end));
+        }
         if !deliver.is_empty() {
             NodeStats::add(&stats.dropped_readings_delivered, deliver.len() as u64);
             tracing::info!(
