@@ -559,7 +559,12 @@ impl RouterState {
         let Some(e) = self.devices.get_mut(device) else {
             return;
         };
-        let logged = e.adoption.unlogged.is_none();
+        // Logged, and not an earlier adoption's report: none is on its way.
+        let logged = e.adoption.unlogged.is_none()
+            && !e
+                .inflight
+                .iter()
+                .any(|f| matches!(f.batch.origin, Origin::Adopt(_)));
         let Some((before, ends)) = e
             .settling
             .take_if(|(before, _)| logged && e.adoption.logged_end > *before)
