@@ -352,6 +352,50 @@ async fn letters_of_devices_owned_elsewhere_are_replayed_through_their_owners() 
     Ok(())
 }
 
+/// A node that is down holds its share in its own stores: an answer
+/// without it says so, by name, long after the others stopped counting
+/// on it (its membership is gone, not just its answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_names_a_member_that_is_down() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(&FOUR, |_| {}).await?;
+    let ack = cluster
+        .node("a1")?
+        .ingest()
+        .await?
+        .ingest_batch(round(1))
+        .await?
+        .into_inner();
+    assert_eq!(ack.accepted, DEVICES as u32);
+    cluster.flush().await?;
+    cluster.stop("b1").await?;
+    for id in ["a1", "b2"] {
+        cluster
+            .node(id)?
+            .wait_for_status("b1 is no member any more", |s| {
+                s.members.iter().all(|m| m.node_id != "b1")
+            })
+            .await?;
+    }
+
+    let flow = cluster
+        .node("a1")?
+        .query()
+        .await?
+        .power_flow(power_flow(QueryScope::Cluster))
+        .await?
+        .into_inner();
+    assert_eq!(flow.unanswered_nodes, ["b1"], "{flow:?}");
+    let listed = cluster
+        .node("b2")?
+        .admin()
+        .await?
+        .list_dead_letters(v1::ListDeadLettersRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(listed.unanswered_nodes, ["b1"], "{listed:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_scope_is_refused_by_name() -> anyhow::Result<()> {
     let cluster = TestCluster::start(&FOUR[..2], |_| {}).await?;

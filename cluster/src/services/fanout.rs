@@ -6,7 +6,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::future::join_all;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tonic::Status;
@@ -26,6 +27,11 @@ pub struct ClusterReads {
     clients: PeerClients,
     /// How long each peer may take to answer.
     timeout: Duration,
+    /// Every node this one has had as a verified member since it started:
+    /// one that is gone from the view now (down, left, or no longer
+    /// verified) still holds its share in its own stores, and an answer
+    /// without it names it.
+    seen: Arc<Mutex<BTreeSet<NodeId>>>,
 }
 
 /// The peers' shares of an answer, and the peers that gave none.
@@ -41,17 +47,21 @@ impl ClusterReads {
         clients: PeerClients,
         timeout: Duration,
     ) -> Self {
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        tokio::spawn(remember_members(views.clone(), seen.clone()));
         Self {
             me,
             views,
             clients,
             timeout,
+            seen,
         }
     }
 
     /// Calls `ask` on every verified member but this node, all at once,
     /// each within the timeout. A member that fails or is late is logged
     /// and listed as unanswered; the answer goes on without its share.
+    /// So is a node that was a member earlier and is gone from the view.
     /// `ask` gets the member's channel and builds the client it needs
     /// (Query, Admin) on it.
     pub async fn gather<T, F, Fut>(&self, what: &'static str, ask: F) -> Gathered<T>
@@ -65,6 +75,14 @@ impl ClusterReads {
             .members()
             .iter()
             .filter(|m| m.id != self.me)
+            .cloned()
+            .collect();
+        let gone: Vec<NodeId> = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|n| **n != self.me && !peers.iter().any(|m| m.id == **n))
             .cloned()
             .collect();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -92,6 +110,10 @@ impl ClusterReads {
             shares: Vec::new(),
             unanswered: Vec::new(),
         };
+        for node in gone {
+            tracing::debug!(%node, query = what, "a member's share of a cluster-wide query is missing: it is not a member now");
+            gathered.unanswered.push(node.to_string());
+        }
         for (node, result) in join_all(calls).await {
             match result {
                 Ok(share) => gathered.shares.push(share),
@@ -101,7 +123,23 @@ impl ClusterReads {
                 }
             }
         }
+        gathered.unanswered.sort();
         gathered
+    }
+}
+
+/// Adds every member of every view to `seen`, until the views stop.
+async fn remember_members(mut views: watch::Receiver<View>, seen: Arc<Mutex<BTreeSet<NodeId>>>) {
+    loop {
+        {
+            let view = views.borrow_and_update();
+            seen.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(view.members().iter().map(|m| m.id.clone()));
+        }
+        if views.changed().await.is_err() {
+            return;
+        }
     }
 }
 
