@@ -32,6 +32,7 @@ use vatio_stores::DeviceId;
 
 use crate::feed::{Feed, LogConsumer, Progress};
 use crate::journal::encode_state;
+use crate::logic::device::Op;
 use crate::logic::voided::VoidedStep;
 use crate::mailbox::Permit;
 use crate::pipeline::{LoggedStep, SubscriberMsg};
@@ -484,10 +485,22 @@ impl ShipperState {
                 let by_end = |end: u64| sent.iter().find(|s| s.end == end);
                 for end in outcome.orphaned {
                     if let Some(s) = by_end(end) {
+                        // Sequenced readings only: a dead letter replayed in
+                        // the step stays pending (its replay failed with
+                        // the step) and is replayed again from its letter.
                         let released = steps
                             .iter()
                             .find(|l| l.end == end)
-                            .map(|l| l.step.released().cloned().collect())
+                            .map(|l| {
+                                l.step
+                                    .ops
+                                    .iter()
+                                    .filter_map(|op| match op {
+                                        Op::Emit(r) => Some(r.clone()),
+                                        _ => None,
+                                    })
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         orphans.push((s.device.clone(), VoidedStep { end, released }));
                     }

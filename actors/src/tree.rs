@@ -48,7 +48,7 @@ use crate::mailbox::Bounded;
 use crate::pipeline::SubscriberMsg;
 use crate::recovery::{Rebuilt, RecoveryError, rebuild_devices};
 use crate::rejects::Rejects;
-use crate::replication::{Replication, Shipper, ShipperArgs, Shipping};
+use crate::replication::{Replication, ShipWaitError, Shipper, ShipperArgs, Shipping};
 use crate::router::{Admission, Router, RouterArgs, RouterMsg, RouterStatus};
 use crate::sink_retry::{RetryPolicy, SinkGuard, SinkHealthSnapshot};
 use crate::stats::NodeStats;
@@ -950,9 +950,22 @@ impl ActorTree {
             }
             Err(_) => return Ok(outcomes),
         };
-        for (_, positions, result) in results {
+        for (device, positions, result) in results {
             // A group the log refused stays pending, to be replayed again.
             let Ok(result) = result else { continue };
+            // In a cluster a replica must have the step too: a step dropped
+            // as orphaned takes its replayed readings with it (it never
+            // reaches the sinks), and their letters stay pending. A step
+            // not confirmed in time is most likely confirmed later: its
+            // letters count as replayed, not replayed twice.
+            if let Some((rep, shipping)) = &self.replication
+                && self.replica_missing().is_none()
+                && result.accepted > 0
+                && let Err(ShipWaitError::Refused(_)) =
+                    shipping.wait(&[(device, result.end)], rep.timeout).await
+            {
+                continue;
+            }
             for (pos, refusal) in positions.into_iter().zip(result.refusals) {
                 outcomes[pos] = match refusal {
                     None => ReplayOutcome::Accepted,
