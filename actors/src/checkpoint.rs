@@ -14,7 +14,6 @@ use vatio_stores::{CheckpointStore, DeviceId};
 use crate::feed::{Feed, LogConsumer};
 use crate::journal::{FenceRecord, ReplicaStep, StepRecord, decode_state, encode_state};
 use crate::logic::device::DeviceState;
-use crate::logic::epoch::Epoch;
 use crate::pipeline::SubscriberMsg;
 use crate::sink_retry::SinkGuard;
 
@@ -148,8 +147,7 @@ impl DeviceTable {
         for op in &step.ops {
             state.apply(op);
         }
-        state.note_step(node, end);
-        state.raise_epoch(&Epoch::of(step.term, node));
+        state.took_step(node, end, step.term);
         self.changed.insert(step.device.clone());
     }
 

@@ -462,7 +462,7 @@ impl DeviceActorState {
                     } else {
                         self.last_end = appended.end.0;
                     }
-                    next.note_step(&self.ctx.node, appended.end.0);
+                    next.took_step(&self.ctx.node, appended.end.0, step.term);
                 }
                 Err(e) => {
                     NodeStats::add(&self.ctx.stats.log_append_failures, 1);

@@ -21,14 +21,15 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use vatio_stores::{DeviceId, NewDeadLetter, Reading};
 
-use crate::logic::device::{DeviceState, DeviceStateV1, DeviceStateV2, Op};
+use crate::logic::device::{DeviceState, DeviceStateV1, DeviceStateV2, DeviceStateV3, Op};
 use crate::logic::epoch::Epoch;
 
-/// First byte of an own step (format version 2: with its term).
-pub const OWN_STEP: u8 = 4;
-/// First byte of a replica step (format version 2).
-pub const REPLICA_STEP: u8 = 5;
-/// First byte of a fence record (format version 2: with the claim's epoch).
+/// First byte of an own step (format version 3: states carry their line).
+pub const OWN_STEP: u8 = 7;
+/// First byte of a replica step (format version 3).
+pub const REPLICA_STEP: u8 = 8;
+/// First byte of a fence record (format version 2: with the claim's epoch;
+/// it holds no state, so version 3 left it as it was).
 pub const FENCE: u8 = 6;
 
 /// A step another node logged as a device's owner, as this node (its
@@ -112,8 +113,7 @@ impl ReplicaStep {
         for op in &self.step.ops {
             passed += state.apply(op);
         }
-        state.note_step(&self.from, self.end);
-        state.raise_epoch(&self.epoch());
+        state.took_step(&self.from, self.end, self.step.term);
         passed
     }
 }
@@ -139,7 +139,7 @@ pub enum RecordError {
     #[error("empty log record")]
     Empty,
     #[error(
-        "log record type/version {0}; this node reads 1 to 6 (own steps, replica steps, fences)"
+        "log record type/version {0}; this node reads 1 to 8 (own steps, replica steps, fences)"
     )]
     Version(u8),
     #[error("a replica step or fence where an own step was expected")]
@@ -204,8 +204,9 @@ impl StepRecord {
 }
 
 /// Format version of an encoded device state (the checkpoint, seeds and
-/// claim answers); version 1 had no owners, version 2 no epoch.
-const STATE_VERSION: u8 = 3;
+/// claim answers); version 1 had no owners, version 2 no epoch, version 3
+/// no line.
+const STATE_VERSION: u8 = 4;
 
 /// A device's sequencing state as the checkpoint stores it.
 pub fn encode_state(state: &DeviceState) -> Result<Vec<u8>, RecordError> {
@@ -216,6 +217,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<DeviceState, RecordError> {
     match bytes.split_first() {
         None => Err(RecordError::Empty),
         Some((&STATE_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+        Some((3, body)) => Ok(postcard::from_bytes::<DeviceStateV3>(body)?.into()),
         Some((2, body)) => Ok(postcard::from_bytes::<DeviceStateV2>(body)?.into()),
         Some((1, body)) => Ok(postcard::from_bytes::<DeviceStateV1>(body)?.into()),
         Some((&v, _)) => Err(RecordError::Version(v)),

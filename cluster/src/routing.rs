@@ -284,8 +284,9 @@ impl Routing {
                     ))
                 })?;
                 let device = DeviceId::new(held.device_id.as_str());
+                // The latest line, then the furthest on (`DeviceState::rank`).
                 match best.get(&device) {
-                    Some(b) if b.progress() >= state.progress() => others.push((device, state)),
+                    Some(b) if b.rank() >= state.rank() => others.push((device, state)),
                     _ => {
                         if let Some(previous) = best.insert(device.clone(), state) {
                             others.push((device, previous));

@@ -552,3 +552,48 @@ async fn a_dropped_steps_readings_survive_a_restart_until_an_adoption_delivers_t
     node.node.shutdown().await?;
     Ok(())
 }
+
+/// This node kept a replica copy of o1's line that got to seq 3; o2 had
+/// claimed the device meanwhile (a claim this node never answered) from
+/// the state at seq 1 and went on to seq 2. Claiming the device, this node
+/// adopts o2's copy, the later line, though its own got further: o1's step
+/// that released seq 3 came after o2's claim and is not the device's, so
+/// seq 3 is taken anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_adopts_the_latest_line_over_a_more_advanced_earlier_one() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = replica_config(&dir);
+    // Alone in the cluster: acks without a replica.
+    cfg.cluster.no_other_az = NoOtherAz::Degrade;
+    let node = TestNode::start_with(dir, cfg, TreeOptions::default(), None).await?;
+    let tree = node.node.tree();
+    let d = DeviceId::new("meter-23");
+
+    let steps = vec![
+        first_step(&d, 100, 1)?,
+        step(&d, vec![Op::Emit(emit(&d, 2))], 200, 1)?,
+        step(&d, vec![Op::Emit(emit(&d, 3))], 300, 1)?,
+    ];
+    assert_eq!(tree.replicate("o1", steps).await?, Replicated::default());
+
+    let mut line = DeviceState::new();
+    for op in [
+        Op::Start { seq: 1 },
+        Op::Emit(emit(&d, 1)),
+        Op::Emit(emit(&d, 2)),
+    ] {
+        line.apply(&op);
+    }
+    line.took_step("o1", 100, 1);
+    line.took_step("o2", 40, 2);
+    claim_with(&node, &d, &line, 2).await?;
+
+    let ack = tree.ingest(vec![raw(&d, 2), raw(&d, 3)], "test").await?;
+    assert_eq!(
+        (ack.accepted, ack.duplicates),
+        (1, 1),
+        "seq 2 is on o2's line, seq 3 is not"
+    );
+    node.node.shutdown().await?;
+    Ok(())
+}

@@ -126,6 +126,11 @@ pub struct DeviceState {
     owners: Vec<(String, u64)>,
     /// The latest ownership epoch this copy knows (see [`Epoch`]).
     epoch: Epoch,
+    /// The epoch of the latest owner step this copy took in: the line it
+    /// follows. A fence raises `epoch` but not this: a claim that was
+    /// answered may still have been abandoned, and only its claimer's
+    /// steps (its adoption first) show that its line exists.
+    line: Epoch,
 }
 
 /// Owners a device state remembers (see `DeviceState::owners`).
@@ -157,6 +162,37 @@ impl From<DeviceStateV1> for DeviceState {
     }
 }
 
+/// A device state as format version 3 encoded it, before lines.
+#[derive(Deserialize)]
+pub struct DeviceStateV3 {
+    kind: Option<DeviceKind>,
+    next_seq: u64,
+    last: Option<Reading>,
+    last_energy: Option<(u64, f64)>,
+    skipped: VecDeque<(u64, u64)>,
+    pending: BTreeMap<u64, Pending>,
+    owners: Vec<(String, u64)>,
+    epoch: Epoch,
+}
+
+impl From<DeviceStateV3> for DeviceState {
+    /// The line is unknown: [`Epoch::ZERO`], so such a copy ranks by its
+    /// progress among copies from before lines.
+    fn from(v3: DeviceStateV3) -> Self {
+        Self {
+            kind: v3.kind,
+            next_seq: v3.next_seq,
+            last: v3.last,
+            last_energy: v3.last_energy,
+            skipped: v3.skipped,
+            pending: v3.pending,
+            owners: v3.owners,
+            epoch: v3.epoch,
+            line: Epoch::ZERO,
+        }
+    }
+}
+
 /// A device state as format version 2 encoded it, before epochs.
 #[derive(Deserialize)]
 pub struct DeviceStateV2 {
@@ -180,6 +216,7 @@ impl From<DeviceStateV2> for DeviceState {
             pending: v2.pending,
             owners: v2.owners,
             epoch: Epoch::ZERO,
+            line: Epoch::ZERO,
         }
     }
 }
@@ -261,9 +298,35 @@ impl DeviceState {
         (self.next_seq, self.pending.len())
     }
 
+    /// How a claim ranks this copy against others of the device: the
+    /// latest line first, then progress. A copy of an earlier line went on
+    /// with an owner that a later claim has taken the device from; however
+    /// far it got, the later line is the device's.
+    pub fn rank(&self) -> (&Epoch, (u64, usize)) {
+        (&self.line, self.progress())
+    }
+
+    /// The epoch of the latest owner step this copy took in.
+    pub fn line(&self) -> &Epoch {
+        &self.line
+    }
+
+    /// Records that this state took in the step `node` logged at `term`,
+    /// ending at `end` in `node`'s log (after applying its ops): the step
+    /// is noted, and its epoch raises the copy's epoch and line. Part of
+    /// the fold: the owner calls it after logging a step, replicas and
+    /// recovery after folding one.
+    pub fn took_step(&mut self, node: &str, end: u64, term: u64) {
+        let epoch = Epoch::of(term, node);
+        self.note_step(node, end);
+        self.raise_epoch(&epoch);
+        if epoch > self.line {
+            self.line = epoch;
+        }
+    }
+
     /// Records that this state includes `node`'s step that ends at `end`
-    /// in `node`'s log. Part of the fold: the owner calls it after logging
-    /// a step, replicas and recovery after folding one.
+    /// in `node`'s log.
     pub fn note_step(&mut self, node: &str, end: u64) {
         let end = end.max(self.held_from(node));
         self.set_note(node, end);
@@ -404,7 +467,7 @@ impl DeviceState {
                 // stands: each copy may know steps of some owner, or a
                 // claim, the other does not, and a node judges a resent
                 // step by them.
-                if state.progress() > self.progress() {
+                if state.rank() > self.rank() {
                     let before = std::mem::replace(self, (**state).clone());
                     self.unite_owner_notes(&before);
                     self.raise_epoch(&before.epoch);
@@ -900,6 +963,56 @@ mod tests {
         // Its new steps are noted as they come, past the head.
         s.note_step("o1", 150);
         assert_eq!(s.held_from("o1"), 150);
+    }
+
+    #[test]
+    fn a_copy_follows_the_line_of_the_latest_step_it_took_not_of_a_fence() {
+        let mut s = DeviceState::new();
+        s.took_step("b2", 100, 1);
+        assert_eq!(s.line(), &Epoch::of(1, "b2"));
+        // A claim answered here: the epoch rises, the line does not (the
+        // claim may be abandoned).
+        s.fence(&Epoch::of(2, "a1"), None);
+        assert_eq!(
+            (s.epoch(), s.line()),
+            (&Epoch::of(2, "a1"), &Epoch::of(1, "b2"))
+        );
+        // The claimer's adoption step arrives: its line is the copy's.
+        s.took_step("a1", 40, 2);
+        assert_eq!(s.line(), &Epoch::of(2, "a1"));
+        // An old owner's step folded late does not take the line back.
+        s.took_step("b2", 200, 1);
+        assert_eq!((s.line(), s.held_from("b2")), (&Epoch::of(2, "a1"), 200));
+    }
+
+    #[test]
+    fn a_copy_of_a_later_line_outranks_a_more_advanced_one_of_an_earlier_line() {
+        // The old owner b2 went on to seq 5 after a1 claimed the device
+        // from the state at seq 2, and a1's line took seq 3.
+        let mut stale = DeviceState::new();
+        for seq in 1..=5 {
+            assert_eq!(put(&mut stale, &power(seq)), Offer::Accepted);
+        }
+        assert_eq!(release_at(&mut stale, NOW), [1, 2, 3, 4, 5]);
+        stale.took_step("b2", 500, 1);
+        let mut line = DeviceState::new();
+        for seq in 1..=3 {
+            assert_eq!(put(&mut line, &power(seq)), Offer::Accepted);
+        }
+        assert_eq!(release_at(&mut line, NOW), [1, 2, 3]);
+        line.took_step("a1", 60, 2);
+        assert!(stale.progress() > line.progress());
+        assert!(line.rank() > stale.rank());
+
+        // Folded as an adoption, the later line replaces the stale copy.
+        stale.apply(&Op::Adopt(Box::new(line.clone())));
+        assert_eq!(stale.next_seq(), 4);
+        assert_eq!(stale.line(), &Epoch::of(2, "a1"));
+        assert_eq!(stale.held_from("b2"), 500, "the notes are united");
+        // On one line, the most advanced copy still wins.
+        let mut ahead = line.clone();
+        assert_eq!(put(&mut ahead, &power(4)), Offer::Accepted);
+        assert!(ahead.rank() > line.rank());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! - A node sequences a device only as its [`Role::Owner`]. It becomes owner
 //!   by claiming the device from every live peer (the node layer does the
-//!   calls) and adopting the most advanced state any of them held, at an
+//!   calls) and adopting the state of the latest line any of them held
+//!   (the most advanced on it; see `DeviceState::rank`), at an
 //!   ownership [`Epoch`] above every one they knew.
 //! - A claimed node marks the device [`Role::ClaimedBy`] the claimer, lets
 //!   its device actor finish every group it already took, then raises the
@@ -101,7 +102,7 @@ pub enum ClusterMsg {
         attempt: u64,
         devices: Vec<DeviceId>,
     },
-    /// This node is now the devices' owner; `states` are the most advanced
+    /// This node is now the devices' owner; `states` are the best ranked
     /// states its peers held, and the highest term any peer fenced each
     /// device at (the adoption is logged through the device actor).
     /// Answered with the devices another node's claim took meanwhile (this
@@ -647,8 +648,8 @@ impl RouterState {
             %device,
             %epoch,
             diverged = e.diverged,
-            own = ?e.state.progress(),
-            peers = ?state.as_ref().map(DeviceState::progress),
+            own = ?e.state.rank(),
+            peers = ?state.as_ref().map(DeviceState::rank),
             "adopting a claimed device"
         );
         // This node's copy counts unless a replica said it is off the line.
@@ -662,7 +663,8 @@ impl RouterState {
                 s.merge_held(&e.state);
                 s
             }
-            Some(mut s) if s.progress() > e.state.progress() => {
+            // A later line, or further on the same line.
+            Some(mut s) if s.rank() > e.state.rank() => {
                 s.merge_held(&e.state);
                 s
             }
