@@ -260,12 +260,16 @@ fn decode_payload(hex: &str) -> Option<Payload> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ends_survive_reopening_and_a_torn_last_line_is_ignored() -> Result<(), VoidError> {
-        let dir = tempfile::tempdir().map_err(|source| VoidError::Io {
+    fn tempdir() -> Result<tempfile::TempDir, VoidError> {
+        tempfile::tempdir().map_err(|source| VoidError::Io {
             path: PathBuf::from("tempdir"),
             source,
-        })?;
+        })
+    }
+
+    #[test]
+    fn ends_survive_reopening_and_a_torn_last_line_is_ignored() -> Result<(), VoidError> {
+        let dir = tempdir()?;
         let path = dir.path().join("void");
         let set = VoidSet::open(&path)?;
         assert!(set.is_empty());
@@ -306,10 +310,7 @@ mod tests {
 
     #[test]
     fn ends_below_the_log_start_are_forgotten_for_good() -> Result<(), VoidError> {
-        let dir = tempfile::tempdir().map_err(|source| VoidError::Io {
-            path: PathBuf::from("tempdir"),
-            source,
-        })?;
+        let dir = tempdir()?;
         let path = dir.path().join("void");
         let set = VoidSet::open(&path)?;
         set.add(&[10, 20, 30])?;
@@ -323,10 +324,7 @@ mod tests {
     #[test]
     fn a_dropped_steps_readings_are_kept_until_settled() -> Result<(), VoidError> {
         use vatio_stores::{DeviceKind, Metric};
-        let dir = tempfile::tempdir().map_err(|source| VoidError::Io {
-            path: PathBuf::from("tempdir"),
-            source,
-        })?;
+        let dir = tempdir()?;
         let path = dir.path().join("void");
         let device = DeviceId::new("meter-1-07");
         let reading = |seq: u64| Reading {
@@ -363,10 +361,7 @@ mod tests {
 
     #[test]
     fn a_line_whose_step_does_not_decode_is_corrupt() -> Result<(), VoidError> {
-        let dir = tempfile::tempdir().map_err(|source| VoidError::Io {
-            path: PathBuf::from("tempdir"),
-            source,
-        })?;
+        let dir = tempdir()?;
         let path = dir.path().join("void");
         std::fs::write(&path, "12\n40 zz\n").map_err(|source| VoidError::Io {
             path: path.clone(),

@@ -71,6 +71,16 @@ fn first_step(device: &DeviceId, end: u64, term: u64) -> anyhow::Result<Incoming
     )
 }
 
+/// A copy of `device`'s state that has released seqs 1 to `last`.
+fn released_to(device: &DeviceId, last: u64) -> DeviceState {
+    let mut copy = DeviceState::new();
+    copy.apply(&Op::Start { seq: 1 });
+    for seq in 1..=last {
+        copy.apply(&Op::Emit(emit(device, seq)));
+    }
+    copy
+}
+
 /// The state and fence term a claim's answer holds for `device`.
 fn handed_over(held: Vec<HeldState>, device: &DeviceId) -> anyhow::Result<(DeviceState, u64)> {
     held.into_iter()
@@ -414,14 +424,7 @@ async fn an_adoption_the_log_refused_comes_before_the_next_group() -> anyhow::Re
     let d = DeviceId::new("meter-15");
 
     // The cluster's copy of the meter has released seqs 1 and 2.
-    let mut copy = DeviceState::new();
-    for op in [
-        Op::Start { seq: 1 },
-        Op::Emit(emit(&d, 1)),
-        Op::Emit(emit(&d, 2)),
-    ] {
-        copy.apply(&op);
-    }
+    let copy = released_to(&d, 2);
     assert_eq!(copy.next_seq(), 3);
     tree.begin_claim(vec![d.clone()]).await?;
     failing.store(true, Ordering::Relaxed);
@@ -499,14 +502,7 @@ async fn a_dropped_steps_readings_survive_a_restart_until_an_adoption_delivers_t
     VoidSet::open(&void_path)?.add_steps(&[(d.clone(), dropped)])?;
 
     // The copy another replica kept: it took that step.
-    let mut copy = DeviceState::new();
-    for op in [
-        Op::Start { seq: 1 },
-        Op::Emit(emit(&d, 1)),
-        Op::Emit(emit(&d, 2)),
-    ] {
-        copy.apply(&op);
-    }
+    let mut copy = released_to(&d, 2);
     copy.note_step("r1", 700);
 
     let node = TestNode::start_with(dir, cfg, TreeOptions::default(), None).await?;
@@ -576,14 +572,7 @@ async fn a_claim_adopts_the_latest_line_over_a_more_advanced_earlier_one() -> an
     ];
     assert_eq!(tree.replicate("o1", steps).await?, Replicated::default());
 
-    let mut line = DeviceState::new();
-    for op in [
-        Op::Start { seq: 1 },
-        Op::Emit(emit(&d, 1)),
-        Op::Emit(emit(&d, 2)),
-    ] {
-        line.apply(&op);
-    }
+    let mut line = released_to(&d, 2);
     line.took_step("o1", 100, 1);
     line.took_step("o2", 40, 2);
     claim_with(&node, &d, &line, 2).await?;
