@@ -15,6 +15,7 @@
 //! keeps as other owners' replica.
 
 mod cluster;
+mod confirmed;
 
 pub use cluster::{ClusterMsg, HeldState, Presence, ReplicaVerdict, Role};
 
@@ -158,6 +159,9 @@ struct Entry {
     /// of the adoption logged before it: once the device actor reports a
     /// later one logged, the void set forgets their readings.
     settling: Option<(u64, Vec<u64>)>,
+    /// In a cluster: the state as of the device's last own step replicas
+    /// confirmed, for a claim after a replica dropped later ones.
+    confirmed_copy: confirmed::ConfirmedCopy,
     /// The device actor's adoptions, for its next start.
     adoption: AdoptionStatus,
 }
@@ -185,6 +189,7 @@ impl Entry {
             confirming: false,
             voided: Vec::new(),
             settling: None,
+            confirmed_copy: confirmed::ConfirmedCopy::default(),
             adoption: AdoptionStatus::default(),
         }
     }
@@ -218,6 +223,8 @@ pub struct RouterState {
     claims: cluster::Claims,
     confirmed: Option<tokio::sync::watch::Receiver<u64>>,
     void: Option<Arc<VoidSet>>,
+    /// The log's head at start-up: steps before it are from before.
+    initial_end: u64,
     /// What this node knows of another under the latest view (nothing
     /// until the first view arrives): a step is referred only to a member.
     member: Box<dyn Fn(&str) -> cluster::Presence + Send>,
@@ -281,6 +288,7 @@ impl Actor for Router {
             claims: cluster::Claims::default(),
             confirmed: args.confirmed,
             void: args.void,
+            initial_end: args.initial_end,
             member: Box::new(|_| cluster::Presence::Unknown),
             myself: myself.clone(),
         })
@@ -307,12 +315,14 @@ impl Actor for Router {
                 last_end,
                 adoption,
             } => {
+                let end = last_end.max(adoption.logged_end);
                 if let Some(e) = st.devices.get_mut(&device) {
                     e.state = state;
                     e.adoption = adoption;
                     e.last_end = e.last_end.max(last_end);
                     e.last_active_ms = st.ctx.clock.now_ms();
                 }
+                st.note_own_step(&device, end);
                 st.settle_voided(&device);
             }
             RouterMsg::Cluster(msg) => st.on_cluster(&myself, msg).await?,
@@ -534,6 +544,7 @@ impl RouterState {
         adoption: AdoptionStatus,
     ) {
         let now = self.ctx.clock.now_ms();
+        let end = last_end.max(adoption.logged_end);
         if let Some(e) = self.devices.get_mut(&device) {
             e.state = state;
             e.adoption = adoption;
@@ -550,7 +561,25 @@ impl RouterState {
                 e.stop_actor_if_idle("placed elsewhere");
             }
         }
+        self.note_own_step(&device, end);
         self.settle_voided(&device);
+    }
+
+    /// In a cluster, keeps the state after the device's own step ending
+    /// at `end` (as its actor reported it) until replicas confirm it (see
+    /// [`confirmed`]). Steps from before this node started are not known
+    /// one by one: the state rebuilt at start-up includes them all.
+    fn note_own_step(&mut self, device: &DeviceId, end: u64) {
+        let Some(deliverable) = self.confirmed.as_ref().map(|c| *c.borrow()) else {
+            return;
+        };
+        let void = self.void.as_deref();
+        if let Some(e) = self.devices.get_mut(device) {
+            if end > self.initial_end {
+                e.confirmed_copy.logged(end, &e.state);
+            }
+            e.confirmed_copy.settle(deliverable, void);
+        }
     }
 
     /// Once the adoption that took in dropped steps' readings is logged,

@@ -152,6 +152,18 @@ fn an_adopted_copy_holding_a_dropped_step_gets_its_readings_delivered() -> anyho
     run_every_kind_three_per_az(307)
 }
 
+/// b2's replica for a device loses power; the new replica, fenced by a
+/// claim whose claimer has left, has b2 drop its next two steps, and b2
+/// claims the device again while the replica that holds its confirmed
+/// steps is still down. b2 set its whole copy aside and, no peer holding
+/// one, started the device's line afresh: 30 acknowledged readings never
+/// reached the archive (seed 7198). Now the part of its copy replicas
+/// confirmed stands in.
+#[test]
+fn a_claim_keeps_the_confirmed_part_of_a_copy_a_replica_set_aside() -> anyhow::Result<()> {
+    run_every_kind_three_per_az(7198)
+}
+
 #[test]
 fn az_outages_lose_no_acknowledged_reading() -> anyhow::Result<()> {
     run(12, &[FaultKind::AzOutage], INVALID_SHARE)

@@ -639,7 +639,10 @@ impl RouterState {
             state,
             term,
         } = held;
+        let deliverable = self.confirmed.as_ref().map_or(0, |c| *c.borrow());
+        let void = self.void.clone();
         let e = self.entry(device.clone());
+        let confirmed = e.confirmed_copy.take(deliverable, void.as_deref());
         e.role = Role::Owner;
         // Above every epoch this node and its peers knew for the device.
         let epoch = e.state.epoch().next_for(&node).max(Epoch::of(term, &node));
@@ -649,6 +652,7 @@ impl RouterState {
             %epoch,
             diverged = e.diverged,
             own = ?e.state.rank(),
+            own_confirmed = ?confirmed.as_ref().map(DeviceState::rank),
             peers = ?state.as_ref().map(DeviceState::rank),
             "adopting a claimed device"
         );
@@ -658,8 +662,16 @@ impl RouterState {
             // This node's copy is off the line, but readings it holds may
             // have been acknowledged (confirmed before the step that went
             // astray): they stay held.
+            //
+            // The part of it replicas confirmed is on the line, though: it
+            // stands in for the peers' copy when theirs ranks lower (the
+            // replica that holds it is out of reach).
             peer if reset => {
-                let mut s = peer.unwrap_or_default();
+                let mut s = match (peer, confirmed) {
+                    (Some(p), Some(c)) if c.rank() > p.rank() => c,
+                    (Some(p), _) => p,
+                    (None, c) => c.unwrap_or_default(),
+                };
                 s.merge_held(&e.state);
                 s
             }
