@@ -203,23 +203,39 @@ async fn run_feed(
     stats: Arc<NodeStats>,
     mut gate: Option<Gate>,
 ) {
+    // Records read but not yet deliverable, oldest first.
+    let mut held: Vec<vatio_wal::Record> = Vec::new();
     loop {
-        let records = match reader.next_batch(READ_BYTES_MAX).await {
-            Ok(r) => r,
-            Err(LogError::Closed) => return,
-            Err(e) => {
-                NodeStats::add(&stats.log_read_errors, 1);
-                tracing::error!(subscriber = name, error = %e, "reading the write-ahead log failed; retrying");
-                tokio::time::sleep(READ_RETRY).await;
-                continue;
+        let mut records = if held.is_empty() {
+            match reader.next_batch(READ_BYTES_MAX).await {
+                Ok(r) => r,
+                Err(LogError::Closed) => return,
+                Err(e) => {
+                    NodeStats::add(&stats.log_read_errors, 1);
+                    tracing::error!(subscriber = name, error = %e, "reading the write-ahead log failed; retrying");
+                    tokio::time::sleep(READ_RETRY).await;
+                    continue;
+                }
             }
+        } else {
+            std::mem::take(&mut held)
         };
-        if let (Some(gate), Some(last)) = (&mut gate, records.last()) {
-            let end = last.end.0;
+        if let (Some(gate), Some(first)) = (&mut gate, records.first()) {
+            let end = first.end.0;
             // Ends only when settled or when the node stops.
             if gate.deliverable.wait_for(|d| *d >= end).await.is_err() {
                 return;
             }
+            // What is deliverable goes now; the rest waits. Waiting for the
+            // whole read held back records the sinks may have, and a flush
+            // that ends at the settled point never got them while a replica
+            // was missing (a test's shutdown timed out on it).
+            let deliverable = *gate.deliverable.borrow();
+            let split = records
+                .iter()
+                .position(|r| r.end.0 > deliverable)
+                .unwrap_or(records.len());
+            held = records.split_off(split);
         }
         let mut steps = Vec::with_capacity(records.len());
         let mut weight = 0usize;
@@ -295,6 +311,84 @@ async fn run_feed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ractor::{Actor, ActorProcessingErr};
+    use tokio::sync::mpsc;
+    use vatio_stores::DeviceId;
+
+    /// Hands the ends of the steps it gets to the test.
+    struct Collector;
+
+    impl Actor for Collector {
+        type Msg = SubscriberMsg;
+        type State = mpsc::UnboundedSender<Vec<u64>>;
+        type Arguments = mpsc::UnboundedSender<Vec<u64>>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<Self::Msg>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(tx)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<Self::Msg>,
+            msg: Self::Msg,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let SubscriberMsg::Steps { steps, .. } = msg {
+                let _ = tx.send(steps.iter().map(|s| s.end).collect());
+            }
+            Ok(())
+        }
+    }
+
+    /// Three records read at once, the first two deliverable: a gated
+    /// subscriber gets those two now and the third once it is settled.
+    #[tokio::test]
+    async fn a_gated_feed_hands_over_what_is_deliverable_of_a_read()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (log, _) = Log::open(vatio_wal::LogConfig::new(dir.path()))?;
+        let mut ends = Vec::new();
+        for no in 0..3 {
+            let step = StepRecord {
+                device: DeviceId::new("meter-1"),
+                term: 0,
+                ops: vec![crate::logic::device::Op::Start { seq: no + 1 }],
+                letters: Vec::new(),
+            };
+            ends.push(log.append(step.encode()?).await?.end.0);
+        }
+        let (deliverable_tx, deliverable) = watch::channel(ends[1]);
+        let gate = Gate {
+            deliverable,
+            void: Arc::new(crate::void::VoidSet::open(&dir.path().join("void"))?),
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (actor, handle) = Actor::spawn(None, Collector, tx).await?;
+        let feed = tokio::spawn(run_feed(
+            "test",
+            log.reader(log.start())?,
+            Bounded::new("test", actor.clone(), 1_000),
+            Arc::new(NodeStats::default()),
+            Some(gate),
+        ));
+        // Bounded, so that a feed holding them back fails the test.
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert_eq!(
+            first.ok().flatten(),
+            Some(vec![ends[0], ends[1]]),
+            "the deliverable records were held back"
+        );
+        deliverable_tx.send_replace(ends[2]);
+        assert_eq!(rx.recv().await, Some(vec![ends[2]]));
+        feed.abort();
+        actor.stop(None);
+        handle.await?;
+        Ok(())
+    }
 
     /// A restarted subscriber folds again from its committed position, so
     /// its progress must not keep reporting what the old instance folded.
