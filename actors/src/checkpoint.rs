@@ -185,6 +185,11 @@ impl DeviceTable {
         self.changed.clear();
     }
 
+    /// A device's state as folded so far.
+    pub fn state(&self, device: &DeviceId) -> Option<DeviceState> {
+        self.devices.get(device).cloned()
+    }
+
     pub fn into_devices(self) -> BTreeMap<DeviceId, DeviceState> {
         self.devices
     }

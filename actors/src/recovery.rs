@@ -24,6 +24,11 @@ pub struct Rebuilt {
     /// Per device, the end of the last step of this node's adopting it
     /// that was replayed (devices this node claimed since the checkpoint).
     pub adopted: BTreeMap<DeviceId, u64>,
+    /// In a cluster, per device with own steps its replicas may not have
+    /// settled yet: its state before the first of them (see
+    /// `router::confirmed`). Every other device's state is settled as
+    /// rebuilt.
+    pub confirmed: BTreeMap<DeviceId, DeviceState>,
     /// The log position the table is at (the head at start-up).
     pub position: u64,
     /// Log records replayed after the checkpoint.
@@ -52,11 +57,14 @@ pub enum RecoveryError {
 }
 
 /// Rebuilds every device's state as of the log's head. Takes a clock-free
-/// measure of time only for the report.
+/// measure of time only for the report. `settled`: in a cluster, where the
+/// shipper's committed position is (its own steps before it are settled
+/// with their replicas).
 pub async fn rebuild_devices(
     log: &Log,
     node: &str,
     void: Option<&crate::void::VoidSet>,
+    settled: Option<u64>,
     store: &dyn CheckpointStore,
     now: impl Fn() -> std::time::Instant,
 ) -> Result<Rebuilt, RecoveryError> {
@@ -85,6 +93,9 @@ pub async fn rebuild_devices(
         // keeps them (a resend counts as a duplicate), and it is reported.
         out_of_log_warning(from, head);
     }
+    // The device checkpoint takes only settled steps, so the steps before
+    // it are settled too.
+    let settled = settled.map(|s| s.max(from));
     if from < head {
         let mut reader = log.reader(Position(from))?;
         while reader.position().0 < head {
@@ -95,6 +106,12 @@ pub async fn rebuild_devices(
                     // Dropped as orphaned: never part of the device's line.
                     Ok(LogRecord::Own(_)) if void.is_some_and(|v| v.contains(rec.end.0)) => {}
                     Ok(LogRecord::Own(step)) => {
+                        if settled.is_some_and(|s| rec.end.0 > s)
+                            && !out.confirmed.contains_key(&step.device)
+                        {
+                            let before = table.state(&step.device).unwrap_or_default();
+                            out.confirmed.insert(step.device.clone(), before);
+                        }
                         if step.only_adopts() {
                             out.adopted.insert(step.device.clone(), rec.end.0);
                         }
@@ -133,4 +150,51 @@ fn out_of_log_warning(checkpoint: u64, head: u64) {
         "the device checkpoint is past the log's head: the log lost records it had taken; \
          going on from the head with the checkpointed state"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::StepRecord;
+    use crate::logic::device::Op;
+    use vatio_stores::embedded::{SqliteCheckpoints, Synchronous};
+
+    fn step(device: &str, seq: u64) -> StepRecord {
+        StepRecord {
+            device: DeviceId::new(device),
+            term: 0,
+            ops: vec![Op::GiveUp {
+                from: seq,
+                to: seq + 1,
+            }],
+            letters: Vec::new(),
+        }
+    }
+
+    /// A device whose last own steps the shipper had not settled gets its
+    /// state before the first of them as its confirmed copy; one whose
+    /// steps were all settled gets none (its state as rebuilt is settled).
+    #[tokio::test]
+    async fn the_state_before_a_devices_first_unsettled_own_step_is_kept()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (log, _) = Log::open(vatio_wal::LogConfig::new(dir.path().join("log")))?;
+        let store = SqliteCheckpoints::open(&dir.path().join("c.sqlite"), Synchronous::Full)?;
+        let mut ends = Vec::new();
+        for (device, seq) in [("m-1", 1), ("m-2", 1), ("m-1", 2), ("m-1", 3)] {
+            ends.push(log.append(step(device, seq).encode()?).await?.end.0);
+        }
+        let now = std::time::Instant::now;
+        let rebuilt = rebuild_devices(&log, "n1", None, Some(ends[1]), &store, now).await?;
+        let m1 = DeviceId::new("m-1");
+        assert_eq!(rebuilt.devices.get(&m1).map(DeviceState::next_seq), Some(4));
+        assert_eq!(
+            rebuilt.confirmed.get(&m1).map(DeviceState::next_seq),
+            Some(2),
+            "m-1 before its step at {}",
+            ends[2]
+        );
+        assert!(!rebuilt.confirmed.contains_key(&DeviceId::new("m-2")));
+        Ok(())
+    }
 }

@@ -106,6 +106,10 @@ pub struct RouterArgs {
     /// Per device, this node's dropped steps whose readings its next
     /// adoption may have to deliver (see [`crate::logic::voided`]).
     pub voided: BTreeMap<DeviceId, Vec<VoidedStep>>,
+    /// In a cluster, per device with own steps its replicas may not have
+    /// settled at start-up, its state before them; every other device's
+    /// state is settled as rebuilt (see [`confirmed`]).
+    pub confirmed_copies: BTreeMap<DeviceId, DeviceState>,
     /// The log's head at start-up: every rebuilt device's steps are before it.
     pub initial_end: u64,
     /// In a cluster, a device is sequenced only once claimed; on its own, a
@@ -250,6 +254,8 @@ impl Actor for Router {
         let now = args.ctx.clock.now_ms();
         let new_role = cluster::Role::initial(args.clustered);
         let mut voided = args.voided;
+        let mut confirmed_copies = args.confirmed_copies;
+        let clustered = args.clustered;
         let mut devices: BTreeMap<DeviceId, Entry> = args
             .initial
             .into_iter()
@@ -262,6 +268,12 @@ impl Actor for Router {
                     &args.supervision,
                 );
                 entry.voided = voided.remove(&device).unwrap_or_default();
+                if clustered {
+                    entry.confirmed_copy = match confirmed_copies.remove(&device) {
+                        Some(copy) => confirmed::ConfirmedCopy::known(copy),
+                        None => confirmed::ConfirmedCopy::settled_at_start(),
+                    };
+                }
                 (device, entry)
             })
             .collect();
@@ -316,13 +328,16 @@ impl Actor for Router {
                 adoption,
             } => {
                 let end = last_end.max(adoption.logged_end);
+                let mut before = None;
                 if let Some(e) = st.devices.get_mut(&device) {
-                    e.state = state;
+                    before = Some(std::mem::replace(&mut e.state, state));
                     e.adoption = adoption;
                     e.last_end = e.last_end.max(last_end);
                     e.last_active_ms = st.ctx.clock.now_ms();
                 }
-                st.note_own_step(&device, end);
+                if let Some(before) = before {
+                    st.note_own_step(&device, end, &before);
+                }
                 st.settle_voided(&device);
             }
             RouterMsg::Cluster(msg) => st.on_cluster(&myself, msg).await?,
@@ -545,8 +560,9 @@ impl RouterState {
     ) {
         let now = self.ctx.clock.now_ms();
         let end = last_end.max(adoption.logged_end);
+        let mut before = None;
         if let Some(e) = self.devices.get_mut(&device) {
-            e.state = state;
+            before = Some(std::mem::replace(&mut e.state, state));
             e.adoption = adoption;
             e.last_end = e.last_end.max(last_end);
             e.last_active_ms = now;
@@ -561,22 +577,25 @@ impl RouterState {
                 e.stop_actor_if_idle("placed elsewhere");
             }
         }
-        self.note_own_step(&device, end);
+        if let Some(before) = before {
+            self.note_own_step(&device, end, &before);
+        }
         self.settle_voided(&device);
     }
 
     /// In a cluster, keeps the state after the device's own step ending
-    /// at `end` (as its actor reported it) until replicas confirm it (see
+    /// at `end` (as its actor reported it; `before` is the state the router
+    /// held before the report) until replicas confirm it (see
     /// [`confirmed`]). Steps from before this node started are not known
     /// one by one: the state rebuilt at start-up includes them all.
-    fn note_own_step(&mut self, device: &DeviceId, end: u64) {
+    fn note_own_step(&mut self, device: &DeviceId, end: u64, before: &DeviceState) {
         let Some(deliverable) = self.confirmed.as_ref().map(|c| *c.borrow()) else {
             return;
         };
         let void = self.void.as_deref();
         if let Some(e) = self.devices.get_mut(device) {
             if end > self.initial_end {
-                e.confirmed_copy.logged(end, &e.state);
+                e.confirmed_copy.logged(end, before, &e.state);
             }
             e.confirmed_copy.settle(deliverable, void);
         }

@@ -60,6 +60,8 @@ use crate::void::VoidSet;
 const TRUNCATE_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest a flush waits for the subscribers to reach the log's head.
 const FLUSH_WAIT_MAX: Duration = Duration::from_secs(60);
+/// The shipper's name, under which its log position is kept.
+const SHIPPER: &str = "replication";
 
 /// The stores the tree writes to.
 #[derive(Clone)]
@@ -293,10 +295,16 @@ impl ActorTree {
             )),
             None => None,
         };
+        // The shipper's position: its own steps before it are settled.
+        let settled = match &options.replication {
+            Some(_) => tlog.positions.load(SHIPPER)?.map(|p| p.0).or(Some(0)),
+            None => None,
+        };
         let rebuilt: Rebuilt = rebuild_devices(
             &log,
             &cfg.node.id,
             void.as_deref(),
+            settled,
             stores.checkpoints.as_ref(),
             tlog.now,
         )
@@ -363,7 +371,7 @@ impl ActorTree {
             (Some(rep), Some(void)) => {
                 let c = LogConsumer {
                     durable_only: true,
-                    ..ungated("replication", cfg.aggregator.mailbox_readings)
+                    ..ungated(SHIPPER, cfg.aggregator.mailbox_readings)
                 };
                 let shipping = Shipping::new(c.progress.clone(), void.clone());
                 Some((rep.clone(), c, shipping))
@@ -522,7 +530,11 @@ impl ActorTree {
             let supervision = cfg.supervision.clone();
             let idle = cfg.device.idle_passivate_after;
             let mailbox_batches = cfg.device.mailbox_batches as usize;
-            let initial = Arc::new(std::sync::Mutex::new(Some((rebuilt.devices, voided))));
+            let initial = Arc::new(std::sync::Mutex::new(Some((
+                rebuilt.devices,
+                voided,
+                rebuilt.confirmed,
+            ))));
             let initial_end = rebuilt.position;
             let clustered = options.replication.is_some();
             let confirmed = shipping.as_ref().map(|(_, s)| s.deliverable());
@@ -533,7 +545,7 @@ impl ActorTree {
                 let supervision = supervision.clone();
                 let confirmed = confirmed.clone();
                 let router_void = router_void.clone();
-                let (initial, voided) = initial
+                let (initial, voided, confirmed_copies) = initial
                     .lock()
                     .ok()
                     .and_then(|mut g| g.take())
@@ -549,6 +561,7 @@ impl ActorTree {
                             mailbox_batches,
                             initial,
                             voided,
+                            confirmed_copies,
                             initial_end,
                             clustered,
                             confirmed,

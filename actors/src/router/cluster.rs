@@ -642,7 +642,9 @@ impl RouterState {
         let deliverable = self.confirmed.as_ref().map_or(0, |c| *c.borrow());
         let void = self.void.clone();
         let e = self.entry(device.clone());
-        let confirmed = e.confirmed_copy.take(deliverable, void.as_deref());
+        let confirmed = e
+            .confirmed_copy
+            .take(deliverable, void.as_deref(), &e.state);
         e.role = Role::Owner;
         // Above every epoch this node and its peers knew for the device.
         let epoch = e.state.epoch().next_for(&node).max(Epoch::of(term, &node));

@@ -9,6 +9,10 @@
 //! readings waiting for seqs the line had passed never released
 //! (simulation seed 7198: 30 acknowledged readings missing from the
 //! archive). The confirmed copy stands in for them.
+//!
+//! Only the states of steps in flight are kept, besides the confirmed one:
+//! a device with nothing unsettled at start-up keeps no copy until its
+//! first own step, whose prior state is then the confirmed copy.
 
 use std::collections::VecDeque;
 
@@ -21,17 +25,41 @@ use crate::void::VoidSet;
 pub struct ConfirmedCopy {
     /// (log end, state after the step), oldest first.
     unconfirmed: VecDeque<(u64, DeviceState)>,
-    /// The state after the last own step confirmed (None: not known, as
-    /// after a restart, before this node logs a step of the device).
+    /// The state after the last own step confirmed (None: not known).
     confirmed: Option<DeviceState>,
+    /// The device's state as rebuilt at start-up was settled: the state
+    /// before this node's first own step since is the confirmed copy.
+    settled_at_start: bool,
 }
 
 impl ConfirmedCopy {
+    /// The copy settled as of start-up (rebuilt from the log: the state
+    /// before the device's first own step the replicas had not settled).
+    pub fn known(state: DeviceState) -> Self {
+        Self {
+            confirmed: Some(state),
+            ..Self::default()
+        }
+    }
+
+    /// The state rebuilt at start-up is settled (no own step of the device
+    /// was waiting for its replicas): it is taken as the confirmed copy when
+    /// the first own step comes, rather than kept for every device.
+    pub fn settled_at_start() -> Self {
+        Self {
+            settled_at_start: true,
+            ..Self::default()
+        }
+    }
+
     /// The device actor logged an own step ending at `end` (an adoption
-    /// included); `state` is the state after it.
-    pub fn logged(&mut self, end: u64, state: &DeviceState) {
+    /// included); `state` is the state after it, `before` the one before.
+    pub fn logged(&mut self, end: u64, before: &DeviceState, state: &DeviceState) {
         let newer = self.unconfirmed.back().is_none_or(|(last, _)| end > *last);
         if end > 0 && newer {
+            if std::mem::take(&mut self.settled_at_start) {
+                self.confirmed = Some(before.clone());
+            }
             self.unconfirmed.push_back((end, state.clone()));
         }
     }
@@ -55,9 +83,17 @@ impl ConfirmedCopy {
         }
     }
 
-    /// The confirmed copy, for a claim that adopts; what comes after is
-    /// the adoption's.
-    pub fn take(&mut self, deliverable: u64, void: Option<&VoidSet>) -> Option<DeviceState> {
+    /// The confirmed copy, for a claim that adopts (`current`: the state
+    /// the router holds now); what comes after is the adoption's.
+    pub fn take(
+        &mut self,
+        deliverable: u64,
+        void: Option<&VoidSet>,
+        current: &DeviceState,
+    ) -> Option<DeviceState> {
+        if std::mem::take(&mut self.settled_at_start) {
+            return Some(current.clone());
+        }
         self.settle(deliverable, void);
         self.unconfirmed.clear();
         self.confirmed.take()
@@ -97,22 +133,43 @@ mod tests {
         let void = VoidSet::open(&dir.path().join("void"))?;
         let mut copy = ConfirmedCopy::default();
         for (end, n) in [(100, 1), (200, 2), (300, 3), (400, 4)] {
-            copy.logged(end, &released(n));
+            copy.logged(end, &released(n - 1), &released(n));
         }
-        copy.logged(400, &released(9));
+        copy.logged(400, &released(4), &released(9));
         copy.settle(150, Some(&void));
         // Step 300 was dropped; the shipper settled past it and 400.
         void.add(&[300])?;
-        let taken = copy.take(400, Some(&void));
+        let taken = copy.take(400, Some(&void), &released(0));
         assert_eq!(taken.map(|s| s.next_seq()), Some(3), "the state after 200");
-        assert_eq!(copy.take(400, Some(&void)), None, "taken once");
+        assert_eq!(
+            copy.take(400, Some(&void), &released(0)),
+            None,
+            "taken once"
+        );
         Ok(())
     }
 
     #[test]
     fn nothing_is_known_before_a_step_is_confirmed() {
         let mut copy = ConfirmedCopy::default();
-        copy.logged(100, &released(1));
-        assert_eq!(copy.take(99, None), None);
+        copy.logged(100, &released(0), &released(1));
+        assert_eq!(copy.take(99, None, &released(0)), None);
+    }
+
+    #[test]
+    fn a_state_settled_at_start_up_is_the_copy_until_a_later_step_is_confirmed() {
+        let mut copy = ConfirmedCopy::settled_at_start();
+        let taken = copy.take(0, None, &released(3)).map(|s| s.next_seq());
+        assert_eq!(taken, Some(4), "no own step since: the state as it is");
+        let mut copy = ConfirmedCopy::settled_at_start();
+        copy.logged(500, &released(7), &released(8));
+        let taken = copy.take(499, None, &released(0)).map(|s| s.next_seq());
+        assert_eq!(taken, Some(8), "the rebuilt state, seqs 1 to 7");
+        let mut copy = ConfirmedCopy::settled_at_start();
+        copy.logged(500, &released(7), &released(8));
+        assert_eq!(
+            copy.take(500, None, &released(0)).map(|s| s.next_seq()),
+            Some(9)
+        );
     }
 }
