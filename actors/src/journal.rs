@@ -165,6 +165,15 @@ impl StepRecord {
         self.ops.iter().filter_map(Op::released)
     }
 
+    /// Readings this step sequenced and released (not replayed dead
+    /// letters), in seq order for the device.
+    pub fn emitted(&self) -> impl Iterator<Item = &Reading> {
+        self.ops.iter().filter_map(|op| match op {
+            Op::Emit(r) => Some(r),
+            _ => None,
+        })
+    }
+
     /// How many readings this step sends to the sinks.
     pub fn released_len(&self) -> usize {
         self.ops.iter().filter(|op| op.released().is_some()).count()

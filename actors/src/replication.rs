@@ -32,7 +32,6 @@ use vatio_stores::DeviceId;
 
 use crate::feed::{Feed, LogConsumer, Progress};
 use crate::journal::encode_state;
-use crate::logic::device::Op;
 use crate::logic::voided::VoidedStep;
 use crate::mailbox::Permit;
 use crate::pipeline::{LoggedStep, SubscriberMsg};
@@ -491,16 +490,7 @@ impl ShipperState {
                         let released = steps
                             .iter()
                             .find(|l| l.end == end)
-                            .map(|l| {
-                                l.step
-                                    .ops
-                                    .iter()
-                                    .filter_map(|op| match op {
-                                        Op::Emit(r) => Some(r.clone()),
-                                        _ => None,
-                                    })
-                                    .collect()
-                            })
+                            .map(|l| l.step.emitted().cloned().collect())
                             .unwrap_or_default();
                         orphans.push((s.device.clone(), VoidedStep { end, released }));
                     }

@@ -15,7 +15,6 @@
 //! The log is truncated behind the slowest subscriber; when that one lags
 //! more than `log.unconsumed_bytes_max`, `Ingest` is told to back off.
 
-use crate::logic::voided::VoidedStep;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +43,7 @@ use crate::device::{
 use crate::feed::{Gate, LogConsumer, Progress};
 use crate::logic::device::Limits;
 use crate::logic::validate::Rules;
+use crate::logic::voided::VoidedStep;
 use crate::mailbox::Bounded;
 use crate::pipeline::SubscriberMsg;
 use crate::recovery::{Rebuilt, RecoveryError, rebuild_devices};
