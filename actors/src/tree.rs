@@ -43,7 +43,6 @@ use crate::device::{
 use crate::feed::{Gate, LogConsumer, Progress};
 use crate::logic::device::Limits;
 use crate::logic::validate::Rules;
-use crate::logic::voided::VoidedStep;
 use crate::mailbox::Bounded;
 use crate::pipeline::SubscriberMsg;
 use crate::recovery::{Rebuilt, RecoveryError, rebuild_devices};
@@ -310,7 +309,8 @@ impl ActorTree {
         )
         .await?;
         let voided = match &void {
-            Some(void) => voided_to_deliver(void, &rebuilt.adopted)
+            Some(void) => void
+                .to_deliver(&rebuilt.adopted)
                 .map_err(|e| TreeError::Void(e.to_string()))?,
             None => BTreeMap::new(),
         };
@@ -1184,31 +1184,6 @@ async fn truncate_behind_slowest(
             tracing::warn!(error = %e, "pruning voided steps failed");
         }
     }
-}
-
-/// The dropped steps whose readings this node's next adoption of their
-/// device may have to deliver: those no adoption logged after them took
-/// in (`adopted`: the end of each device's last adoption step replayed at
-/// start-up). The others' readings are forgotten: a node that stopped
-/// between logging such an adoption and settling the void set would
-/// otherwise deliver them twice.
-fn voided_to_deliver(
-    void: &VoidSet,
-    adopted: &BTreeMap<DeviceId, u64>,
-) -> Result<BTreeMap<DeviceId, Vec<VoidedStep>>, crate::void::VoidError> {
-    let mut open = BTreeMap::new();
-    let mut settled = Vec::new();
-    for (device, steps) in void.steps() {
-        let adoption = adopted.get(&device).copied().unwrap_or(0);
-        let (done, pending): (Vec<VoidedStep>, Vec<VoidedStep>) =
-            steps.into_iter().partition(|s| s.end < adoption);
-        settled.extend(done.iter().map(|s| s.end));
-        if !pending.is_empty() {
-            open.insert(device, pending);
-        }
-    }
-    void.settle(&settled)?;
-    Ok(open)
 }
 
 /// A singleton child that the supervisor restarts with fresh `args`; each

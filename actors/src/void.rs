@@ -173,6 +173,31 @@ impl VoidSet {
         out
     }
 
+    /// At start-up: the dropped steps whose readings this node's next
+    /// adoption of their device may have to deliver, those no adoption
+    /// logged after them took in (`adopted`: the end of each device's last
+    /// adoption step replayed at start-up). The others' readings are
+    /// forgotten: a node that stopped between logging such an adoption and
+    /// settling the set would otherwise deliver them twice.
+    pub fn to_deliver(
+        &self,
+        adopted: &BTreeMap<DeviceId, u64>,
+    ) -> Result<BTreeMap<DeviceId, Vec<VoidedStep>>, VoidError> {
+        let mut open = BTreeMap::new();
+        let mut settled = Vec::new();
+        for (device, steps) in self.steps() {
+            let adoption = adopted.get(&device).copied().unwrap_or(0);
+            let (done, pending): (Vec<VoidedStep>, Vec<VoidedStep>) =
+                steps.into_iter().partition(|s| s.end < adoption);
+            settled.extend(done.iter().map(|s| s.end));
+            if !pending.is_empty() {
+                open.insert(device, pending);
+            }
+        }
+        self.settle(&settled)?;
+        Ok(open)
+    }
+
     /// Forgets the readings of these dropped steps (a later own step of
     /// their device settled them); the ends stay voided.
     pub fn settle(&self, ends: &[u64]) -> Result<usize, VoidError> {
@@ -371,6 +396,31 @@ mod tests {
             VoidSet::open(&path),
             Err(VoidError::Corrupt { line: 2, .. })
         ));
+        Ok(())
+    }
+    #[test]
+    fn at_start_up_steps_an_adoption_took_in_are_forgotten() -> Result<(), VoidError> {
+        let dir = tempdir()?;
+        let path = dir.path().join("void");
+        let step = |end: u64| VoidedStep {
+            end,
+            released: Vec::new(),
+        };
+        let (a, b) = (DeviceId::new("meter-a"), DeviceId::new("meter-b"));
+        let set = VoidSet::open(&path)?;
+        set.add_steps(&[
+            (a.clone(), step(100)),
+            (b.clone(), step(200)),
+            (a.clone(), step(300)),
+        ])?;
+        // meter-a was adopted at 250, after its step at 100.
+        let adopted = BTreeMap::from([(a.clone(), 250)]);
+        let open = set.to_deliver(&adopted)?;
+        assert_eq!(open.get(&a), Some(&vec![step(300)]));
+        assert_eq!(open.get(&b), Some(&vec![step(200)]));
+        let again = VoidSet::open(&path)?;
+        assert_eq!(again.steps().get(&a), Some(&vec![step(300)]));
+        assert!(again.contains(100), "still voided");
         Ok(())
     }
 }
