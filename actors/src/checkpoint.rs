@@ -46,9 +46,10 @@ impl Actor for Checkpointer {
         myself: ActorRef<Self::Msg>,
         args: CheckpointArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Start-up recovery saved a checkpoint at the log's head, so the
-        // store always holds where to resume (after a restart of this actor
-        // too).
+        // Start-up recovery saved a checkpoint (at the log's head; in a
+        // cluster at the shipper's position, where the settled steps end),
+        // so the store always holds where to resume, with the table as of
+        // there (after a restart of this actor too).
         let store = args.store.clone();
         let saved = args.guard.call(|| store.load()).await?;
         let position = saved
