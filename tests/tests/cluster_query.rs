@@ -352,6 +352,92 @@ async fn letters_of_devices_owned_elsewhere_are_replayed_through_their_owners() 
     Ok(())
 }
 
+/// A replayed letter counts as replayed only once a replica has its step.
+/// Here the device's replica took the device over behind its owner's back
+/// (a claim the owner never heard of), so it has the owner drop the
+/// replay's step: the reading reaches no sink, and its letter stays
+/// pending. Before, the letter counted as replayed as soon as the step was
+/// logged, and the reading was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_step_is_dropped_leaves_its_letter_pending() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(&[("a1", "az-a"), ("b1", "az-b")], |_| {}).await?;
+    cluster
+        .node("a1")?
+        .ingest()
+        .await?
+        .ingest_batch(round(1))
+        .await?;
+    let d = vatio_stores::DeviceId::new(device(0));
+    let a1_owns = cluster
+        .node("a1")?
+        .node
+        .tree()
+        .unowned(vec![d.clone()])
+        .await?
+        .is_empty();
+    let (owner, replica) = if a1_owns { ("a1", "b1") } else { ("b1", "a1") };
+    let holder = cluster.node(owner)?;
+    holder
+        .stores()
+        .dead_letters
+        .insert(&[NewDeadLetter {
+            reading: RawReading {
+                device_id: device(0),
+                seq: 2,
+                ts_ms: T0_MS + 200,
+                metric: "power".to_owned(),
+                value: kw(0, 2),
+                unit: "kW".to_owned(),
+                kind: v1::DeviceKind::ElectricityMeter as i32,
+            },
+            reason: DeadLetterReason::UnknownUnit,
+            detail: "unit \"kW\" was not known then".to_owned(),
+            source: "test".to_owned(),
+            received_ms: T0_MS,
+            key: None,
+        }])
+        .await?;
+
+    // The replica claims the device from no one and adopts its own copy.
+    let tree = cluster.node(replica)?.node.tree();
+    tree.begin_claim(vec![d.clone()]).await?;
+    let unheld = vatio_actors::router::HeldState {
+        device: d.clone(),
+        state: None,
+        term: 0,
+    };
+    assert!(tree.adopt(vec![unheld]).await?.is_empty());
+
+    let replayed = holder
+        .admin()
+        .await?
+        .replay_dead_letters(v1::ReplayDeadLettersRequest {
+            scope: QueryScope::Node as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    // Not done: neither accepted nor refused again.
+    assert_eq!(
+        (replayed.attempted, replayed.accepted),
+        (0, 0),
+        "{replayed:?}"
+    );
+    let voided = holder.status().await?.cluster.map(|c| c.steps_voided);
+    assert_eq!(voided, Some(1), "the replay's step was dropped");
+    let pending = holder
+        .admin()
+        .await?
+        .list_dead_letters(v1::ListDeadLettersRequest {
+            scope: QueryScope::Node as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(pending.dead_letters.len(), 1, "{pending:?}");
+    Ok(())
+}
+
 /// A node that is down holds its share in its own stores: an answer
 /// without it says so, by name, long after the others stopped counting
 /// on it (its membership is gone, not just its answers).
