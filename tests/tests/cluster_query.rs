@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use vatio_proto::v1::{self, QueryScope};
 use vatio_stores::{DeadLetterReason, NewDeadLetter, RawReading};
 use vatio_tests::cluster::{FOUR, TestCluster};
-use vatio_tests::{T0_MS, batch, power, reading};
+use vatio_tests::{T0_MS, TestNode, batch, power, reading};
 
 const DEVICES: usize = 40;
 const ROUNDS: u64 = 5;
@@ -46,6 +46,53 @@ fn power_flow(scope: QueryScope) -> v1::PowerFlowRequest {
         to_unix_ms: T0_MS + 60_000,
         scope: scope as i32,
     }
+}
+
+/// A letter for meter `i`'s reading `seq`, refused for a unit not known
+/// then and valid now.
+fn stale_unit_letter(i: usize, seq: u64) -> NewDeadLetter {
+    NewDeadLetter {
+        reading: RawReading {
+            device_id: device(i),
+            seq,
+            ts_ms: T0_MS + seq as i64 * 100,
+            metric: "power".to_owned(),
+            value: kw(i, seq),
+            unit: "kW".to_owned(),
+            kind: v1::DeviceKind::ElectricityMeter as i32,
+        },
+        reason: DeadLetterReason::UnknownUnit,
+        detail: "unit \"kW\" was not known then".to_owned(),
+        source: "test".to_owned(),
+        received_ms: T0_MS,
+        key: None,
+    }
+}
+
+/// Replays the letters `node` holds (scope NODE).
+async fn replay_on(node: &TestNode) -> anyhow::Result<v1::ReplayDeadLettersResponse> {
+    Ok(node
+        .admin()
+        .await?
+        .replay_dead_letters(v1::ReplayDeadLettersRequest {
+            scope: QueryScope::Node as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner())
+}
+
+/// The letters `node` holds that are still pending (scope NODE).
+async fn pending_on(node: &TestNode) -> anyhow::Result<v1::ListDeadLettersResponse> {
+    Ok(node
+        .admin()
+        .await?
+        .list_dead_letters(v1::ListDeadLettersRequest {
+            scope: QueryScope::Node as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,35 +336,10 @@ async fn letters_of_devices_owned_elsewhere_are_replayed_through_their_owners() 
     // One letter per meter on a1, as a1 would have filed them while it
     // owned every meter: the next reading, refused then, valid now.
     let seq = ROUNDS + 1;
-    let letters: Vec<NewDeadLetter> = (0..DEVICES)
-        .map(|i| NewDeadLetter {
-            reading: RawReading {
-                device_id: device(i),
-                seq,
-                ts_ms: T0_MS + seq as i64 * 100,
-                metric: "power".to_owned(),
-                value: kw(i, seq),
-                unit: "kW".to_owned(),
-                kind: v1::DeviceKind::ElectricityMeter as i32,
-            },
-            reason: DeadLetterReason::UnknownUnit,
-            detail: "unit \"kW\" was not known then".to_owned(),
-            source: "test".to_owned(),
-            received_ms: T0_MS,
-            key: None,
-        })
-        .collect();
+    let letters: Vec<NewDeadLetter> = (0..DEVICES).map(|i| stale_unit_letter(i, seq)).collect();
     holder.stores().dead_letters.insert(&letters).await?;
 
-    let replayed = holder
-        .admin()
-        .await?
-        .replay_dead_letters(v1::ReplayDeadLettersRequest {
-            scope: QueryScope::Node as i32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let replayed = replay_on(holder).await?;
     assert_eq!(
         (
             replayed.attempted,
@@ -339,15 +361,7 @@ async fn letters_of_devices_owned_elsewhere_are_replayed_through_their_owners() 
             device(i)
         );
     }
-    let pending = holder
-        .admin()
-        .await?
-        .list_dead_letters(v1::ListDeadLettersRequest {
-            scope: QueryScope::Node as i32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let pending = pending_on(holder).await?;
     assert!(pending.dead_letters.is_empty(), "{pending:?}");
     Ok(())
 }
@@ -380,22 +394,7 @@ async fn a_replay_whose_step_is_dropped_leaves_its_letter_pending() -> anyhow::R
     holder
         .stores()
         .dead_letters
-        .insert(&[NewDeadLetter {
-            reading: RawReading {
-                device_id: device(0),
-                seq: 2,
-                ts_ms: T0_MS + 200,
-                metric: "power".to_owned(),
-                value: kw(0, 2),
-                unit: "kW".to_owned(),
-                kind: v1::DeviceKind::ElectricityMeter as i32,
-            },
-            reason: DeadLetterReason::UnknownUnit,
-            detail: "unit \"kW\" was not known then".to_owned(),
-            source: "test".to_owned(),
-            received_ms: T0_MS,
-            key: None,
-        }])
+        .insert(&[stale_unit_letter(0, 2)])
         .await?;
 
     // The replica claims the device from no one and adopts its own copy.
@@ -408,15 +407,7 @@ async fn a_replay_whose_step_is_dropped_leaves_its_letter_pending() -> anyhow::R
     };
     assert!(tree.adopt(vec![unheld]).await?.is_empty());
 
-    let replayed = holder
-        .admin()
-        .await?
-        .replay_dead_letters(v1::ReplayDeadLettersRequest {
-            scope: QueryScope::Node as i32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let replayed = replay_on(holder).await?;
     // Not done: neither accepted nor refused again.
     assert_eq!(
         (replayed.attempted, replayed.accepted),
@@ -425,15 +416,7 @@ async fn a_replay_whose_step_is_dropped_leaves_its_letter_pending() -> anyhow::R
     );
     let voided = holder.status().await?.cluster.map(|c| c.steps_voided);
     assert_eq!(voided, Some(1), "the replay's step was dropped");
-    let pending = holder
-        .admin()
-        .await?
-        .list_dead_letters(v1::ListDeadLettersRequest {
-            scope: QueryScope::Node as i32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let pending = pending_on(holder).await?;
     assert_eq!(pending.dead_letters.len(), 1, "{pending:?}");
     Ok(())
 }
