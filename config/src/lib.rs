@@ -36,9 +36,10 @@ use serde::{Deserialize, Serialize};
 pub use errors::{ConfigErrors, Problem};
 pub use overrides::env_overrides;
 pub use sections::{
-    AckMode, AggregatorConfig, ArchiverConfig, ClusterConfig, DeadLetterConfig, DeviceConfig,
-    IngestConfig, LogConfig, LogFsync, NoOtherAz, NodeConfig, SqliteSync, StoreBackend,
-    StoresConfig, StreamEtlConfig, SupervisionConfig, Thresholds,
+    AckMode, AggregatorConfig, ArchiveRoot, ArchiverConfig, ClusterConfig, DeadLetterConfig,
+    DeviceConfig, DocumentsBackend, InfluxApi, InfluxDbConfig, IngestConfig, LogConfig, LogFsync,
+    MongoDbConfig, NoOtherAz, NodeConfig, S3Config, SqliteSync, StoresConfig, StreamEtlConfig,
+    SupervisionConfig, Thresholds, TimeSeriesBackend,
 };
 pub use sections::{ClientAuth, TlsConfig};
 pub use validate::{NAME_RULE, is_valid_name};
@@ -129,5 +130,11 @@ impl Config {
     /// Resolve a path setting relative to `node.data_dir` (absolute paths unchanged).
     pub fn data_path(&self, p: &Path) -> PathBuf {
         self.node.data_dir.join(p)
+    }
+
+    /// The directory of a local archive root, resolved like [`Self::data_path`];
+    /// None for an `s3://` root.
+    pub fn archive_dir(&self, root: &ArchiveRoot) -> Option<PathBuf> {
+        root.local().map(|p| self.data_path(p))
     }
 }

@@ -2,8 +2,9 @@
 //! defaults. The field doc comments are the reference documentation for
 //! every setting; `vatio.example.toml` mirrors them.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -224,10 +225,12 @@ impl Default for Thresholds {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArchiverConfig {
-    /// Root of the archive in this node's AZ (relative to `node.data_dir`).
-    pub primary_root: PathBuf,
-    /// Root of the archive copy for the other AZ (relative to `node.data_dir`); must differ from `primary_root`.
-    pub replica_root: PathBuf,
+    /// Root of the archive in this node's AZ: a directory (relative to
+    /// `node.data_dir`) or `s3://bucket/prefix` (through `[stores.s3]`).
+    pub primary_root: ArchiveRoot,
+    /// Root of the archive copy for the other AZ, like `primary_root`
+    /// (an `s3://` one through `[stores.s3_replica]`); must differ from `primary_root`.
+    pub replica_root: ArchiveRoot,
     /// An hour is sealed (written as Parquet) this long after it ends, to let late readings in.
     #[serde(with = "humantime_serde")]
     pub seal_after: Duration,
@@ -244,13 +247,90 @@ pub struct ArchiverConfig {
 impl Default for ArchiverConfig {
     fn default() -> Self {
         Self {
-            primary_root: PathBuf::from("archive/primary"),
-            replica_root: PathBuf::from("archive/replica"),
+            primary_root: ArchiveRoot::Local(PathBuf::from("archive/primary")),
+            replica_root: ArchiveRoot::Local(PathBuf::from("archive/replica")),
             seal_after: Duration::from_secs(5 * 60),
             seal_interval: Duration::from_secs(30),
             staging_retention: Duration::from_secs(48 * 3600),
             mailbox_readings: 100_000,
         }
+    }
+}
+
+/// Where one side of the archive lives: written in the file as a path or
+/// as `s3://bucket/prefix`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchiveRoot {
+    /// A local directory (relative to `node.data_dir`).
+    Local(PathBuf),
+    /// A bucket and a key prefix (no leading or trailing `/`; may be empty).
+    S3 { bucket: String, prefix: String },
+}
+
+impl ArchiveRoot {
+    /// Parses `s3://bucket/prefix` or a path.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some(rest) = text.strip_prefix("s3://") else {
+            if text.contains("://") {
+                return Err(format!(
+                    "expected a path or \"s3://bucket/prefix\", got {text:?}"
+                ));
+            }
+            return Ok(Self::Local(PathBuf::from(text)));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if !is_bucket_name(bucket) {
+            return Err(format!(
+                "the bucket of {text:?} must be 3 to 63 characters from [a-z0-9.-], \
+                 starting and ending with a letter or digit"
+            ));
+        }
+        Ok(Self::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    /// The local directory, if this root is one.
+    pub fn local(&self) -> Option<&Path> {
+        match self {
+            Self::Local(path) => Some(path),
+            Self::S3 { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ArchiveRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(path) => write!(f, "{}", path.display()),
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// S3's bucket naming rule (the part that matters for a URL and a path).
+fn is_bucket_name(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+}
+
+impl Serialize for ArchiveRoot {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ArchiveRoot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -494,38 +574,202 @@ impl Default for DeadLetterConfig {
     }
 }
 
-/// Which store backends to use and where their files go.
+/// Which store backends to use, where the embedded ones keep their files
+/// and how to reach the servers of the others.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoresConfig {
     /// Backend for the time-series store.
-    pub timeseries: StoreBackend,
+    pub timeseries: TimeSeriesBackend,
     /// Backend for the document store.
-    pub documents: StoreBackend,
+    pub documents: DocumentsBackend,
     /// Directory of the embedded SQLite databases (relative to `node.data_dir`).
     pub sqlite_dir: PathBuf,
     /// SQLite `synchronous` pragma for the embedded stores: `off`, `normal` or `full`.
     pub synchronous: SqliteSync,
+    /// The InfluxDB server, when `timeseries = "influxdb"`.
+    pub influxdb: InfluxDbConfig,
+    /// The MongoDB server, when `documents = "mongodb"`.
+    pub mongodb: MongoDbConfig,
+    /// The S3 service of `s3://` archive roots.
+    pub s3: S3Config,
+    /// The S3 service of an `s3://` replica root, when it differs from `s3`
+    /// (the other AZ's endpoint or account): each empty key takes the value
+    /// of `[stores.s3]`, and `allow_http` of either allows it.
+    pub s3_replica: S3Config,
 }
 
 impl Default for StoresConfig {
     fn default() -> Self {
         Self {
-            timeseries: StoreBackend::Embedded,
-            documents: StoreBackend::Embedded,
+            timeseries: TimeSeriesBackend::Embedded,
+            documents: DocumentsBackend::Embedded,
             sqlite_dir: PathBuf::from("db"),
             synchronous: SqliteSync::Full,
+            influxdb: InfluxDbConfig::default(),
+            mongodb: MongoDbConfig::default(),
+            s3: S3Config::default(),
+            s3_replica: S3Config {
+                region: String::new(),
+                ..S3Config::default()
+            },
         }
     }
 }
 
-/// A store backend.
+/// Backend of the time-series store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StoreBackend {
+pub enum TimeSeriesBackend {
     /// SQLite files under `stores.sqlite_dir`, inside the node process.
     #[default]
     Embedded,
+    /// An InfluxDB server (`[stores.influxdb]`), shared by every node.
+    Influxdb,
+}
+
+/// Backend of the document store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentsBackend {
+    /// SQLite files under `stores.sqlite_dir`, inside the node process.
+    #[default]
+    Embedded,
+    /// A MongoDB (or MongoDB-compatible) server (`[stores.mongodb]`), shared by every node.
+    Mongodb,
+}
+
+/// Which InfluxDB write API the time-series store speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApi {
+    /// `/write` with `db` and `rp`: InfluxDB 1.x, and the 1.x compatibility API of 2.x and 3.x.
+    #[default]
+    V1,
+    /// `/api/v2/write` with `org` and `bucket`: InfluxDB 2.x, 3.x, Timestream for InfluxDB.
+    V2,
+}
+
+/// An InfluxDB server. Reads always use InfluxQL on `/query` (served by
+/// 1.x, by 2.x through a DBRP mapping of `database`/`retention_policy` to
+/// the bucket, and by 3.x).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InfluxDbConfig {
+    /// Base URL, `http://` or `https://` (TLS with the system's roots, or `ca_file`).
+    pub url: String,
+    /// Write API: `v1` or `v2`.
+    pub api: InfluxApi,
+    /// Database written (v1) and queried (both).
+    pub database: String,
+    /// Retention policy written and queried; empty: the database's default.
+    pub retention_policy: String,
+    /// Organisation (v2 writes).
+    pub org: String,
+    /// Bucket (v2 writes).
+    pub bucket: String,
+    /// API token (`Authorization: Token …`); not with `username`.
+    pub token: String,
+    /// User for basic authentication (1.x); not with `token`.
+    pub username: String,
+    /// Password of `username`.
+    pub password: String,
+    /// CA certificate (PEM, relative to `node.data_dir`) trusted for an
+    /// `https://` URL besides the system's roots; empty: the system's only.
+    pub ca_file: PathBuf,
+    /// Compress write bodies with gzip.
+    pub gzip: bool,
+    /// Most points in one write request (1 to 100000); larger flushes are split.
+    pub batch_points_max: u32,
+    /// How long one request may take before it counts as failed (> 0).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for InfluxDbConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            api: InfluxApi::V1,
+            database: "vatio".to_owned(),
+            retention_policy: String::new(),
+            org: String::new(),
+            bucket: String::new(),
+            token: String::new(),
+            username: String::new(),
+            password: String::new(),
+            ca_file: PathBuf::new(),
+            gzip: true,
+            batch_points_max: 5000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A MongoDB or MongoDB-compatible server.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoDbConfig {
+    /// Connection string (`mongodb://` or `mongodb+srv://`), with
+    /// credentials, `tls=true`, `tlsCAFile=…` and other options as MongoDB
+    /// documents them.
+    pub uri: String,
+    /// Database holding vatio's collections.
+    pub database: String,
+}
+
+impl Default for MongoDbConfig {
+    fn default() -> Self {
+        Self {
+            uri: String::new(),
+            database: "vatio".to_owned(),
+        }
+    }
+}
+
+/// An S3 (or S3-compatible) service. Empty credentials come from the usual
+/// `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`, …).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible service; empty: AWS's own for `region`.
+    pub endpoint: String,
+    /// Region of the buckets.
+    pub region: String,
+    /// Access key id; empty: from the environment.
+    pub access_key_id: String,
+    /// Secret access key; empty: from the environment.
+    pub secret_access_key: String,
+    /// Allow a plain `http://` endpoint (test servers only).
+    pub allow_http: bool,
+}
+
+impl S3Config {
+    /// This replica service's settings with every empty key taken from `primary`.
+    pub fn or_from(&self, primary: &S3Config) -> S3Config {
+        let pick = |mine: &String, theirs: &String| {
+            if mine.is_empty() { theirs } else { mine }.clone()
+        };
+        S3Config {
+            endpoint: pick(&self.endpoint, &primary.endpoint),
+            region: pick(&self.region, &primary.region),
+            access_key_id: pick(&self.access_key_id, &primary.access_key_id),
+            secret_access_key: pick(&self.secret_access_key, &primary.secret_access_key),
+            allow_http: self.allow_http || primary.allow_http,
+        }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".to_owned(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            allow_http: false,
+        }
+    }
 }
 
 /// SQLite's `synchronous` pragma: how often SQLite waits for the disk.

@@ -34,6 +34,44 @@ fn parse_ok(text: &str) -> Config {
 }
 
 #[test]
+fn archive_roots_are_paths_or_s3_locations() {
+    use crate::ArchiveRoot;
+    let config = parse_ok(
+        "[archiver]\nprimary_root = \"s3://plant-a/bronze/\"\nreplica_root = \"/mnt/az-b\"",
+    );
+    assert_eq!(
+        config.archiver.primary_root,
+        ArchiveRoot::S3 {
+            bucket: "plant-a".into(),
+            prefix: "bronze".into()
+        }
+    );
+    assert_eq!(config.archive_dir(&config.archiver.primary_root), None);
+    assert_eq!(
+        config.archive_dir(&config.archiver.replica_root),
+        Some(PathBuf::from("/mnt/az-b"))
+    );
+    // The same bucket and prefix on another endpoint is another AZ's copy.
+    parse_ok(
+        "[archiver]\nprimary_root = \"s3://vatio\"\nreplica_root = \"s3://vatio\"\n\
+         [stores.s3_replica]\nendpoint = \"http://az-b:9000\"",
+    );
+}
+
+#[test]
+fn the_replica_s3_service_takes_what_it_leaves_empty_from_the_primary() {
+    let config = parse_ok(
+        "[stores.s3]\nendpoint = \"http://a:9000\"\naccess_key_id = \"ka\"\nallow_http = true\n\
+         [stores.s3_replica]\nendpoint = \"http://b:9000\"",
+    );
+    let replica = config.stores.s3_replica.or_from(&config.stores.s3);
+    assert_eq!(replica.endpoint, "http://b:9000");
+    assert_eq!(replica.access_key_id, "ka");
+    assert_eq!(replica.region, "us-east-1");
+    assert!(replica.allow_http);
+}
+
+#[test]
 fn defaults_are_valid() {
     assert_eq!(Config::default().validate(), Ok(()));
 }
@@ -226,7 +264,7 @@ fn a_file_with_many_mistakes_reports_every_one() {
             r#"ingest.retry_after: expected a duration such as "200ms", "5s" or "168h", got 5"#,
             r#"node.idd: unknown key, did you mean `id`?"#,
             r#"node.listen: expected an address such as "127.0.0.1:7400", got "localhost""#,
-            "stores.timeseries: unknown variant `influx`, expected `embedded`",
+            "stores.timeseries: unknown variant `influx`, expected `embedded` or `influxdb`",
             "stream_etl.thresholds.power_spike_factor: must be > 1.0, got 0.5",
             "stream_etl.thresholds.torque_fault_nm: must be a finite number, got nan",
         ]
@@ -415,6 +453,50 @@ fn every_semantic_check_names_its_key_and_quotes_the_value() {
         (
             "[stores]\nsqlite_dir = \"\"",
             r#"stores.sqlite_dir: must not be empty, got """#,
+        ),
+        (
+            "[stores]\ntimeseries = \"influxdb\"",
+            r#"stores.influxdb.url: must be a URL such as "http://127.0.0.1:8086", got """#,
+        ),
+        (
+            "[stores]\ntimeseries = \"influxdb\"\n[stores.influxdb]\nurl = \"http://i:8086\"\ndatabase = \"\"",
+            r#"stores.influxdb.database: must be set (InfluxQL reads name it), got """#,
+        ),
+        (
+            "[stores]\ntimeseries = \"influxdb\"\n[stores.influxdb]\nurl = \"http://i:8086\"\napi = \"v2\"\nbucket = \"b\"",
+            r#"stores.influxdb.org: must be set (api = "v2" writes name it), got """#,
+        ),
+        (
+            "[stores]\ntimeseries = \"influxdb\"\n[stores.influxdb]\nurl = \"http://i:8086\"\nusername = \"u\"",
+            "stores.influxdb.password: must be set together with username",
+        ),
+        (
+            "[stores]\ntimeseries = \"influxdb\"\n[stores.influxdb]\nurl = \"http://i:8086\"\ntoken = \"t\"\nusername = \"u\"\npassword = \"p\"",
+            "stores.influxdb.username: set either token or username/password, not both",
+        ),
+        (
+            "[stores.influxdb]\nbatch_points_max = 0",
+            "stores.influxdb.batch_points_max: must be between 1 and 100000, got 0",
+        ),
+        (
+            "[stores]\ndocuments = \"mongodb\"\n[stores.mongodb]\nuri = \"http://u:secret@m:27017\"",
+            r#"stores.mongodb.uri: must be a connection string starting with "mongodb://" or "mongodb+srv://", got "http://u:***@m:27017""#,
+        ),
+        (
+            "[stores]\ndocuments = \"mongodb\"\n[stores.mongodb]\nuri = \"mongodb://m\"\ndatabase = \"a.b\"",
+            r#"stores.mongodb.database: must be 1 to 63 characters without /\. "$*<>:|?, got "a.b""#,
+        ),
+        (
+            "[archiver]\nprimary_root = \"s3://Bad_Bucket/x\"",
+            r#"archiver.primary_root: the bucket of "s3://Bad_Bucket/x" must be 3 to 63 characters from [a-z0-9.-], starting and ending with a letter or digit"#,
+        ),
+        (
+            "[archiver]\nprimary_root = \"gs://b/x\"",
+            r#"archiver.primary_root: expected a path or "s3://bucket/prefix", got "gs://b/x""#,
+        ),
+        (
+            "[archiver]\nprimary_root = \"s3://vatio/archive\"\nreplica_root = \"s3://vatio/archive/copy\"",
+            r#"archiver.replica_root: must not contain or be inside archiver.primary_root ("s3://vatio/archive"), got "s3://vatio/archive/copy""#,
         ),
     ];
     for (text, expected) in cases {

@@ -191,31 +191,7 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
     }
 
     let archiver = &config.archiver;
-    c.not_empty("archiver.primary_root", &archiver.primary_root);
-    c.not_empty("archiver.replica_root", &archiver.replica_root);
-    // An empty root is reported above; comparing it would only add noise.
-    let both_set = !archiver.primary_root.as_os_str().is_empty()
-        && !archiver.replica_root.as_os_str().is_empty();
-    let primary = config.data_path(&archiver.primary_root);
-    let replica = config.data_path(&archiver.replica_root);
-    if both_set && primary == replica {
-        c.fail(
-            "archiver.replica_root",
-            format!(
-                "must differ from archiver.primary_root, both are {}",
-                path(&archiver.replica_root)
-            ),
-        );
-    } else if both_set && (primary.starts_with(&replica) || replica.starts_with(&primary)) {
-        c.fail(
-            "archiver.replica_root",
-            format!(
-                "must not contain or be inside archiver.primary_root ({}), got {}",
-                path(&archiver.primary_root),
-                path(&archiver.replica_root)
-            ),
-        );
-    }
+    check_archive_roots(config, &mut c);
     c.positive_duration("archiver.seal_interval", archiver.seal_interval);
     let two_hours = Duration::from_secs(2 * 3600);
     if archiver.staging_retention < two_hours {
@@ -238,8 +214,153 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
     );
 
     c.not_empty("stores.sqlite_dir", &config.stores.sqlite_dir);
+    check_influxdb(&config.stores, &mut c);
+    check_mongodb(&config.stores, &mut c);
 
     check_tls(&config.tls, &mut c);
+}
+
+/// Both roots set and apart: two local directories neither inside the
+/// other, two S3 locations neither inside the other.
+fn check_archive_roots(config: &Config, c: &mut Checks<'_>) {
+    use crate::ArchiveRoot;
+    let archiver = &config.archiver;
+    let roots = [
+        ("archiver.primary_root", &archiver.primary_root),
+        ("archiver.replica_root", &archiver.replica_root),
+    ];
+    for (key, root) in roots {
+        if let ArchiveRoot::Local(dir) = root {
+            c.not_empty(key, dir);
+        }
+    }
+    let overlap = match (&archiver.primary_root, &archiver.replica_root) {
+        (ArchiveRoot::Local(p), ArchiveRoot::Local(r)) => {
+            // An empty root is reported above; comparing it would only add noise.
+            if p.as_os_str().is_empty() || r.as_os_str().is_empty() {
+                None
+            } else {
+                let (p, r) = (config.data_path(p), config.data_path(r));
+                Some((p == r, p.starts_with(&r) || r.starts_with(&p)))
+            }
+        }
+        (
+            ArchiveRoot::S3 { bucket: pb, prefix: pp },
+            ArchiveRoot::S3 { bucket: rb, prefix: rp },
+        ) => {
+            let inside = |a: &str, b: &str| a.is_empty() || b.starts_with(&format!("{a}/"));
+            let same_service = config.stores.s3_replica.or_from(&config.stores.s3).endpoint
+                == config.stores.s3.endpoint;
+            let same_bucket = pb == rb && same_service;
+            Some((
+                same_bucket && pp == rp,
+                same_bucket && (inside(pp, rp) || inside(rp, pp)),
+            ))
+        }
+        _ => None,
+    };
+    match overlap {
+        Some((true, _)) => c.fail(
+            "archiver.replica_root",
+            format!(
+                "must differ from archiver.primary_root, both are {}",
+                quoted(&archiver.replica_root)
+            ),
+        ),
+        Some((false, true)) => c.fail(
+            "archiver.replica_root",
+            format!(
+                "must not contain or be inside archiver.primary_root ({}), got {}",
+                quoted(&archiver.primary_root),
+                quoted(&archiver.replica_root)
+            ),
+        ),
+        _ => {}
+    }
+}
+
+/// What the InfluxDB backend needs, checked only when it is chosen.
+fn check_influxdb(stores: &crate::StoresConfig, c: &mut Checks<'_>) {
+    let influx = &stores.influxdb;
+    c.between(
+        "stores.influxdb.batch_points_max",
+        influx.batch_points_max,
+        1,
+        100_000,
+    );
+    c.positive_duration("stores.influxdb.request_timeout", influx.request_timeout);
+    if stores.timeseries != crate::TimeSeriesBackend::Influxdb {
+        return;
+    }
+    c.http_url("stores.influxdb.url", &influx.url);
+    // Reads are InfluxQL against a database under either API.
+    c.required("stores.influxdb.database", &influx.database, "InfluxQL reads name it");
+    if influx.api == crate::InfluxApi::V2 {
+        c.required("stores.influxdb.org", &influx.org, "api = \"v2\" writes name it");
+        c.required("stores.influxdb.bucket", &influx.bucket, "api = \"v2\" writes name it");
+    }
+    if !influx.token.is_empty() && !influx.username.is_empty() {
+        c.fail(
+            "stores.influxdb.username",
+            "set either token or username/password, not both".to_owned(),
+        );
+    }
+    if influx.username.is_empty() != influx.password.is_empty() {
+        let (key, other) = if influx.username.is_empty() {
+            ("stores.influxdb.username", "password")
+        } else {
+            ("stores.influxdb.password", "username")
+        };
+        c.fail(key, format!("must be set together with {other}"));
+    }
+}
+
+/// What the MongoDB backend needs, checked only when it is chosen.
+fn check_mongodb(stores: &crate::StoresConfig, c: &mut Checks<'_>) {
+    if stores.documents != crate::DocumentsBackend::Mongodb {
+        return;
+    }
+    let mongo = &stores.mongodb;
+    if !(mongo.uri.starts_with("mongodb://") || mongo.uri.starts_with("mongodb+srv://")) {
+        c.fail(
+            "stores.mongodb.uri",
+            format!(
+                "must be a connection string starting with \"mongodb://\" or \"mongodb+srv://\", got {}",
+                quoted(redact_password(&mongo.uri))
+            ),
+        );
+    }
+    // MongoDB's own rule for database names.
+    let bad = mongo.database.is_empty()
+        || mongo.database.len() > 63
+        || mongo
+            .database
+            .chars()
+            .any(|c| "/\\. \"$*<>:|?".contains(c) || c.is_control());
+    if bad {
+        c.fail(
+            "stores.mongodb.database",
+            format!(
+                "must be 1 to 63 characters without /\\. \"$*<>:|?, got {}",
+                quoted(&mongo.database)
+            ),
+        );
+    }
+}
+
+/// A connection string with the password of its user info replaced, so an
+/// error message never prints it.
+fn redact_password(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let Some((user_info, host)) = rest.split_once('@') else {
+        return uri.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => uri.to_owned(),
+    }
 }
 
 /// TLS is all three files or none; the allow-lists name nodes and AZs;
@@ -356,6 +477,30 @@ impl Checks<'_> {
         }
     }
 
+    /// A setting a chosen backend cannot do without.
+    fn required(&mut self, key: &str, value: &str, why: &str) {
+        if value.trim().is_empty() {
+            self.fail(key, format!("must be set ({why}), got \"\""));
+        }
+    }
+
+    /// An `http://` or `https://` URL with a host.
+    fn http_url(&mut self, key: &str, value: &str) {
+        let host = value
+            .strip_prefix("http://")
+            .or_else(|| value.strip_prefix("https://"))
+            .map(|rest| rest.split(['/', '?']).next().unwrap_or(""));
+        if host.is_none_or(str::is_empty) {
+            self.fail(
+                key,
+                format!(
+                    "must be a URL such as \"http://127.0.0.1:8086\", got {}",
+                    quoted(value)
+                ),
+            );
+        }
+    }
+
     fn not_empty(&mut self, key: &str, value: &Path) {
         if value.as_os_str().is_empty() {
             self.fail(key, "must not be empty, got \"\"".to_owned());
@@ -366,10 +511,6 @@ impl Checks<'_> {
 /// A duration as it is written in the file, e.g. `"5s"`.
 fn duration(d: Duration) -> String {
     quoted(humantime::format_duration(d))
-}
-
-fn path(p: &Path) -> String {
-    quoted(p.display())
 }
 
 /// A string as a TOML basic string.
