@@ -39,8 +39,6 @@ pub struct ArchiverArgs {
     pub cfg: ArchiverConfig,
     pub clock: SharedClock,
     pub stats: Arc<NodeStats>,
-    /// Written into every manifest: which node sealed the file.
-    pub source: String,
 }
 
 #[derive(Clone, Copy)]
@@ -173,11 +171,10 @@ impl ArchiverState {
                 .call(|| staging.hour_rows(hour))
                 .await?;
             let archive = self.args.archive.clone();
-            let source = self.args.source.clone();
             match self
                 .args
                 .archive_guard
-                .call(|| archive.write_hour(hour, &rows, &source))
+                .call(|| archive.write_hour(hour, &rows))
                 .await
             {
                 Ok(manifest) => {

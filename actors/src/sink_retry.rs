@@ -3,8 +3,13 @@
 //! every write of one sink:
 //!
 //! - a transient failure (the sink is down or busy) is retried for as long as
-//!   it lasts, with capped exponential backoff and jitter: the write-ahead log
-//!   holds the data meanwhile, so giving up would only lose the slot;
+//!   it lasts, with capped exponential backoff and jitter, and never sooner
+//!   than a server's `Retry-After` asks: the write-ahead log holds the data
+//!   meanwhile, so giving up would only lose the slot;
+//! - a failure is logged as a warning when the sink stops answering and at
+//!   every opening of the breaker (with the error, which names the store,
+//!   the URL and the server's answer), not at every retry; the last error
+//!   stays in [`SinkHealth`] for `vatio status`;
 //! - after `breaker_failures` consecutive transient failures its circuit
 //!   breaker opens: no call is made for `breaker_open_for`, then one trial
 //!   call decides whether it closes or opens again;
@@ -155,6 +160,8 @@ pub struct SinkHealth {
     /// The breaker's state in one word, so a snapshot never mixes two states:
     /// [`STATE_CLOSED`], [`STATE_HALF_OPEN`], or else open until that many ms.
     state: AtomicI64,
+    /// The last failure since the sink last answered (cleared by an answer).
+    last_error: Mutex<Option<String>>,
 }
 
 const STATE_CLOSED: i64 = i64::MIN;
@@ -185,6 +192,7 @@ impl Default for SinkHealth {
             breaker_opens: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             state: AtomicI64::new(STATE_CLOSED),
+            last_error: Mutex::new(None),
         }
     }
 }
@@ -202,6 +210,23 @@ pub struct SinkHealthSnapshot {
     pub consecutive_failures: u32,
     /// The breaker's state when read.
     pub breaker: BreakerState,
+}
+
+impl SinkHealth {
+    /// Why the sink is failing, if it failed since it last answered.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_last_error(&self, error: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
+    }
 }
 
 impl SinkHealth {
@@ -312,23 +337,32 @@ impl SinkGuard {
             let error = match op().await {
                 Ok(value) => {
                     permit.finish(Outcome::Answered);
+                    self.shared.health.set_last_error(None);
                     return Ok(value);
                 }
                 Err(error) => error,
             };
             if error.is_transient() {
-                self.shared
-                    .health
-                    .transient_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                let health = &self.shared.health;
+                health.transient_failures.fetch_add(1, Ordering::Relaxed);
+                let first = health.last_error().is_none();
+                health.set_last_error(Some(error.to_string()));
                 let state = permit.finish(Outcome::TransientFailure);
                 if let BreakerState::Open { until_ms } = state {
-                    // The breaker's period replaces the backoff wait.
+                    // The breaker's period replaces the backoff wait; its
+                    // opening was logged, with this error.
                     let retry_in = self.wait_until(until_ms);
-                    tracing::warn!(sink = self.sink, error = %error, ?retry_in, "sink unavailable; breaker open");
+                    tracing::debug!(sink = self.sink, error = %error, ?retry_in, "sink unavailable; breaker open");
                 } else {
-                    let retry_in = waits.next().unwrap_or(policy.backoff_max);
-                    tracing::warn!(sink = self.sink, error = %error, ?retry_in, "sink unavailable; retrying");
+                    let backoff = waits.next().unwrap_or(policy.backoff_max);
+                    let retry_in = error
+                        .retry_after()
+                        .map_or(backoff, |asked| asked.max(backoff));
+                    if first {
+                        tracing::warn!(sink = self.sink, error = %error, ?retry_in, "sink unavailable; retrying");
+                    } else {
+                        tracing::debug!(sink = self.sink, error = %error, ?retry_in, "sink unavailable; retrying");
+                    }
                     tokio::time::sleep(retry_in).await;
                 }
             } else {
@@ -337,6 +371,7 @@ impl SinkGuard {
                     .rejections
                     .fetch_add(1, Ordering::Relaxed);
                 permit.finish(Outcome::Answered);
+                self.shared.health.set_last_error(None);
                 rejections += 1;
                 if rejections >= policy.rejected_attempts_max {
                     tracing::warn!(sink = self.sink, error = %error, attempts = rejections, "sink rejected the write; giving up");
@@ -432,13 +467,16 @@ impl SinkGuard {
                 health.breaker_opens.fetch_add(1, Ordering::Relaxed);
                 let failures = health.consecutive_failures.load(Ordering::Relaxed);
                 if before == BreakerState::HalfOpen {
+                    let error = health.last_error().unwrap_or_default();
                     tracing::warn!(
                         sink = self.sink,
                         until_ms,
+                        %error,
                         "sink breaker trial failed; open again"
                     );
                 } else {
-                    tracing::warn!(sink = self.sink, until_ms, failures, "sink breaker open");
+                    let error = health.last_error().unwrap_or_default();
+                    tracing::warn!(sink = self.sink, until_ms, failures, %error, "sink breaker open");
                 }
             }
             BreakerState::HalfOpen => {

@@ -243,8 +243,17 @@ pub struct TreeStatus {
     pub inflight_readings: u64,
     pub log: LogStats,
     pub subscribers: Vec<SubscriberStatus>,
-    pub sinks: Vec<(&'static str, SinkHealthSnapshot)>,
+    pub sinks: Vec<SinkStatus>,
     pub recovery: RecoveryStatus,
+}
+
+/// One sink's retry state, as `Admin.Status` shows it.
+#[derive(Clone, Debug)]
+pub struct SinkStatus {
+    pub name: &'static str,
+    pub health: SinkHealthSnapshot,
+    /// Why it is failing, if it failed since it last answered.
+    pub last_error: Option<String>,
 }
 
 /// The running actor tree.
@@ -466,7 +475,6 @@ impl ActorTree {
                     cfg: cfg.archiver.clone(),
                     clock: clock.clone(),
                     stats: stats.clone(),
-                    source: cfg.node.id.clone(),
                 },
             ),
             restartable_child(
@@ -1082,7 +1090,11 @@ impl ActorTree {
             sinks: self
                 .guards
                 .iter()
-                .map(|g| (g.name(), g.health().snapshot()))
+                .map(|g| SinkStatus {
+                    name: g.name(),
+                    health: g.health().snapshot(),
+                    last_error: g.health().last_error(),
+                })
                 .collect(),
             recovery: self.recovery.clone(),
         }

@@ -109,7 +109,7 @@ impl Node {
         let transport = Transport::from_config(&cfg).context("setting up TLS ([tls])")?;
         let stores = match options.stores {
             Some(s) => s,
-            None => crate::stores::open_embedded(&cfg)?,
+            None => crate::stores::open(&cfg).await?,
         };
         let log = crate::log::open(
             &cfg,
@@ -219,6 +219,7 @@ impl Node {
             cfg.node.az.clone(),
             started_ms,
             cfg.dead_letters.list_limit_max,
+            crate::stores::SinkBackends::of(&cfg),
             membership
                 .clone()
                 .zip(trusted.as_ref())

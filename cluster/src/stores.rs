@@ -1,21 +1,119 @@
-//! Opens the stores a node's configuration names. Only the embedded
-//! backends exist so far: SQLite files under `stores.sqlite_dir` and one
-//! local directory per AZ for the archive.
+//! Opens the stores a node's configuration names: the time series in
+//! SQLite or InfluxDB, the documents in SQLite or MongoDB, the archive's
+//! two sides each in a local directory or an S3 bucket. The dead letters,
+//! the archive staging and the device checkpoint are always the node's own
+//! SQLite files under `stores.sqlite_dir`.
+//!
+//! Opening a server-backed store sends nothing: a server that is down at
+//! start-up shows at the first write, which the sink retries behind its
+//! breaker while the log holds the data.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use object_store::ObjectStore;
 use vatio_actors::TreeStores;
-use vatio_config::{Config, SqliteSync};
+use vatio_config::{
+    ArchiveRoot, Config, DocumentsBackend, S3Config, SqliteSync, TimeSeriesBackend,
+};
 use vatio_stores::archive::ParquetArchive;
 use vatio_stores::embedded::{
     SqliteCheckpoints, SqliteDeadLetters, SqliteDocuments, SqliteStaging, SqliteTimeSeries,
     Synchronous, local_object_store,
 };
+use vatio_stores::influxdb::InfluxTimeSeries;
+use vatio_stores::mongodb::MongoDocuments;
+use vatio_stores::s3::s3_object_store;
 use vatio_stores::{Blocking, StoreFault};
 
+/// Every store the configuration names.
+pub async fn open(cfg: &Config) -> anyhow::Result<TreeStores> {
+    let mut stores = open_embedded_with(cfg, Blocking::Threads, None)?;
+    let node = cfg.node.id.as_str();
+    if cfg.stores.timeseries == TimeSeriesBackend::Influxdb {
+        let mut influx = cfg.stores.influxdb.clone();
+        if !influx.ca_file.as_os_str().is_empty() {
+            influx.ca_file = cfg.data_path(&influx.ca_file);
+        }
+        let store = InfluxTimeSeries::connect(&influx, node)
+            .with_context(|| format!("opening the InfluxDB time series at {}", influx.url))?;
+        stores.timeseries = Arc::new(store);
+    }
+    if cfg.stores.documents == DocumentsBackend::Mongodb {
+        let store = MongoDocuments::connect(&cfg.stores.mongodb, node, cfg.stream_etl.retention)
+            .await
+            .context("opening the MongoDB document store")?;
+        stores.documents = Arc::new(store);
+    }
+    Ok(stores)
+}
+
+/// The embedded stores only, whatever the configuration names (for tools
+/// that read a stopped node's files).
 pub fn open_embedded(cfg: &Config) -> anyhow::Result<TreeStores> {
     open_embedded_with(cfg, Blocking::Threads, None)
+}
+
+/// Which backend each sink of the tree writes to, by sink name.
+#[derive(Clone, Debug)]
+pub struct SinkBackends {
+    timeseries: &'static str,
+    documents: &'static str,
+    archive: &'static str,
+}
+
+impl SinkBackends {
+    pub fn of(cfg: &Config) -> Self {
+        let side = |root: &ArchiveRoot| match root {
+            ArchiveRoot::Local(_) => "local",
+            ArchiveRoot::S3 { .. } => "s3",
+        };
+        let archive = match (
+            side(&cfg.archiver.primary_root),
+            side(&cfg.archiver.replica_root),
+        ) {
+            (a, b) if a == b => a,
+            _ => "local + s3",
+        };
+        Self {
+            timeseries: match cfg.stores.timeseries {
+                TimeSeriesBackend::Embedded => "embedded",
+                TimeSeriesBackend::Influxdb => "influxdb",
+            },
+            documents: match cfg.stores.documents {
+                DocumentsBackend::Embedded => "embedded",
+                DocumentsBackend::Mongodb => "mongodb",
+            },
+            archive,
+        }
+    }
+
+    /// The backend of the sink named `sink` (as the tree's guards name them).
+    pub fn backend(&self, sink: &str) -> &'static str {
+        match sink {
+            "timeseries" => self.timeseries,
+            "documents" => self.documents,
+            "archive" => self.archive,
+            _ => "embedded",
+        }
+    }
+}
+
+/// One side of the archive: its local directory or its bucket.
+fn archive_side(
+    cfg: &Config,
+    root: &ArchiveRoot,
+    s3: &S3Config,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    match root {
+        ArchiveRoot::Local(dir) => {
+            let dir = cfg.data_path(dir);
+            local_object_store(&dir)
+                .with_context(|| format!("opening the archive directory {}", dir.display()))
+        }
+        ArchiveRoot::S3 { bucket, prefix } => s3_object_store(bucket, prefix, s3)
+            .with_context(|| format!("opening the archive at {root}")),
+    }
 }
 
 /// [`open_embedded`], with the stores' blocking work run where `blocking`
@@ -57,18 +155,19 @@ pub fn open_embedded_with(
         .context("opening the device checkpoint store")?
         .with_blocking(blocking);
     let checkpoints = with_fault(checkpoints, &fault, SqliteCheckpoints::with_fault);
-    let primary_root = cfg.data_path(&cfg.archiver.primary_root);
-    let replica_root = cfg.data_path(&cfg.archiver.replica_root);
-    let primary = local_object_store(&primary_root)
-        .with_context(|| format!("opening the primary archive at {}", primary_root.display()))?;
-    let replica = local_object_store(&replica_root)
-        .with_context(|| format!("opening the replica archive at {}", replica_root.display()))?;
+    let s3_replica = cfg.stores.s3_replica.or_from(&cfg.stores.s3);
+    let primary = archive_side(cfg, &cfg.archiver.primary_root, &cfg.stores.s3)
+        .context("the primary archive (archiver.primary_root)")?;
+    let replica = archive_side(cfg, &cfg.archiver.replica_root, &s3_replica)
+        .context("the replica archive (archiver.replica_root)")?;
     Ok(TreeStores {
         timeseries: Arc::new(timeseries),
         documents: Arc::new(documents),
         dead_letters: Arc::new(dead_letters),
         staging: Arc::new(staging),
-        archive: Arc::new(ParquetArchive::new(primary, replica).with_blocking(blocking)),
+        archive: Arc::new(
+            ParquetArchive::new(primary, replica, cfg.node.id.as_str()).with_blocking(blocking),
+        ),
         checkpoints: Arc::new(checkpoints),
     })
 }

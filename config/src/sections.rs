@@ -747,9 +747,8 @@ pub struct S3Config {
 impl S3Config {
     /// This replica service's settings with every empty key taken from `primary`.
     pub fn or_from(&self, primary: &S3Config) -> S3Config {
-        let pick = |mine: &String, theirs: &String| {
-            if mine.is_empty() { theirs } else { mine }.clone()
-        };
+        let pick =
+            |mine: &String, theirs: &String| if mine.is_empty() { theirs } else { mine }.clone();
         S3Config {
             endpoint: pick(&self.endpoint, &primary.endpoint),
             region: pick(&self.region, &primary.region),

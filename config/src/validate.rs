@@ -245,8 +245,14 @@ fn check_archive_roots(config: &Config, c: &mut Checks<'_>) {
             }
         }
         (
-            ArchiveRoot::S3 { bucket: pb, prefix: pp },
-            ArchiveRoot::S3 { bucket: rb, prefix: rp },
+            ArchiveRoot::S3 {
+                bucket: pb,
+                prefix: pp,
+            },
+            ArchiveRoot::S3 {
+                bucket: rb,
+                prefix: rp,
+            },
         ) => {
             let inside = |a: &str, b: &str| a.is_empty() || b.starts_with(&format!("{a}/"));
             let same_service = config.stores.s3_replica.or_from(&config.stores.s3).endpoint
@@ -294,10 +300,22 @@ fn check_influxdb(stores: &crate::StoresConfig, c: &mut Checks<'_>) {
     }
     c.http_url("stores.influxdb.url", &influx.url);
     // Reads are InfluxQL against a database under either API.
-    c.required("stores.influxdb.database", &influx.database, "InfluxQL reads name it");
+    c.required(
+        "stores.influxdb.database",
+        &influx.database,
+        "InfluxQL reads name it",
+    );
     if influx.api == crate::InfluxApi::V2 {
-        c.required("stores.influxdb.org", &influx.org, "api = \"v2\" writes name it");
-        c.required("stores.influxdb.bucket", &influx.bucket, "api = \"v2\" writes name it");
+        c.required(
+            "stores.influxdb.org",
+            &influx.org,
+            "api = \"v2\" writes name it",
+        );
+        c.required(
+            "stores.influxdb.bucket",
+            &influx.bucket,
+            "api = \"v2\" writes name it",
+        );
     }
     if !influx.token.is_empty() && !influx.username.is_empty() {
         c.fail(

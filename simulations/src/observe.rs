@@ -19,9 +19,6 @@ use crate::model::PointKey;
 use crate::recording::RecordingStaging;
 use crate::workload::{Expect, Workload};
 
-/// The file name every archived hour uses.
-const PART_FILE: &str = "part-00000.parquet";
-
 /// The archive as read back.
 #[derive(Clone, Debug, Default)]
 pub struct ArchiveView {
@@ -86,13 +83,17 @@ pub async fn read(
     let mut archive = ArchiveView::default();
     for (i, side) in Side::BOTH.into_iter().enumerate() {
         let root = match side {
-            Side::Primary => cfg.data_path(&cfg.archiver.primary_root),
-            Side::Replica => cfg.data_path(&cfg.archiver.replica_root),
+            Side::Primary => &cfg.archiver.primary_root,
+            Side::Replica => &cfg.archiver.replica_root,
         };
-        archive.files_on_disk[i] =
-            count_files(&root, PART_FILE).with_context(|| format!("walking {}", root.display()))?;
+        let root = cfg
+            .archive_dir(root)
+            .with_context(|| format!("the simulation's archive root {root} is not a directory"))?;
+        let part_file = format!("part-{}.parquet", cfg.node.id);
+        archive.files_on_disk[i] = count_files(&root, &part_file)
+            .with_context(|| format!("walking {}", root.display()))?;
         for &hour in &hours {
-            let path = hour_path(hour);
+            let path = hour_path(hour, &cfg.node.id);
             let relative: &str = path.as_ref();
             if !root.join(relative).exists() {
                 continue;

@@ -278,8 +278,12 @@ fn open_stores(cfg: &Config) -> anyhow::Result<(TreeStores, Arc<RecordingStaging
         &db.join("archive_staging.sqlite"),
         sync,
     )?)));
-    let primary = local_object_store(&cfg.data_path(&cfg.archiver.primary_root))?;
-    let replica = local_object_store(&cfg.data_path(&cfg.archiver.replica_root))?;
+    let local = |root| {
+        cfg.archive_dir(root)
+            .with_context(|| format!("the simulation's archive root {root} is not a directory"))
+    };
+    let primary = local_object_store(&local(&cfg.archiver.primary_root)?)?;
+    let replica = local_object_store(&local(&cfg.archiver.replica_root)?)?;
     let stores = TreeStores {
         timeseries: Arc::new(SqliteTimeSeries::open(&db.join("timeseries.sqlite"), sync)?),
         documents: Arc::new(SqliteDocuments::open(&db.join("documents.sqlite"), sync)?),
@@ -288,7 +292,7 @@ fn open_stores(cfg: &Config) -> anyhow::Result<(TreeStores, Arc<RecordingStaging
             sync,
         )?),
         staging: staging.clone(),
-        archive: Arc::new(ParquetArchive::new(primary, replica)),
+        archive: Arc::new(ParquetArchive::new(primary, replica, cfg.node.id.as_str())),
         checkpoints: Arc::new(SqliteCheckpoints::open(
             &db.join("checkpoint.sqlite"),
             sync,

@@ -60,6 +60,7 @@ async fn flush_reaches_held_readings_of_a_device_whose_actor_is_restarting() -> 
         archive: Arc::new(ParquetArchive::new(
             local_object_store(&dir.path().join("p"))?,
             local_object_store(&dir.path().join("r"))?,
+            "node-1",
         )),
         checkpoints: Arc::new(SqliteCheckpoints::open(&db.join("cp"), s)?),
     };

@@ -1,8 +1,12 @@
 //! Hourly Parquet archive in two object stores (one per AZ), with manifests.
 //!
-//! One hour of one device kind is one file at a deterministic path, written
-//! from every staged row of that hour with fixed writer settings, so a re-run
-//! writes the very same bytes. A `manifest.json` beside each file records
+//! One node's share of one hour of one device kind is one file at a
+//! deterministic path named after the node (`part-{node}.parquet`), written
+//! from every row of that hour the node staged, with fixed writer settings,
+//! so a re-run writes the very same bytes. Two nodes that both sequenced
+//! part of an hour (a failover in the middle of it) each write their own
+//! file, so on a shared bucket neither clobbers the other. A
+//! `manifest-{node}.json` beside each file records
 //! what the file must be (rows, size, SHA-256, schema version, source); it is
 //! written after the file, so a manifest always describes a complete file,
 //! and both sides are read back and checked against it before an hour
@@ -18,6 +22,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
@@ -41,6 +46,16 @@ const CREATED_BY: &str = "vatio";
 /// Rows per row group and per record batch. Fixed, because row-group
 /// boundaries are part of the file's bytes.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Files larger than this go up in parts (S3 takes at most 5 GiB in one
+/// put, and a part that fails is retried alone).
+pub const MULTIPART_THRESHOLD_BYTES: usize = 16 << 20;
+
+/// Size of each part of a multipart upload but the last (S3's minimum is 5 MiB).
+const PART_BYTES: usize = 8 << 20;
+
+/// Parts of one file uploaded at once.
+const PARTS_IN_FLIGHT_MAX: usize = 4;
 
 /// Which AZ's object store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,7 +87,7 @@ pub struct Manifest {
     /// SHA-256 of the Parquet file, lowercase hex.
     pub sha256: String,
     pub schema_version: u32,
-    /// Who wrote the hour (e.g. the archiver and its node).
+    /// Who wrote the hour: the node whose share of it the file holds.
     pub source: String,
 }
 
@@ -81,8 +96,12 @@ pub struct Manifest {
 pub struct ParquetArchive {
     primary: Arc<dyn ObjectStore>,
     replica: Arc<dyn ObjectStore>,
+    /// The node whose shares of the hours this archive writes and reads.
+    writer: String,
     /// Where an hour is encoded.
     blocking: crate::Blocking,
+    /// Files above this size are uploaded in parts.
+    multipart_threshold_bytes: usize,
 }
 
 /// Start of `hour` as a UTC date-time, if chrono can represent it.
@@ -107,15 +126,16 @@ fn hour_dir(hour: HourKey) -> Path {
     }
 }
 
-/// Object path of an hour's Parquet file:
-/// `readings/kind={kind}/date=YYYY-MM-DD/hour=HH/part-00000.parquet` (UTC).
-pub fn hour_path(hour: HourKey) -> Path {
-    hour_dir(hour).join("part-00000.parquet")
+/// Object path of one writer's share of an hour:
+/// `readings/kind={kind}/date=YYYY-MM-DD/hour=HH/part-{writer}.parquet` (UTC).
+/// `writer` is a node id (`[A-Za-z0-9_-]`, safe in a path).
+pub fn hour_path(hour: HourKey, writer: &str) -> Path {
+    hour_dir(hour).join(format!("part-{writer}.parquet"))
 }
 
-/// Object path of the manifest beside [`hour_path`].
-pub fn manifest_path(hour: HourKey) -> Path {
-    hour_dir(hour).join("manifest.json")
+/// Object path of the manifest beside [`hour_path`]: `manifest-{writer}.json`.
+pub fn manifest_path(hour: HourKey, writer: &str) -> Path {
+    hour_dir(hour).join(format!("manifest-{writer}.json"))
 }
 
 /// The archive's Arrow schema; every column is required.
@@ -266,14 +286,41 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl ParquetArchive {
-    /// An archive writing every hour to `primary` (this AZ) and `replica`
-    /// (the other AZ).
-    pub fn new(primary: Arc<dyn ObjectStore>, replica: Arc<dyn ObjectStore>) -> Self {
+    /// An archive writing `writer`'s share of every hour (`writer` is the
+    /// node's id) to `primary` (this AZ) and `replica` (the other AZ).
+    pub fn new(
+        primary: Arc<dyn ObjectStore>,
+        replica: Arc<dyn ObjectStore>,
+        writer: impl Into<String>,
+    ) -> Self {
         Self {
             primary,
             replica,
+            writer: writer.into(),
             blocking: crate::Blocking::Threads,
+            multipart_threshold_bytes: MULTIPART_THRESHOLD_BYTES,
         }
+    }
+
+    /// The same archive, uploading files above `bytes` in parts.
+    pub fn with_multipart_threshold(mut self, bytes: usize) -> Self {
+        self.multipart_threshold_bytes = bytes;
+        self
+    }
+
+    /// The node whose shares this archive writes.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    /// Object path of this writer's share of `hour`.
+    pub fn path_of(&self, hour: HourKey) -> Path {
+        hour_path(hour, &self.writer)
+    }
+
+    /// Object path of the manifest of this writer's share of `hour`.
+    pub fn manifest_path_of(&self, hour: HourKey) -> Path {
+        manifest_path(hour, &self.writer)
     }
 
     /// The same archive, encoding hours where `blocking` says.
@@ -289,18 +336,14 @@ impl ParquetArchive {
         }
     }
 
-    /// Archives one hour: encodes `rows` (every staged row of the hour),
-    /// writes the file and then its manifest to both sides, and reads both
-    /// sides back to check them. Re-running with the same rows rewrites the
-    /// same bytes, so a retry after any failure is safe.
-    pub async fn write_hour(
-        &self,
-        hour: HourKey,
-        rows: &[Reading],
-        source: &str,
-    ) -> Result<Manifest> {
+    /// Archives this writer's share of one hour: encodes `rows` (every row
+    /// of the hour it staged), writes the file and then its manifest to
+    /// both sides, and reads both sides back to check them. Re-running with
+    /// the same rows rewrites the same bytes, so a retry after any failure
+    /// is safe.
+    pub async fn write_hour(&self, hour: HourKey, rows: &[Reading]) -> Result<Manifest> {
         check_rows(hour, rows)?;
-        let path = hour_path(hour);
+        let path = self.path_of(hour);
         // Encoding and hashing an hour is CPU work: keep it off the runtime.
         let owned = rows.to_vec();
         let (bytes, sha256) = self
@@ -329,7 +372,7 @@ impl ParquetArchive {
             bytes: bytes.len() as u64,
             sha256,
             schema_version: SCHEMA_VERSION,
-            source: source.to_owned(),
+            source: self.writer.clone(),
         };
         let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Rejected {
             store: STORE,
@@ -338,13 +381,9 @@ impl ParquetArchive {
 
         // File before manifest on each side: a manifest never points at a
         // file that is not there yet.
-        let put_file = |side: Side| {
-            let payload = PutPayload::from(bytes.clone());
-            let path = &path;
-            async move { self.store(side).put(path, payload).await }
-        };
+        let put_file = |side: Side| self.put_file(side, &path, bytes.clone());
         futures::try_join!(put_file(Side::Primary), put_file(Side::Replica))?;
-        let manifest_at = manifest_path(hour);
+        let manifest_at = self.manifest_path_of(hour);
         let put_manifest = |side: Side| {
             let payload = PutPayload::from(Bytes::from(manifest_json.clone()));
             let path = &manifest_at;
@@ -364,9 +403,43 @@ impl ParquetArchive {
         Ok(manifest)
     }
 
-    /// Reads an hour's manifest from one side.
+    /// Puts a whole file, in parts when it is large. A part upload that
+    /// fails is aborted, so no orphaned parts are left to pay for.
+    async fn put_file(&self, side: Side, path: &Path, bytes: Bytes) -> Result<()> {
+        let store = self.store(side);
+        if bytes.len() <= self.multipart_threshold_bytes {
+            store.put(path, PutPayload::from(bytes)).await?;
+            return Ok(());
+        }
+        let mut upload = store.put_multipart(path).await?;
+        let mut parts = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let part = rest.split_to(PART_BYTES.min(rest.len()));
+            parts.push(upload.put_part(PutPayload::from(part)));
+        }
+        // At most four parts in flight: bounded memory and connections.
+        let sent: Result<Vec<()>, _> = futures::stream::iter(parts)
+            .buffered(PARTS_IN_FLIGHT_MAX)
+            .try_collect()
+            .await;
+        match sent {
+            Ok(_) => {
+                upload.complete().await?;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(abort) = upload.abort().await {
+                    tracing::warn!(error = %abort, %path, "aborting a failed multipart upload failed");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reads the manifest of this writer's share of an hour from one side.
     pub async fn read_manifest(&self, side: Side, hour: HourKey) -> Result<Manifest> {
-        let path = manifest_path(hour);
+        let path = self.manifest_path_of(hour);
         let bytes = self.store(side).get(&path).await?.bytes().await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             corrupt(format!(
@@ -376,11 +449,11 @@ impl ParquetArchive {
         })
     }
 
-    /// Reads an hour's rows from one side.
+    /// Reads the rows of this writer's share of an hour from one side.
     pub async fn read_hour(&self, side: Side, hour: HourKey) -> Result<Vec<Reading>> {
         let bytes = self
             .store(side)
-            .get(&hour_path(hour))
+            .get(&self.path_of(hour))
             .await?
             .bytes()
             .await?;
@@ -391,7 +464,7 @@ impl ParquetArchive {
     /// SHA-256); returns the manifest. A mismatch is [`Error::Corrupt`].
     pub async fn verify(&self, side: Side, hour: HourKey) -> Result<Manifest> {
         let manifest = self.read_manifest(side, hour).await?;
-        let path = hour_path(hour);
+        let path = self.path_of(hour);
         if manifest.path != path.as_ref()
             || manifest.kind != hour.kind
             || manifest.hour_ms != hour.hour_ms

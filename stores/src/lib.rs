@@ -13,14 +13,24 @@
 //!
 //! Every write is idempotent: writing the same key twice leaves one copy.
 //! The embedded backends (SQLite via `rusqlite`, local filesystem) live in
-//! [`embedded`].
+//! [`embedded`]; the production ones in [`influxdb`] (time series),
+//! [`mongodb`] (documents) and [`s3`] (the archive's buckets).
+//!
+//! An embedded store holds one node's share; a server (InfluxDB, MongoDB)
+//! is *shared* by every node of a cluster. Each node writes its share of a
+//! minute under its own key there (the node is part of the key), so two
+//! nodes that both sequenced part of one minute (a failover in the middle
+//! of it) never overwrite each other, and a read merges the shares.
 
 pub mod archive;
 pub mod blocking;
 pub mod embedded;
 pub mod error;
+pub mod influxdb;
 pub mod merge;
 pub mod model;
+pub mod mongodb;
+pub mod s3;
 
 use async_trait::async_trait;
 
@@ -89,8 +99,18 @@ pub struct PowerFlowMinute {
 }
 
 /// Time-series sink: minute points per device and metric.
+///
+/// Writes and [`Self::point`] concern this node's share; the queries
+/// (`latest`, `series`, `power_flow`, `minutes`) answer for every share the
+/// store holds: one node's for an embedded store, the whole cluster's for a
+/// [shared](Self::shared) one.
 #[async_trait]
 pub trait TimeSeriesStore: Send + Sync + 'static {
+    /// Whether every node of a cluster writes to and reads this one store,
+    /// so a cluster-wide answer reads it once instead of asking every node.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Upserts points; a point replaces any stored point with the same
     /// `(device, metric, minute_ms)`.
     async fn write_points(&self, points: &[MinutePoint]) -> Result<()>;
@@ -142,8 +162,15 @@ pub struct EventFilter {
 }
 
 /// Document sink: per-minute device documents and threshold events.
+///
+/// Minute documents are this node's share of a minute; events answer for
+/// every share the store holds (see [`TimeSeriesStore`]).
 #[async_trait]
 pub trait DocumentStore: Send + Sync + 'static {
+    /// Whether every node of a cluster writes to and reads this one store.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Upserts documents by id (replaces the whole document).
     async fn upsert_minute_docs(&self, docs: &[MinuteDoc]) -> Result<()>;
     async fn minute_doc(&self, device: &DeviceId, minute_ms: UnixMs) -> Result<Option<MinuteDoc>>;

@@ -41,26 +41,26 @@ fn sorted(mut rows: Vec<Reading>) -> Vec<Reading> {
 }
 
 #[test]
-fn hour_paths_are_by_kind_utc_date_and_hour() {
+fn hour_paths_are_by_kind_utc_date_and_hour_and_name_the_writer() {
     let hour = HourKey {
         kind: DeviceKind::ClimateSensor,
         hour_ms: HOUR_MS_0709,
     };
     assert_eq!(
-        archive::hour_path(hour).as_ref(),
-        "readings/kind=climate_sensor/date=2026-03-09/hour=07/part-00000.parquet"
+        archive::hour_path(hour, "node-a1").as_ref(),
+        "readings/kind=climate_sensor/date=2026-03-09/hour=07/part-node-a1.parquet"
     );
     assert_eq!(
-        archive::manifest_path(hour).as_ref(),
-        "readings/kind=climate_sensor/date=2026-03-09/hour=07/manifest.json"
+        archive::manifest_path(hour, "node-a1").as_ref(),
+        "readings/kind=climate_sensor/date=2026-03-09/hour=07/manifest-node-a1.json"
     );
     let midnight = HourKey {
         kind: DeviceKind::RobotArm,
         hour_ms: HOUR_MS_0709 - 7 * HOUR_MS,
     };
     assert_eq!(
-        archive::hour_path(midnight).as_ref(),
-        "readings/kind=robot_arm/date=2026-03-09/hour=00/part-00000.parquet"
+        archive::hour_path(midnight, "b2").as_ref(),
+        "readings/kind=robot_arm/date=2026-03-09/hour=00/part-b2.parquet"
     );
 }
 

@@ -51,7 +51,7 @@ fn archive(dir: &Path) -> ArchiveUnderTest {
     let primary = local_object_store(&dir.join("az-a/archive")).expect("primary root");
     let replica = local_object_store(&dir.join("az-b/archive")).expect("replica root");
     ArchiveUnderTest {
-        archive: ParquetArchive::new(Arc::clone(&primary), Arc::clone(&replica)),
+        archive: ParquetArchive::new(Arc::clone(&primary), Arc::clone(&replica), "node-a1"),
         primary,
         replica,
     }
@@ -128,6 +128,8 @@ conformance!(archive, crate::archive:
     a_damaged_replica_file_is_detected_as_corrupt,
     rows_outside_the_hour_are_refused,
     an_empty_hour_is_a_valid_file,
+    two_writers_of_one_hour_keep_their_own_files,
+    a_large_hour_goes_up_in_parts,
 );
 
 #[tokio::test]
@@ -271,7 +273,7 @@ async fn archive_files_land_under_each_azs_root() {
     )];
     let manifest = t
         .archive
-        .write_hour(hour, &rows, "test")
+        .write_hour(hour, &rows)
         .await
         .expect("write hour");
     for root in ["az-a/archive", "az-b/archive"] {
@@ -279,9 +281,9 @@ async fn archive_files_land_under_each_azs_root() {
             .path()
             .join(root)
             .join("readings/kind=electricity_meter/date=2026-01-01/hour=23");
-        let file = std::fs::read(hour_dir.join("part-00000.parquet")).expect("parquet file");
+        let file = std::fs::read(hour_dir.join("part-node-a1.parquet")).expect("parquet file");
         assert_eq!(sha256_hex(&file), manifest.sha256);
-        assert!(hour_dir.join("manifest.json").is_file());
+        assert!(hour_dir.join("manifest-node-a1.json").is_file());
     }
     assert_eq!(
         t.archive

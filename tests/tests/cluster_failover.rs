@@ -305,7 +305,8 @@ async fn verify(
         let cfg = f.load()?;
         archived.add_root(
             id,
-            &cfg.data_path(&cfg.archiver.primary_root),
+            &cfg.archive_dir(&cfg.archiver.primary_root)
+                .expect("a local archive root"),
             &mut findings,
         )?;
         stores.push(vatio_cluster::stores::open_embedded(&cfg)?);

@@ -165,8 +165,12 @@ async fn verify(files: &NodeFiles, acks_path: &Path, totals: &LoadTotals) -> any
     let acked = check_load(totals, acks_path, &mut findings)?;
 
     // The archive: every row of every hour file of the primary root.
-    let primary_root = cfg.data_path(&cfg.archiver.primary_root);
-    let replica_root = cfg.data_path(&cfg.archiver.replica_root);
+    let primary_root = cfg
+        .archive_dir(&cfg.archiver.primary_root)
+        .expect("a local archive root");
+    let replica_root = cfg
+        .archive_dir(&cfg.archiver.replica_root)
+        .expect("a local archive root");
     let mut archived = Archived::default();
     archived.add_root(&cfg.node.id, &primary_root, &mut findings)?;
     archived.check_exactly_once(&acked, &mut findings);

@@ -270,9 +270,20 @@ async fn archive_holds_each_reading_once_in_both_azs() -> anyhow::Result<()> {
     let t = TestNode::start().await?;
     t.ingest().await?.ingest_batch(mixed_batch()).await?;
     t.flush().await?;
-    let part = "readings/kind=electricity_meter/date=2026-11-26/hour=09/part-00000.parquet";
-    let primary = t.cfg.data_path(&t.cfg.archiver.primary_root).join(part);
-    let replica = t.cfg.data_path(&t.cfg.archiver.replica_root).join(part);
+    let part = format!(
+        "readings/kind=electricity_meter/date=2026-11-26/hour=09/part-{}.parquet",
+        t.cfg.node.id
+    );
+    let primary = t
+        .cfg
+        .archive_dir(&t.cfg.archiver.primary_root)
+        .expect("a local archive root")
+        .join(&part);
+    let replica = t
+        .cfg
+        .archive_dir(&t.cfg.archiver.replica_root)
+        .expect("a local archive root")
+        .join(&part);
     let rows = read_parquet(&primary)?;
     assert_eq!(
         rows,
@@ -290,15 +301,19 @@ async fn archive_holds_each_reading_once_in_both_azs() -> anyhow::Result<()> {
         "replica is byte-identical"
     );
 
-    let manifest_path = primary.with_file_name("manifest.json");
+    let manifest_path = primary.with_file_name(format!("manifest-{}.json", t.cfg.node.id));
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest_path)?)?;
     assert_eq!(manifest["rows"], 5);
     assert_eq!(manifest["schema_version"], 1);
 
     let climate = t
         .cfg
-        .data_path(&t.cfg.archiver.primary_root)
-        .join("readings/kind=climate_sensor/date=2026-11-26/hour=09/part-00000.parquet");
+        .archive_dir(&t.cfg.archiver.primary_root)
+        .expect("a local archive root")
+        .join(format!(
+            "readings/kind=climate_sensor/date=2026-11-26/hour=09/part-{}.parquet",
+            t.cfg.node.id
+        ));
     let seqs: Vec<u64> = read_parquet(&climate)?.into_iter().map(|r| r.1).collect();
     assert_eq!(seqs, vec![1, 5, 6]);
 

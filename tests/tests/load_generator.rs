@@ -98,7 +98,9 @@ async fn acks_out_lists_exactly_the_acknowledged_readings() -> anyhow::Result<()
     cfg.ingest.max_batch_readings = 100;
     cfg.ingest.max_inflight_readings = 100;
     cfg.ingest.retry_after = Duration::from_millis(5);
-    let primary_root = cfg.data_path(&cfg.archiver.primary_root);
+    let primary_root = cfg
+        .archive_dir(&cfg.archiver.primary_root)
+        .expect("a local archive root");
     let t = TestNode::start_with(dir, cfg, TreeOptions::default(), None).await?;
     let acks_out = t.dir.path().join("acks.txt");
     // A line from an earlier run: the file is appended to, not replaced.

@@ -242,9 +242,16 @@ pub async fn run(addr: &str, tls: &TlsArgs, as_json: bool) -> anyhow::Result<()>
     for sink in &s.sinks {
         fields.push((
             format!("breaker_{}", sink.name),
-            format!("{} breaker", sink.name),
+            format!("{} ({}) breaker", sink.name, sink.backend),
             json!(sink.breaker),
         ));
+        if !sink.last_error.is_empty() {
+            fields.push((
+                format!("error_{}", sink.name),
+                format!("{} failing", sink.name),
+                json!(sink.last_error),
+            ));
+        }
     }
     if as_json {
         let object: serde_json::Map<String, Value> = fields

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::membership::Membership;
 use crate::placement::View;
 use crate::routing::Routing;
+use crate::stores::SinkBackends;
 use tokio::sync::watch;
 
 use tonic::transport::Channel;
@@ -26,6 +27,8 @@ pub struct AdminService {
     az: String,
     started_ms: i64,
     list_limit_max: u32,
+    /// Which backend each sink writes to, for the status.
+    backends: SinkBackends,
     /// Set on a cluster node.
     cluster: Option<AdminCluster>,
 }
@@ -49,6 +52,7 @@ impl AdminService {
         az: String,
         started_ms: i64,
         list_limit_max: u32,
+        backends: SinkBackends,
         cluster: Option<AdminCluster>,
     ) -> Self {
         Self {
@@ -57,6 +61,7 @@ impl AdminService {
             az,
             started_ms,
             list_limit_max,
+            backends,
             cluster,
         }
     }
@@ -144,7 +149,7 @@ impl v1::admin_server::Admin for AdminService {
             inflight_readings: tree.inflight_readings,
             device_table_bytes: tree.router.table_bytes,
             events_written: NodeStats::get(&s.events_written),
-            sink_write_failures: tree.sinks.iter().map(|(_, h)| h.transient_failures).sum(),
+            sink_write_failures: tree.sinks.iter().map(|s| s.health.transient_failures).sum(),
             sink_writes_rejected: NodeStats::get(&s.sink_writes_rejected),
             devices_activated: NodeStats::get(&s.devices_activated),
             devices_passivated: NodeStats::get(&s.devices_passivated),
@@ -196,12 +201,14 @@ impl v1::admin_server::Admin for AdminService {
             sinks: tree
                 .sinks
                 .iter()
-                .map(|(name, h)| v1::SinkStatus {
-                    name: (*name).to_owned(),
-                    breaker: breaker_name(h.breaker).to_owned(),
-                    transient_failures: h.transient_failures,
-                    rejections: h.rejections,
-                    breaker_opens: h.breaker_opens,
+                .map(|sink| v1::SinkStatus {
+                    name: sink.name.to_owned(),
+                    breaker: breaker_name(sink.health.breaker).to_owned(),
+                    transient_failures: sink.health.transient_failures,
+                    rejections: sink.health.rejections,
+                    breaker_opens: sink.health.breaker_opens,
+                    last_error: sink.last_error.clone().unwrap_or_default(),
+                    backend: self.backends.backend(sink.name).to_owned(),
                 })
                 .collect(),
             members: self.members(),

@@ -38,6 +38,20 @@ impl QueryService {
     fn peers(&self, scope: i32) -> Result<Option<&ClusterReads>, Status> {
         peers_for(self.cluster.as_ref(), scope)
     }
+
+    /// The peers a time-series answer asks: none when the store is shared
+    /// (it holds every node's share, so reading it once is the whole
+    /// answer and a node that is down takes nothing with it).
+    fn timeseries_peers(&self, scope: i32) -> Result<Option<&ClusterReads>, Status> {
+        let peers = self.peers(scope)?;
+        Ok(peers.filter(|_| !self.stores.timeseries.shared()))
+    }
+
+    /// The peers an events answer asks: none when the document store is shared.
+    fn documents_peers(&self, scope: i32) -> Result<Option<&ClusterReads>, Status> {
+        let peers = self.peers(scope)?;
+        Ok(peers.filter(|_| !self.stores.documents.shared()))
+    }
 }
 
 /// A query client on a peer's channel, for peer-sized answers.
@@ -80,7 +94,7 @@ impl v1::query_server::Query for QueryService {
         request: Request<v1::LatestRequest>,
     ) -> Result<Response<v1::LatestResponse>, Status> {
         let req = request.into_inner();
-        let peers = self.peers(req.scope)?;
+        let peers = self.timeseries_peers(req.scope)?;
         let filter = LatestFilter {
             device: device_filter(&req.device_id),
             kind: kind_filter(req.kind)?,
@@ -117,7 +131,7 @@ impl v1::query_server::Query for QueryService {
         request: Request<v1::SeriesRequest>,
     ) -> Result<Response<v1::SeriesResponse>, Status> {
         let req = request.into_inner();
-        let peers = self.peers(req.scope)?;
+        let peers = self.timeseries_peers(req.scope)?;
         let device = device_filter(&req.device_id)
             .ok_or_else(|| Status::invalid_argument("device_id: required"))?;
         let metric = metric_arg(&req.metric)?;
@@ -158,7 +172,7 @@ impl v1::query_server::Query for QueryService {
         request: Request<v1::PowerFlowRequest>,
     ) -> Result<Response<v1::PowerFlowResponse>, Status> {
         let req = request.into_inner();
-        let peers = self.peers(req.scope)?;
+        let peers = self.timeseries_peers(req.scope)?;
         let (from, to) = range_arg(req.from_unix_ms, req.to_unix_ms)?;
         let (minutes, unanswered) = match peers {
             None => {
@@ -198,7 +212,7 @@ impl v1::query_server::Query for QueryService {
         request: Request<v1::EventsRequest>,
     ) -> Result<Response<v1::EventsResponse>, Status> {
         let req = request.into_inner();
-        let peers = self.peers(req.scope)?;
+        let peers = self.documents_peers(req.scope)?;
         let event_type = if req.event_type.is_empty() {
             None
         } else {

@@ -24,9 +24,9 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    /// The node's archive over these buckets, encoding in the calling task.
-    pub fn archive(&self) -> ParquetArchive {
-        ParquetArchive::new(self.primary.clone(), self.replica.clone())
+    /// Node `node`'s archive over these buckets, encoding in the calling task.
+    pub fn archive(&self, node: &str) -> ParquetArchive {
+        ParquetArchive::new(self.primary.clone(), self.replica.clone(), node)
             .with_blocking(vatio_stores::Blocking::Inline)
     }
 

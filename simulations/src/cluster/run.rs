@@ -190,7 +190,7 @@ async fn run_node(spec: NodeSpec) -> anyhow::Result<()> {
         vatio_stores::Blocking::Inline,
         Some(store_fault),
     )?;
-    stores.archive = Arc::new(spec.buckets.archive());
+    stores.archive = Arc::new(spec.buckets.archive(&spec.id));
     stores.timeseries = Arc::new(FaultySink {
         inner: stores.timeseries,
         switch: spec.sink.clone(),
@@ -666,12 +666,12 @@ fn audit(specs: &[NodeSpec], acks: &Acks) -> anyhow::Result<(usize, Findings)> {
     for spec in specs {
         let cfg = spec.files_config();
         runtime.block_on(spec.buckets.export(
-            &cfg.data_path(&cfg.archiver.primary_root),
-            &cfg.data_path(&cfg.archiver.replica_root),
+            &local_archive(&cfg, &cfg.archiver.primary_root)?,
+            &local_archive(&cfg, &cfg.archiver.replica_root)?,
         ))?;
         archived.add_root(
             &spec.id,
-            &cfg.data_path(&cfg.archiver.primary_root),
+            &local_archive(&cfg, &cfg.archiver.primary_root)?,
             &mut findings,
         )?;
     }
@@ -788,4 +788,13 @@ fn check_cluster_answer(
         );
     }
     Ok(())
+}
+
+/// The directory of a node's local archive root (a simulation never uses S3).
+fn local_archive(
+    cfg: &Config,
+    root: &vatio_config::ArchiveRoot,
+) -> anyhow::Result<std::path::PathBuf> {
+    cfg.archive_dir(root)
+        .with_context(|| format!("the simulation's archive root {root} is not a directory"))
 }

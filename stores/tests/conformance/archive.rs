@@ -68,7 +68,7 @@ pub async fn an_hour_round_trips_through_both_sides(t: &ArchiveUnderTest) {
     let rows = rows();
     let manifest = t
         .archive
-        .write_hour(HOUR, &shuffled(&rows), "archiver@node-a1")
+        .write_hour(HOUR, &shuffled(&rows))
         .await
         .expect("write hour");
 
@@ -76,14 +76,14 @@ pub async fn an_hour_round_trips_through_both_sides(t: &ArchiveUnderTest) {
     assert_eq!(
         manifest,
         Manifest {
-            path: archive::hour_path(HOUR).to_string(),
+            path: t.archive.path_of(HOUR).to_string(),
             kind: HOUR.kind,
             hour_ms: HOUR.hour_ms,
             rows: rows.len() as u64,
             bytes: encoded.len() as u64,
             sha256: archive::sha256_hex(&encoded),
             schema_version: SCHEMA_VERSION,
-            source: "archiver@node-a1".to_owned(),
+            source: t.archive.writer().to_owned(),
         }
     );
     for side in Side::BOTH {
@@ -105,7 +105,7 @@ pub async fn an_hour_round_trips_through_both_sides(t: &ArchiveUnderTest) {
     // The manifest is plain JSON with the documented field names.
     let raw = t
         .replica
-        .get(&archive::manifest_path(HOUR))
+        .get(&t.archive.manifest_path_of(HOUR))
         .await
         .expect("get manifest")
         .bytes()
@@ -114,7 +114,10 @@ pub async fn an_hour_round_trips_through_both_sides(t: &ArchiveUnderTest) {
     let json: serde_json::Value = serde_json::from_slice(&raw).expect("manifest is JSON");
     assert_eq!(
         json["path"],
-        "readings/kind=robot_arm/date=2026-01-01/hour=13/part-00000.parquet"
+        format!(
+            "readings/kind=robot_arm/date=2026-01-01/hour=13/part-{}.parquet",
+            t.archive.writer()
+        )
     );
     assert_eq!(json["kind"], "robot_arm");
     assert_eq!(json["hour_ms"], HOUR.hour_ms);
@@ -122,20 +125,16 @@ pub async fn an_hour_round_trips_through_both_sides(t: &ArchiveUnderTest) {
     assert_eq!(json["bytes"], encoded.len() as u64);
     assert_eq!(json["sha256"], archive::sha256_hex(&encoded));
     assert_eq!(json["schema_version"], 1);
-    assert_eq!(json["source"], "archiver@node-a1");
+    assert_eq!(json["source"], t.archive.writer());
 }
 
 pub async fn rewriting_an_hour_writes_the_same_bytes_on_both_sides(t: &ArchiveUnderTest) {
     let rows = rows();
-    let first = t
-        .archive
-        .write_hour(HOUR, &rows, "archiver@node-a1")
-        .await
-        .expect("write hour");
+    let first = t.archive.write_hour(HOUR, &rows).await.expect("write hour");
     let primary_first = raw_file(t, Side::Primary).await;
     let second = t
         .archive
-        .write_hour(HOUR, &shuffled(&rows), "archiver@node-b1")
+        .write_hour(HOUR, &shuffled(&rows))
         .await
         .expect("rewrite hour");
 
@@ -147,21 +146,63 @@ pub async fn rewriting_an_hour_writes_the_same_bytes_on_both_sides(t: &ArchiveUn
     assert_eq!(primary, replica, "both AZs hold the same bytes");
     assert_eq!(archive::sha256_hex(&replica), second.sha256);
     assert_eq!(primary, archive::encode(&rows).expect("encode"));
-    // The manifest records who wrote last.
+}
+
+/// Two nodes that both sequenced part of an hour (a failover in the middle
+/// of it) each archive their share in their own file on the same buckets:
+/// neither overwrites the other.
+pub async fn two_writers_of_one_hour_keep_their_own_files(t: &ArchiveUnderTest) {
+    let rows = rows();
+    let (first_half, second_half) = rows.split_at(rows.len() / 2);
+    let other = ParquetArchive::new(t.primary.clone(), t.replica.clone(), "node-b1");
+    assert_ne!(other.writer(), t.archive.writer());
+    let mine = t
+        .archive
+        .write_hour(HOUR, first_half)
+        .await
+        .expect("write share");
+    let theirs = other
+        .write_hour(HOUR, second_half)
+        .await
+        .expect("write other share");
+    assert_ne!(mine.path, theirs.path);
+    for side in Side::BOTH {
+        assert_eq!(
+            t.archive.read_hour(side, HOUR).await.expect("read"),
+            first_half
+        );
+        assert_eq!(
+            other.read_hour(side, HOUR).await.expect("read"),
+            second_half
+        );
+        assert_eq!(t.archive.verify(side, HOUR).await.expect("verify"), mine);
+        assert_eq!(other.verify(side, HOUR).await.expect("verify"), theirs);
+    }
+}
+
+/// A file above the multipart threshold goes up in parts and reads back
+/// byte for byte like a single put.
+pub async fn a_large_hour_goes_up_in_parts(t: &ArchiveUnderTest) {
+    let rows = rows();
+    let in_parts = t.archive.clone().with_multipart_threshold(1);
+    let manifest = in_parts
+        .write_hour(HOUR, &rows)
+        .await
+        .expect("write in parts");
     assert_eq!(
-        t.archive
-            .read_manifest(Side::Replica, HOUR)
-            .await
-            .expect("manifest")
-            .source,
-        "archiver@node-b1"
+        manifest.sha256,
+        archive::sha256_hex(&archive::encode(&rows).expect("encode"))
     );
+    for side in Side::BOTH {
+        assert_eq!(in_parts.verify(side, HOUR).await.expect("verify"), manifest);
+        assert_eq!(in_parts.read_hour(side, HOUR).await.expect("read"), rows);
+    }
 }
 
 /// The raw Parquet file of `HOUR` on one side.
 async fn raw_file(t: &ArchiveUnderTest, side: Side) -> Bytes {
     t.bucket(side)
-        .get(&archive::hour_path(HOUR))
+        .get(&t.archive.path_of(HOUR))
         .await
         .expect("get file")
         .bytes()
@@ -171,11 +212,8 @@ async fn raw_file(t: &ArchiveUnderTest, side: Side) -> Bytes {
 
 pub async fn a_damaged_replica_file_is_detected_as_corrupt(t: &ArchiveUnderTest) {
     let rows = rows();
-    t.archive
-        .write_hour(HOUR, &rows, "archiver@node-a1")
-        .await
-        .expect("write hour");
-    let path = archive::hour_path(HOUR);
+    t.archive.write_hour(HOUR, &rows).await.expect("write hour");
+    let path = t.archive.path_of(HOUR);
     let good = raw_file(t, Side::Replica).await;
 
     // One flipped bit, same size.
@@ -211,7 +249,7 @@ pub async fn a_damaged_replica_file_is_detected_as_corrupt(t: &ArchiveUnderTest)
 
     // Re-running the hour repairs the replica.
     t.archive
-        .write_hour(HOUR, &rows, "archiver@node-a1")
+        .write_hour(HOUR, &rows)
         .await
         .expect("rewrite hour");
     t.archive
@@ -226,7 +264,7 @@ pub async fn rows_outside_the_hour_are_refused(t: &ArchiveUnderTest) {
     late[5].ts_ms = HOUR.hour_ms + HOUR_MS;
     let err = t
         .archive
-        .write_hour(HOUR, &late, "archiver")
+        .write_hour(HOUR, &late)
         .await
         .expect_err("row of the next hour");
     assert!(matches!(err, Error::Rejected { .. }), "{err}");
@@ -235,7 +273,7 @@ pub async fn rows_outside_the_hour_are_refused(t: &ArchiveUnderTest) {
     other_kind[0].kind = DeviceKind::ClimateSensor;
     let err = t
         .archive
-        .write_hour(HOUR, &other_kind, "archiver")
+        .write_hour(HOUR, &other_kind)
         .await
         .expect_err("row of another kind");
     assert!(matches!(err, Error::Rejected { .. }), "{err}");
@@ -246,7 +284,7 @@ pub async fn rows_outside_the_hour_are_refused(t: &ArchiveUnderTest) {
     };
     let err = t
         .archive
-        .write_hour(unaligned, &[], "archiver")
+        .write_hour(unaligned, &[])
         .await
         .expect_err("unaligned hour");
     assert!(matches!(err, Error::Rejected { .. }), "{err}");
@@ -263,7 +301,7 @@ pub async fn rows_outside_the_hour_are_refused(t: &ArchiveUnderTest) {
 pub async fn an_empty_hour_is_a_valid_file(t: &ArchiveUnderTest) {
     let manifest = t
         .archive
-        .write_hour(HOUR, &[], "archiver")
+        .write_hour(HOUR, &[])
         .await
         .expect("write empty hour");
     assert_eq!(manifest.rows, 0);

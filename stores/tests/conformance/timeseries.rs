@@ -419,3 +419,80 @@ pub async fn minutes_lists_the_matching_points_and_merge_recomputes_the_answers(
         merge::series_windows(c1_minutes.into_iter().map(|p| (p.minute_ms, p.stats)), 5)
     );
 }
+
+/// Shared stores only: two nodes that each sequenced part of one minute (a
+/// failover in the middle of it) write their shares through `a` and `b`.
+/// Neither overwrites the other, each reopens its own share, and every
+/// answer counts each reading once.
+pub async fn two_nodes_shares_of_one_minute_add_up(
+    a: &dyn TimeSeriesStore,
+    b: &dyn TimeSeriesStore,
+) {
+    assert!(a.shared() && b.shared(), "a shared store says so");
+    let share_a = point("m1", METER, Metric::Power, 3, &[10.0, 20.0]);
+    let mut share_b = point("m1", METER, Metric::Power, 3, &[30.0, 40.0, 50.0]);
+    // b's readings came after a's in the minute.
+    share_b.stats.last_ts_ms += 30_000;
+    share_b.stats.last_seq += 10;
+    a.write_points(std::slice::from_ref(&share_a))
+        .await
+        .expect("write a");
+    b.write_points(std::slice::from_ref(&share_b))
+        .await
+        .expect("write b");
+    // A replay of a's share after a crash changes nothing.
+    a.write_points(std::slice::from_ref(&share_a))
+        .await
+        .expect("replay a");
+
+    let minute = share_a.minute_ms;
+    let own_a = a
+        .point(&dev("m1"), Metric::Power, minute)
+        .await
+        .expect("point a");
+    let own_b = b
+        .point(&dev("m1"), Metric::Power, minute)
+        .await
+        .expect("point b");
+    assert_eq!(own_a, Some(share_a.clone()), "a reopens its own share");
+    assert_eq!(own_b, Some(share_b.clone()), "b reopens its own share");
+
+    let whole = merge::merge_points([share_a.clone(), share_b.clone()]);
+    for store in [a, b] {
+        let minutes = store
+            .minutes(&MinuteFilter::default(), T0, T0 + 10 * MINUTE_MS)
+            .await
+            .expect("minutes");
+        assert_eq!(minutes.len(), 1, "one key, shares merged");
+        assert_eq!(minutes[0].stats, whole[0].stats);
+        assert_eq!(minutes[0].stats.count, 5);
+        let flow = store
+            .power_flow(T0, T0 + 10 * MINUTE_MS)
+            .await
+            .expect("power flow");
+        assert_eq!(
+            flow,
+            vec![PowerFlowMinute {
+                minute_ms: minute,
+                total_kw: 30.0,
+                meters: 1,
+            }]
+        );
+        let latest = store
+            .latest(&LatestFilter::default())
+            .await
+            .expect("latest");
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].value, 50.0, "the newest reading over both shares");
+    }
+    let later = point("m1", METER, Metric::Power, 7, &[1.0]);
+    b.write_points(std::slice::from_ref(&later))
+        .await
+        .expect("write b later");
+    assert_eq!(
+        a.max_minute().await.expect("max a"),
+        Some(minute),
+        "a's own newest"
+    );
+    assert_eq!(b.max_minute().await.expect("max b"), Some(later.minute_ms));
+}
