@@ -11,6 +11,8 @@ need_cargo_tool() {
 }
 
 need_cargo_tool nextest cargo-nextest
+echo "== servers the store tests run against (InfluxDB, VictoriaMetrics, SecantusDB, moto)"
+bash tests/servers/install.sh
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
 echo "== format"

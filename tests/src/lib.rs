@@ -5,8 +5,10 @@
 pub mod audit;
 pub mod cluster;
 pub mod gate;
+pub mod mixed;
 pub mod outage;
 pub mod process;
+pub mod real_stores;
 
 use std::sync::Arc;
 

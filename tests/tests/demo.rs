@@ -22,6 +22,7 @@ fn files_in(dir: &Path) -> anyhow::Result<Vec<String>> {
 async fn four_nodes_in_two_azs_share_the_factory() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let options = DemoOptions {
+        base: vatio_config::Config::default(),
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
         factory: FactorySpec::default(),
@@ -67,7 +68,13 @@ async fn four_nodes_in_two_azs_share_the_factory() -> anyhow::Result<()> {
         );
         accepted_by_nodes += status.readings_accepted;
 
-        let cfg = node_config(n.seat, dir.path(), "127.0.0.1:0".parse()?, &[])?;
+        let cfg = node_config(
+            n.seat,
+            &vatio_config::Config::default(),
+            dir.path(),
+            "127.0.0.1:0".parse()?,
+            &[],
+        )?;
         assert_eq!(n.data_dir, dir.path().join(n.seat.id));
         assert_eq!(cfg.node.data_dir, n.data_dir);
         let segments = files_in(&cfg.data_path(&cfg.log.dir).join("segments"))?;
@@ -114,7 +121,13 @@ fn a_relative_data_directory_still_leads_each_node_to_the_demo_certificates() ->
     let relative = Path::new("vatio-data/demo");
     let certs = std::path::absolute(relative.join("certs"))?;
     for seat in SEATS {
-        let cfg = node_config(seat, relative, "127.0.0.1:0".parse()?, &[])?;
+        let cfg = node_config(
+            seat,
+            &vatio_config::Config::default(),
+            relative,
+            "127.0.0.1:0".parse()?,
+            &[],
+        )?;
         for file in [&cfg.tls.ca_file, &cfg.tls.cert_file, &cfg.tls.key_file] {
             let read_at = cfg.data_path(file);
             assert!(

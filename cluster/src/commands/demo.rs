@@ -27,6 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use vatio_actors::Clock;
+use vatio_config::Config;
 
 pub use self::cluster::{SEATS, Seat, node_config};
 pub use self::feed::{Tally, node_for};
@@ -63,6 +64,12 @@ pub struct DemoArgs {
     /// How often the summary is redrawn.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub refresh: Duration,
+    /// A node configuration every demo node starts from, e.g. one that
+    /// points the stores at InfluxDB, MongoDB and S3 (`VATIO_*` variables
+    /// apply too). The demo sets each node's id, AZ, data directory,
+    /// addresses and TLS itself.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Where the live summary goes.
@@ -79,6 +86,8 @@ pub enum Redraw {
 /// What the demo runs.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
+    /// What every node's configuration starts from.
+    pub base: Config,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub factory: FactorySpec,
@@ -118,7 +127,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         Redraw::Lines
     };
+    let base = Config::load(args.config.as_deref(), std::env::vars()).map_err(|e| {
+        let file = args
+            .config
+            .as_ref()
+            .map_or("the environment".into(), |p| p.display().to_string());
+        anyhow::anyhow!("{file}: {} problem(s)\n{e}", e.problems.len())
+    })?;
     let options = DemoOptions {
+        base,
         data_dir: args.data_dir,
         listen: args.listen,
         factory: FactorySpec {
@@ -155,9 +172,14 @@ pub async fn run_until(
         "--refresh must be longer than 0"
     );
     let clock = Arc::new(SystemClock);
-    let cluster = DemoCluster::start(&options.data_dir, options.listen, clock.clone())
-        .await
-        .context("starting the demo cluster")?;
+    let cluster = DemoCluster::start(
+        &options.base,
+        &options.data_dir,
+        options.listen,
+        clock.clone(),
+    )
+    .await
+    .context("starting the demo cluster")?;
     let endpoints: Vec<String> = cluster
         .nodes()
         .iter()

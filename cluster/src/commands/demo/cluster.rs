@@ -57,11 +57,12 @@ const MEMBERSHIP_POLL: Duration = Duration::from_millis(100);
 /// their TLS material) have one place to go.
 pub fn node_config(
     seat: Seat,
+    base: &Config,
     data_dir: &Path,
     listen: SocketAddr,
     seeds: &[SocketAddr],
 ) -> anyhow::Result<Config> {
-    let mut cfg = Config::default();
+    let mut cfg = base.clone();
     cfg.node.id = seat.id.into();
     cfg.node.az = seat.az.into();
     cfg.node.data_dir = data_dir.join(seat.id);
@@ -169,12 +170,13 @@ impl DemoCluster {
     /// Starts every node, then waits until each one lists all of them as
     /// ready members. On failure, the nodes already started are shut down.
     pub async fn start(
+        base: &Config,
         data_dir: &Path,
         listen: SocketAddr,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         let mut cluster = Self { nodes: Vec::new() };
-        let started = cluster.start_nodes(data_dir, listen, clock).await;
+        let started = cluster.start_nodes(base, data_dir, listen, clock).await;
         let ready = match started {
             Ok(()) => cluster.wait_until_members().await,
             Err(e) => Err(e),
@@ -192,6 +194,7 @@ impl DemoCluster {
 
     async fn start_nodes(
         &mut self,
+        base: &Config,
         data_dir: &Path,
         listen: SocketAddr,
         clock: SharedClock,
@@ -200,7 +203,7 @@ impl DemoCluster {
         let tls = client_tls(data_dir);
         let mut seeds: Vec<SocketAddr> = Vec::new();
         for (i, seat) in SEATS.into_iter().enumerate() {
-            let cfg = node_config(seat, data_dir, listen_addr(listen, i)?, &seeds)?;
+            let cfg = node_config(seat, base, data_dir, listen_addr(listen, i)?, &seeds)?;
             let node_dir = cfg.node.data_dir.clone();
             let batch_readings_max = cfg.ingest.max_batch_readings;
             let node = Node::start(cfg, NodeOptions::with_clock(clock.clone()))
