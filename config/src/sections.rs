@@ -611,6 +611,7 @@ impl Default for StoresConfig {
             s3: S3Config::default(),
             s3_replica: S3Config {
                 region: String::new(),
+                request_timeout: Duration::ZERO,
                 ..S3Config::default()
             },
         }
@@ -742,6 +743,11 @@ pub struct S3Config {
     pub secret_access_key: String,
     /// Allow a plain `http://` endpoint (test servers only).
     pub allow_http: bool,
+    /// How long one request (one part of a large file) may take before it
+    /// counts as failed and the archiver retries it (> 0; `0s` in
+    /// `[stores.s3_replica]`: the value of `[stores.s3]`).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl S3Config {
@@ -755,6 +761,11 @@ impl S3Config {
             access_key_id: pick(&self.access_key_id, &primary.access_key_id),
             secret_access_key: pick(&self.secret_access_key, &primary.secret_access_key),
             allow_http: self.allow_http || primary.allow_http,
+            request_timeout: if self.request_timeout.is_zero() {
+                primary.request_timeout
+            } else {
+                self.request_timeout
+            },
         }
     }
 }
@@ -767,6 +778,7 @@ impl Default for S3Config {
             access_key_id: String::new(),
             secret_access_key: String::new(),
             allow_http: false,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -215,6 +215,10 @@ pub(crate) fn check(config: &Config, problems: &mut Vec<Problem>) {
 
     c.not_empty("stores.sqlite_dir", &config.stores.sqlite_dir);
     check_influxdb(&config.stores, &mut c);
+    c.positive_duration(
+        "stores.s3.request_timeout",
+        config.stores.s3.request_timeout,
+    );
     check_mongodb(&config.stores, &mut c);
 
     check_tls(&config.tls, &mut c);

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use vatio_config::S3Config;
 
 use crate::Result;
@@ -20,9 +20,22 @@ use crate::Result;
 /// Nothing is sent yet: a bucket that is missing or unreachable shows at
 /// the first write, which the archiver retries.
 pub fn s3_object_store(bucket: &str, prefix: &str, cfg: &S3Config) -> Result<Arc<dyn ObjectStore>> {
+    // One quick retry inside object_store for a dropped connection; the
+    // archiver's guard does the long retrying (backoff, breaker, status).
+    let retry = RetryConfig {
+        max_retries: 1,
+        retry_timeout: cfg.request_timeout.saturating_mul(2),
+        ..RetryConfig::default()
+    };
+    // The client options replace the builder's own, `allow_http` included.
+    let client = ClientOptions::new()
+        .with_allow_http(cfg.allow_http)
+        .with_timeout(cfg.request_timeout)
+        .with_connect_timeout(cfg.request_timeout.min(std::time::Duration::from_secs(5)));
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
-        .with_allow_http(cfg.allow_http);
+        .with_client_options(client)
+        .with_retry(retry);
     if !cfg.endpoint.is_empty() {
         builder = builder.with_endpoint(&cfg.endpoint);
     }

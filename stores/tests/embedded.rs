@@ -271,11 +271,7 @@ async fn archive_files_land_under_each_azs_root() {
         Metric::Energy,
         1234.5,
     )];
-    let manifest = t
-        .archive
-        .write_hour(hour, &rows)
-        .await
-        .expect("write hour");
+    let manifest = t.archive.write_hour(hour, &rows).await.expect("write hour");
     for root in ["az-a/archive", "az-b/archive"] {
         let hour_dir = dir
             .path()

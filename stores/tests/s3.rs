@@ -23,6 +23,7 @@ fn s3_config(server: &Server) -> S3Config {
         access_key_id: s3::ACCESS_KEY_ID.into(),
         secret_access_key: s3::SECRET_ACCESS_KEY.into(),
         allow_http: true,
+        ..S3Config::default()
     }
 }
 

@@ -64,6 +64,7 @@ impl TestNode {
         stores: Option<TreeStores>,
         log_fault: Option<vatio_wal::FaultHook>,
     ) -> anyhow::Result<Self> {
+        init_logs();
         let clock = Arc::new(ManualClock::new(T0_MS));
         let node = Node::start(
             cfg.clone(),
@@ -146,6 +147,17 @@ impl TestNode {
 
     pub fn stores(&self) -> &TreeStores {
         self.node.tree().stores()
+    }
+}
+
+/// The node's logs on stderr when `VATIO_LOG` is set (e.g. `VATIO_LOG=info`),
+/// as the `vatio` binary prints them; nothing otherwise.
+fn init_logs() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("VATIO_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }
 

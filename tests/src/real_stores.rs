@@ -85,6 +85,7 @@ impl RealStores {
             access_key_id: s3::ACCESS_KEY_ID.into(),
             secret_access_key: s3::SECRET_ACCESS_KEY.into(),
             allow_http: true,
+            ..S3Config::default()
         }
     }
 

@@ -317,3 +317,81 @@ pub async fn max_minute_is_the_newest_stored_document_minute(store: &dyn Documen
         Some(T0 + 5 * MINUTE_MS)
     );
 }
+
+/// Shared stores only: `a` and `b` are two nodes' handles on one store.
+/// Both sequenced part of one device·minute (a failover in the middle of
+/// it); each keeps and reads back its own share, and each node's newest
+/// minute is its own.
+pub async fn two_nodes_shares_of_one_minute_stay_apart(
+    a: &dyn DocumentStore,
+    b: &dyn DocumentStore,
+) {
+    let share_a = doc("c1", 3, &[(Metric::Temperature, &[20.0, 21.0])]);
+    let mut share_b = doc(
+        "c1",
+        3,
+        &[(Metric::Temperature, &[22.0]), (Metric::Humidity, &[40.0])],
+    );
+    // b's log is its own: its positions are unrelated to a's.
+    share_b.log_pos = log_end(50, 7);
+    a.upsert_minute_docs(std::slice::from_ref(&share_a))
+        .await
+        .expect("a's share");
+    b.upsert_minute_docs(&[
+        share_b.clone(),
+        doc("c2", 5, &[(Metric::Temperature, &[19.0])]),
+    ])
+    .await
+    .expect("b's shares");
+    let minute_ms = share_a.minute_ms;
+    assert_eq!(
+        a.minute_doc(&dev("c1"), minute_ms).await.expect("a reads"),
+        Some(share_a.clone())
+    );
+    assert_eq!(
+        b.minute_doc(&dev("c1"), minute_ms).await.expect("b reads"),
+        Some(share_b.clone())
+    );
+    assert_eq!(
+        a.minute_doc(&dev("c2"), T0 + 5 * MINUTE_MS)
+            .await
+            .expect("a reads b's minute"),
+        None,
+        "a minute only b wrote is not a's"
+    );
+    assert_eq!(a.max_minute().await.expect("a's max"), Some(minute_ms));
+    assert_eq!(
+        b.max_minute().await.expect("b's max"),
+        Some(T0 + 5 * MINUTE_MS)
+    );
+
+    // a rewrites its share and moves on; b's share and newest minute stay.
+    let fuller_a = doc("c1", 3, &[(Metric::Temperature, &[20.0, 21.0, 23.0])]);
+    a.upsert_minute_docs(&[
+        fuller_a.clone(),
+        doc("c1", 7, &[(Metric::Temperature, &[18.0])]),
+    ])
+    .await
+    .expect("a again");
+    assert_eq!(
+        a.minute_doc(&dev("c1"), minute_ms).await.expect("a reads"),
+        Some(fuller_a)
+    );
+    assert_eq!(
+        b.minute_doc(&dev("c1"), minute_ms).await.expect("b reads"),
+        Some(share_b)
+    );
+    assert_eq!(
+        a.max_minute().await.expect("a's max"),
+        Some(T0 + 7 * MINUTE_MS)
+    );
+    assert_eq!(
+        b.max_minute().await.expect("b's max"),
+        Some(T0 + 5 * MINUTE_MS)
+    );
+}
+
+/// A store every node of a cluster writes to says so.
+pub async fn a_shared_store_says_so(store: &dyn DocumentStore) {
+    assert!(store.shared());
+}

@@ -1,0 +1,179 @@
+//! The real store servers fail under a node that keeps ingesting: InfluxDB
+//! frozen (`SIGSTOP`), the MongoDB server killed (`SIGKILL`) and started
+//! again on its files, S3 frozen while the archive seals. Ingest is
+//! acknowledged from the log throughout, the status names the failing
+//! store and its server, and once the servers are back every store holds
+//! every reading exactly once.
+
+use std::time::Duration;
+
+use vatio_actors::TreeOptions;
+use vatio_proto::v1::{self, DeviceKind};
+use vatio_stores::MINUTE_MS;
+use vatio_test_servers::{Kind, Server};
+use vatio_tests::real_stores::RealStores;
+use vatio_tests::{T0_MS, TestNode, batch, reading, test_config};
+
+const M: i64 = T0_MS - 3 * MINUTE_MS;
+const PER_BATCH: u64 = 50;
+
+fn batch_no(b: u64) -> v1::IngestRequest {
+    let readings = (1..=PER_BATCH)
+        .map(|i| {
+            let seq = (b - 1) * PER_BATCH + i;
+            // 100 ms apart: the readings span several minutes.
+            let ts = M + seq as i64 * 100;
+            reading(
+                "meter-07",
+                DeviceKind::ElectricityMeter,
+                seq,
+                ts,
+                "power",
+                2.0,
+                "kW",
+            )
+        })
+        .collect();
+    batch(b, readings)
+}
+
+/// The status's last error of sink `name`, empty when it answers.
+fn sink_error(s: &v1::StatusResponse, name: &str) -> String {
+    s.sinks
+        .iter()
+        .find(|x| x.name == name)
+        .map(|x| x.last_error.clone())
+        .unwrap_or_default()
+}
+
+async fn ingest(t: &TestNode, batches: std::ops::RangeInclusive<u64>) -> anyhow::Result<()> {
+    let mut client = t.ingest().await?;
+    for b in batches {
+        let ack = client.ingest_batch(batch_no(b)).await?.into_inner();
+        assert_eq!(
+            ack.accepted as u64, PER_BATCH,
+            "batch {b} acknowledged from the log"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_outages_lose_nothing_and_count_nothing_twice() -> anyhow::Result<()> {
+    let influx = Server::start(Kind::InfluxDb)?;
+    let mut mongo = Server::start(Kind::SecantusDb)?;
+    let moto = Server::start(Kind::Moto)?;
+    let real = RealStores::on(&influx, &mongo, &moto)?;
+    let dir = tempfile::tempdir()?;
+    let mut cfg = test_config(&dir);
+    real.apply(&mut cfg);
+    cfg.stores.influxdb.request_timeout = Duration::from_secs(1);
+    cfg.stores.s3.request_timeout = Duration::from_secs(1);
+    cfg.aggregator.flush_max_delay = Duration::from_millis(20);
+    cfg.stream_etl.flush_max_delay = Duration::from_millis(20);
+    let t = TestNode::start_with(dir, cfg, TreeOptions::default(), None).await?;
+
+    ingest(&t, 1..=4).await?;
+    t.flush().await?;
+
+    // InfluxDB stops answering: connections stay open, requests time out.
+    influx.pause()?;
+    ingest(&t, 5..=8).await?;
+    t.clock.advance(1_000);
+    let s = t
+        .wait_for_status("the time-series sink reports InfluxDB failing", |s| {
+            !sink_error(s, "timeseries").is_empty()
+        })
+        .await?;
+    let error = sink_error(&s, "timeseries");
+    assert!(error.contains(&influx.url()), "names the server: {error}");
+
+    // The MongoDB server dies and comes back on its files.
+    mongo.kill()?;
+    ingest(&t, 9..=12).await?;
+    t.clock.advance(1_000);
+    let s = t
+        .wait_for_status("the document sink reports MongoDB failing", |s| {
+            !sink_error(s, "documents").is_empty()
+        })
+        .await?;
+    assert!(sink_error(&s, "documents").contains("mongodb"), "{s:?}");
+    mongo.restart()?;
+    influx.resume()?;
+    // The breakers' open periods run on the node's clock.
+    t.clock.advance(60_000);
+    t.wait_for_status("InfluxDB and MongoDB answer again", |s| {
+        sink_error(s, "timeseries").is_empty() && sink_error(s, "documents").is_empty()
+    })
+    .await?;
+    ingest(&t, 13..=16).await?;
+    t.flush().await?;
+
+    // S3 freezes while the archive seals the hour.
+    moto.pause()?;
+    ingest(&t, 17..=20).await?;
+    let flushing = {
+        let admin = t.admin().await?;
+        tokio::spawn(async move { admin.clone().flush(v1::FlushRequest {}).await })
+    };
+    t.wait_for_status("the archive sink reports S3 failing", |s| {
+        !sink_error(s, "archive").is_empty()
+    })
+    .await?;
+    moto.resume()?;
+    for _ in 0..10 {
+        t.clock.advance(60_000);
+        if flushing.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    flushing.await??;
+    t.flush().await?;
+
+    let total = 20 * PER_BATCH;
+    let influx_count: f64 = real
+        .influx_rows()?
+        .values()
+        .map(|fields| fields.get("count").copied().unwrap_or_default())
+        .sum();
+    assert_eq!(
+        influx_count, total as f64,
+        "InfluxDB counts each reading once"
+    );
+    let docs = real.mongo_documents("minute_docs").await?;
+    let doc_count: i64 = docs
+        .values()
+        .map(|d| {
+            d.get_document("metrics")
+                .and_then(|m| m.get_document("power"))
+                .and_then(|p| p.get_i64("count"))
+                .unwrap_or_default()
+        })
+        .sum();
+    assert_eq!(doc_count, total as i64, "MongoDB counts each reading once");
+    for bucket in [&real.primary_bucket, &real.replica_bucket] {
+        let mut seqs = Vec::new();
+        for (path, bytes) in real.bucket_objects(bucket).await? {
+            if path.ends_with(".parquet") {
+                seqs.extend(
+                    vatio_stores::archive::decode(bytes.into())?
+                        .into_iter()
+                        .map(|r| r.seq),
+                );
+            }
+        }
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=total).collect::<Vec<_>>(),
+            "{bucket} archives each reading once"
+        );
+    }
+    let s = t.status().await?;
+    for sink in ["timeseries", "documents", "archive"] {
+        assert_eq!(sink_error(&s, sink), "", "{sink} answers again");
+    }
+    t.node.shutdown().await?;
+    Ok(())
+}
