@@ -142,3 +142,68 @@ fn a_relative_data_directory_still_leads_each_node_to_the_demo_certificates() ->
     }
     Ok(())
 }
+
+/// `vatio demo --config FILE` with a file that points the stores at real
+/// servers: the four nodes share one InfluxDB database, one MongoDB
+/// database and the two buckets, each writing its own share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_on_the_production_stores_a_base_configuration_names() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let real = vatio_tests::real_stores::RealStores::on_shared_servers()?;
+    let file = dir.path().join("stores.toml");
+    let mut base = vatio_config::Config::default();
+    real.apply(&mut base);
+    std::fs::write(&file, toml_of(&base)?)?;
+    let base =
+        vatio_config::Config::load(Some(&file), Vec::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let options = DemoOptions {
+        base,
+        data_dir: dir.path().join("demo"),
+        listen: "127.0.0.1:0".parse()?,
+        factory: FactorySpec::default(),
+        duration: Some(Duration::from_secs(3)),
+        refresh: Duration::from_secs(1),
+        redraw: Redraw::Off,
+    };
+    let report = run_until(options, std::future::pending()).await?;
+    let accepted: u64 = report
+        .end
+        .nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref().ok())
+        .map(|s| s.readings_accepted)
+        .sum();
+    assert!(accepted > 0, "the factory's readings were taken");
+
+    let counted: f64 = real
+        .influx_rows()?
+        .values()
+        .map(|fields| fields.get("count").copied().unwrap_or_default())
+        .sum();
+    assert_eq!(
+        counted, accepted as f64,
+        "InfluxDB counts every accepted reading once"
+    );
+    let writers: std::collections::BTreeSet<String> =
+        real.influx_rows()?.keys().map(|k| k.node.clone()).collect();
+    assert_eq!(
+        writers.len(),
+        SEATS.len(),
+        "every node wrote its share: {writers:?}"
+    );
+    let docs = real.mongo_documents("minute_docs").await?;
+    assert!(!docs.is_empty(), "minute documents in MongoDB");
+    let parquet = real
+        .bucket_objects(&real.primary_bucket)
+        .await?
+        .into_keys()
+        .filter(|p| p.ends_with(".parquet"))
+        .count();
+    assert!(parquet > 0, "the archive is in S3");
+    Ok(())
+}
+
+/// The settings the file needs, as TOML: the whole configuration.
+fn toml_of(cfg: &vatio_config::Config) -> anyhow::Result<String> {
+    Ok(toml::to_string(cfg)?)
+}
