@@ -10,10 +10,7 @@
 use std::collections::BTreeMap;
 
 use vatio_actors::TreeOptions;
-use vatio_stores::{
-    DeviceId, DocumentStore, EventFilter, MINUTE_MS, MinuteDoc, MinuteFilter, MinutePoint,
-    TimeSeriesStore,
-};
+use vatio_stores::{DeviceId, EventFilter, MINUTE_MS, MinuteDoc, MinuteFilter, MinutePoint};
 use vatio_tests::mixed::{M, mixed_batch};
 use vatio_tests::real_stores::{InfluxKey, RealStores};
 use vatio_tests::{TestNode, test_config};
