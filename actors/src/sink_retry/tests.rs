@@ -48,6 +48,8 @@ fn breaker_after(failures: u32) -> RetryPolicy {
 enum Step {
     /// The sink is unreachable.
     Down,
+    /// The server asks to come back after this long (`Retry-After`).
+    Throttled(Duration),
     /// The sink refuses the data as malformed.
     Malformed,
     /// The write lands after this long.
@@ -91,6 +93,11 @@ impl FakeSink {
             Some(Step::Down) => Err(Error::Unavailable {
                 store: "fake",
                 message: "connection refused".into(),
+            }),
+            Some(Step::Throttled(retry_after)) => Err(Error::Throttled {
+                store: "fake",
+                message: "429 Too Many Requests".into(),
+                retry_after,
             }),
             Some(Step::Malformed) => Err(Error::Rejected {
                 store: "fake",
@@ -192,6 +199,41 @@ async fn backoff_waits_grow_and_stay_capped_during_a_long_outage() {
         assert_between(&format!("capped wait {i}"), *gap, ms(199), ms(401));
     }
     assert_eq!(guard.health().snapshot().transient_failures, 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_servers_retry_after_is_waited_out_before_the_next_attempt() {
+    let guard = guard("time_series", RetryPolicy::default());
+    let sink = FakeSink::new([Step::Throttled(Duration::from_secs(3)), Step::Down]);
+
+    write_through(&guard, &sink).await.expect("written");
+
+    let gaps = sink.gaps();
+    // The server's 3 s, not the first backoff wait of 50-100 ms; then the
+    // backoff again for a failure that asks nothing.
+    assert_between(
+        "after Retry-After",
+        gaps[0],
+        Duration::from_secs(3),
+        ms(3_001),
+    );
+    assert_between("after a plain failure", gaps[1], ms(100), ms(201));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_failure_is_kept_until_the_sink_answers() {
+    let guard = guard("documents", RetryPolicy::default());
+    let sink = FakeSink::new([Step::Down, Step::Hang]);
+    let writing = spawn_write(&guard, &sink);
+    while sink.calls() < 2 {
+        tokio::time::sleep(ms(10)).await;
+    }
+    let error = guard.health().last_error().expect("a failure is kept");
+    assert!(error.contains("connection refused"), "{error}");
+    writing.abort();
+
+    write_through(&guard, &sink).await.expect("written");
+    assert_eq!(guard.health().last_error(), None, "cleared by an answer");
 }
 
 // ---- rejections ----
