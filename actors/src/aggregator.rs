@@ -55,12 +55,9 @@ impl Actor for Aggregator {
         myself: ActorRef<Self::Msg>,
         args: AggregatorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let store = args.store.clone();
-        let newest = args.guard.call(|| store.max_minute()).await?;
-        // Windows up to the newest stored minute may already be in the
-        // store (written before a restart) and are loaded before an update;
-        // later ones are new.
-        let horizon = newest.map_or(i64::MIN, |m| m.saturating_add(MINUTE_MS));
+        // Until `post_start` learns the newest stored minute, every window
+        // is loaded before an update.
+        let horizon = i64::MAX;
         let lateness = i64::try_from(args.cfg.window_lateness.as_millis()).unwrap_or(0);
         let tick = (args.cfg.flush_max_delay / 4).max(Duration::from_millis(10));
         myself.send_interval(tick, || SubscriberMsg::Tick);
@@ -71,6 +68,23 @@ impl Actor for Aggregator {
             _feed: feed,
             args,
         })
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Asked here, not in `pre_start`: a store that is down holds up this
+        // actor's messages (the log keeps the data), not the node's start.
+        // Windows up to the newest stored minute may already be in the store
+        // (written before a restart) and are loaded before an update; later
+        // ones are new.
+        let store = st.args.store.clone();
+        let newest = st.args.guard.call(|| store.max_minute()).await?;
+        st.windows
+            .learn_load_horizon(newest.map_or(i64::MIN, |m| m.saturating_add(MINUTE_MS)));
+        Ok(())
     }
 
     async fn handle(

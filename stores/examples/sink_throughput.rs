@@ -234,8 +234,8 @@ async fn moto(rows: usize) -> anyhow::Result<()> {
         ..S3Config::default()
     };
     let (a, b) = (unique_name("az-a"), unique_name("az-b"));
-    create_bucket(&server, &a)?;
-    create_bucket(&server, &b)?;
+    create_bucket(&server.url(), &a)?;
+    create_bucket(&server.url(), &b)?;
     let archive = ParquetArchive::new(
         vatio_stores::s3::s3_object_store(&a, "archive", &cfg)?,
         vatio_stores::s3::s3_object_store(&b, "archive", &cfg)?,

@@ -30,7 +30,7 @@ fn s3_config(server: &Server) -> S3Config {
 /// A fresh bucket on `server`, under a prefix like a node's archive root.
 fn side(server: &Server) -> Arc<dyn object_store::ObjectStore> {
     let bucket = unique_name("vatio");
-    create_bucket(server, &bucket).expect("create bucket");
+    create_bucket(&server.url(), &bucket).expect("create bucket");
     s3_object_store(&bucket, "bronze/readings-archive", &s3_config(server)).expect("open bucket")
 }
 

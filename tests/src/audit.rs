@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use vatio_actors::TreeStores;
-use vatio_stores::{DeviceId, HourKey, Metric, hour_of, minute_of};
+use vatio_stores::{DeviceId, HourKey, Metric, Reading, hour_of, minute_of};
 
 use crate::process::archived_files;
 
@@ -161,35 +161,39 @@ impl Archived {
         findings: &mut Findings,
     ) -> anyhow::Result<()> {
         for (file, rows) in archived_files(root)? {
-            let mut last_seq: HashMap<&DeviceId, u64> = HashMap::new();
-            for row in &rows {
-                if let Some(before) = last_seq.insert(&row.device, row.seq)
-                    && before >= row.seq
-                {
-                    findings.add("rows out of seq order within a file", || {
-                        format!(
-                            "{node} {}: {} seq {} after {before}",
-                            file.display(),
-                            row.device,
-                            row.seq
-                        )
-                    });
-                }
-                self.hours.insert(HourKey {
-                    kind: row.kind,
-                    hour_ms: hour_of(row.ts_ms),
-                });
-                self.rows
-                    .entry((row.device.to_string(), row.seq))
-                    .or_default()
-                    .push(node.to_owned());
-                *self
-                    .per_minute
-                    .entry((row.device.to_string(), minute_of(row.ts_ms)))
-                    .or_default() += 1;
-            }
+            self.add_file(node, &file.display().to_string(), &rows, findings);
         }
         Ok(())
+    }
+
+    /// Adds the rows of one hour file of node `node` (`file` names it in
+    /// findings), noting rows out of seq order within it.
+    pub fn add_file(&mut self, node: &str, file: &str, rows: &[Reading], findings: &mut Findings) {
+        let mut last_seq: HashMap<&DeviceId, u64> = HashMap::new();
+        for row in rows {
+            if let Some(before) = last_seq.insert(&row.device, row.seq)
+                && before >= row.seq
+            {
+                findings.add("rows out of seq order within a file", || {
+                    format!(
+                        "{node} {file}: {} seq {} after {before}",
+                        row.device, row.seq
+                    )
+                });
+            }
+            self.hours.insert(HourKey {
+                kind: row.kind,
+                hour_ms: hour_of(row.ts_ms),
+            });
+            self.rows
+                .entry((row.device.to_string(), row.seq))
+                .or_default()
+                .push(node.to_owned());
+            *self
+                .per_minute
+                .entry((row.device.to_string(), minute_of(row.ts_ms)))
+                .or_default() += 1;
+        }
     }
 
     /// Every acknowledged reading archived, none twice.

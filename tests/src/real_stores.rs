@@ -5,6 +5,7 @@
 //! `object_store`'s client), not through vatio's stores.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use futures::TryStreamExt;
@@ -21,6 +22,7 @@ pub struct RealStores {
     pub database: String,
     pub mongo_uri: String,
     pub s3_url: String,
+    pub moto_addr: SocketAddr,
     pub primary_bucket: String,
     pub replica_bucket: String,
 }
@@ -35,28 +37,40 @@ impl RealStores {
         )
     }
 
-    /// Fresh names on the given servers.
+    /// Fresh names on the given servers, created there.
     pub fn on(influx: &Server, mongo: &Server, moto: &Server) -> anyhow::Result<Self> {
-        let database = unique_name("vatio");
+        let stores = Self::at(influx.addr(), mongo.addr(), moto.addr());
+        stores.create()?;
+        Ok(stores)
+    }
+
+    /// Fresh names for servers at these addresses, which may not be up yet:
+    /// nothing is created ([`Self::create`] does that once they are).
+    pub fn at(influx: SocketAddr, mongo: SocketAddr, moto: SocketAddr) -> Self {
+        Self {
+            influx_url: format!("http://{influx}"),
+            influx_addr: influx,
+            database: unique_name("vatio"),
+            mongo_uri: format!("mongodb://{mongo}"),
+            s3_url: format!("http://{moto}"),
+            moto_addr: moto,
+            primary_bucket: unique_name("az-a"),
+            replica_bucket: unique_name("az-b"),
+        }
+    }
+
+    /// Creates the InfluxDB database and the two buckets (MongoDB creates
+    /// its database on the first write).
+    pub fn create(&self) -> anyhow::Result<()> {
         let (status, body) = vatio_test_servers::post(
-            influx.addr(),
+            self.influx_addr,
             "/query",
-            &format!("q=CREATE+DATABASE+%22{database}%22"),
+            &format!("q=CREATE+DATABASE+%22{}%22", self.database),
         )?;
-        anyhow::ensure!(status == 200, "creating database {database}: {body}");
-        let primary_bucket = unique_name("az-a");
-        let replica_bucket = unique_name("az-b");
-        create_bucket(moto, &primary_bucket)?;
-        create_bucket(moto, &replica_bucket)?;
-        Ok(Self {
-            influx_url: influx.url(),
-            influx_addr: influx.addr(),
-            database,
-            mongo_uri: mongo.url(),
-            s3_url: moto.url(),
-            primary_bucket,
-            replica_bucket,
-        })
+        anyhow::ensure!(status == 200, "creating database {}: {body}", self.database);
+        create_bucket(&self.s3_url, &self.primary_bucket)?;
+        create_bucket(&self.s3_url, &self.replica_bucket)?;
+        Ok(())
     }
 
     /// `cfg` with every store on these servers.

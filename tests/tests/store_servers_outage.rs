@@ -177,3 +177,87 @@ async fn server_outages_lose_nothing_and_count_nothing_twice() -> anyhow::Result
     t.node.shutdown().await?;
     Ok(())
 }
+
+/// None of the servers is up when the node starts: it starts all the same,
+/// acknowledges from the log, says which stores fail and why, and once the
+/// servers come up (on the addresses it was given) catches up with every
+/// reading exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_and_acknowledges_while_its_stores_are_down() -> anyhow::Result<()> {
+    let influx_addr = vatio_test_servers::free_loopback_addr()?;
+    let mongo_addr = vatio_test_servers::free_loopback_addr()?;
+    let moto_addr = vatio_test_servers::free_loopback_addr()?;
+    let real = RealStores::at(influx_addr, mongo_addr, moto_addr);
+    let dir = tempfile::tempdir()?;
+    let mut cfg = test_config(&dir);
+    real.apply(&mut cfg);
+    cfg.stores.influxdb.request_timeout = Duration::from_secs(1);
+    cfg.stores.s3.request_timeout = Duration::from_secs(1);
+    cfg.aggregator.flush_max_delay = Duration::from_millis(20);
+    cfg.stream_etl.flush_max_delay = Duration::from_millis(20);
+    let t = tokio::time::timeout(
+        Duration::from_secs(60),
+        TestNode::start_with(dir, cfg, TreeOptions::default(), None),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the node did not start while its stores were down"))??;
+
+    ingest(&t, 1..=4).await?;
+    t.clock.advance(1_000);
+    let s = t
+        .wait_for_status(
+            "the time-series and document sinks report their servers down",
+            |s| !sink_error(s, "timeseries").is_empty() && !sink_error(s, "documents").is_empty(),
+        )
+        .await?;
+    assert!(
+        sink_error(&s, "timeseries").contains(&real.influx_url),
+        "{s:?}"
+    );
+    let backend = |name: &str| {
+        s.sinks
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.backend.clone())
+    };
+    assert_eq!(backend("timeseries").as_deref(), Some("influxdb"));
+    assert_eq!(backend("documents").as_deref(), Some("mongodb"));
+    assert_eq!(backend("archive").as_deref(), Some("s3"));
+
+    let _influx = Server::start_at(Kind::InfluxDb, influx_addr)?;
+    let _mongo = Server::start_at(Kind::SecantusDb, mongo_addr)?;
+    let _moto = Server::start_at(Kind::Moto, moto_addr)?;
+    real.create()?;
+    let flushing = {
+        let admin = t.admin().await?;
+        tokio::spawn(async move { admin.clone().flush(v1::FlushRequest {}).await })
+    };
+    // The breakers' open periods run on the node's clock.
+    for _ in 0..30 {
+        t.clock.advance(60_000);
+        if flushing.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    flushing.await??;
+
+    let total = 4 * PER_BATCH;
+    let counted: f64 = real
+        .influx_rows()?
+        .values()
+        .map(|fields| fields.get("count").copied().unwrap_or_default())
+        .sum();
+    assert_eq!(counted, total as f64);
+    let parquet_rows: usize = real
+        .bucket_objects(&real.replica_bucket)
+        .await?
+        .into_iter()
+        .filter(|(path, _)| path.ends_with(".parquet"))
+        .map(|(_, bytes)| vatio_stores::archive::decode(bytes.into()).map(|rows| rows.len()))
+        .sum::<Result<usize, _>>()?;
+    assert_eq!(parquet_rows, total as usize);
+    assert!(!real.mongo_documents("minute_docs").await?.is_empty());
+    t.node.shutdown().await?;
+    Ok(())
+}

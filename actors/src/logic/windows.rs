@@ -173,6 +173,15 @@ impl<K: WindowKey, V: Window> Windows<K, V> {
         }
     }
 
+    /// Sets the load horizon once the store has said how far it reaches
+    /// (before that, every window is loaded before use). Only while no
+    /// window is open: an open window's horizon must never drop.
+    pub fn learn_load_horizon(&mut self, load_horizon_ms: i64) {
+        if self.open.is_empty() {
+            self.load_horizon_ms = load_horizon_ms;
+        }
+    }
+
     /// The open window for `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
         self.open.get(key)

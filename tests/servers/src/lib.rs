@@ -75,6 +75,18 @@ impl Server {
         Ok(server)
     }
 
+    /// Starts a server of `kind` on `addr` (e.g. one a node was already
+    /// configured with while nothing listened there).
+    pub fn start_at(kind: Kind, addr: SocketAddr) -> anyhow::Result<Server> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("vatio-{}-", kind.name()))
+            .tempdir()
+            .context("creating the server's directory")?;
+        let mut server = spawn(kind, addr, dir)?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }
@@ -197,7 +209,7 @@ fn spawn(kind: Kind, addr: SocketAddr, dir: tempfile::TempDir) -> anyhow::Result
         .env("VATIO_SERVER_LOG", &log)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
     let stdout = watchdog.stdout.take().context("watchdog stdout")?;
@@ -248,8 +260,8 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}x{n}", std::process::id())
 }
 
-/// A loopback port nothing listens on now.
-fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
+/// A loopback address nothing listens on now.
+pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?)
 }
