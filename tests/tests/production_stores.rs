@@ -216,3 +216,67 @@ async fn s3_holds_the_embedded_archive_byte_for_byte() -> anyhow::Result<()> {
     production.node.shutdown().await?;
     Ok(())
 }
+
+/// Someone else wrote `count` as a float into vatio's measurement, in the
+/// shard of the batch's minute: InfluxDB refuses vatio's integer counts
+/// there (a field keeps one type). The refused points go to dead letters
+/// as `sink_rejected` with the server's own words, and nothing else is held
+/// up: the flush completes and the documents and the archive have the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_influxdb_refuses_go_to_dead_letters_with_its_answer() -> anyhow::Result<()> {
+    let real = RealStores::on_shared_servers()?;
+    let (status, body) = vatio_test_servers::post(
+        real.influx_addr,
+        &format!("/write?db={}&precision=ms", real.database),
+        &format!("vatio_minute,device=other,kind=robot_arm,metric=torque,node=other count=1.5 {M}"),
+    )?;
+    anyhow::ensure!(status == 204, "{body}");
+    let dir = tempfile::tempdir()?;
+    let mut cfg = test_config(&dir);
+    real.apply(&mut cfg);
+    let t = TestNode::start_with(dir, cfg, TreeOptions::default(), None).await?;
+    t.ingest().await?.ingest_batch(mixed_batch()).await?;
+    t.flush().await?;
+
+    let letters = t
+        .admin()
+        .await?
+        .list_dead_letters(vatio_proto::v1::ListDeadLettersRequest {
+            reason: "sink_rejected".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .dead_letters;
+    let mut devices: Vec<String> = letters
+        .iter()
+        .filter_map(|l| l.reading.as_ref().map(|r| r.device_id.clone()))
+        .collect();
+    devices.sort();
+    assert_eq!(
+        devices,
+        ["climate-01", "meter-01"],
+        "both points of the minute: {letters:?}"
+    );
+    for letter in &letters {
+        assert!(
+            letter.detail.contains("field type conflict"),
+            "{}",
+            letter.detail
+        );
+    }
+    assert_eq!(
+        real.mongo_documents("minute_docs").await?.len(),
+        2,
+        "documents unaffected"
+    );
+    let parquet = real
+        .bucket_objects(&real.primary_bucket)
+        .await?
+        .into_keys()
+        .filter(|p| p.ends_with(".parquet"))
+        .count();
+    assert_eq!(parquet, 2, "the archive unaffected (two kinds' hours)");
+    t.node.shutdown().await?;
+    Ok(())
+}

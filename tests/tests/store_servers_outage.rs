@@ -1,6 +1,7 @@
 //! The real store servers fail under a node that keeps ingesting: InfluxDB
 //! frozen (`SIGSTOP`), the MongoDB server killed (`SIGKILL`) and started
-//! again on its files, S3 frozen while the archive seals. Ingest is
+//! again on its files, S3 frozen while the archive seals, then InfluxDB
+//! killed and restarted and MongoDB frozen. Ingest is
 //! acknowledged from the log throughout, the status names the failing
 //! store and its server, and once the servers are back every store holds
 //! every reading exactly once.
@@ -60,7 +61,7 @@ async fn ingest(t: &TestNode, batches: std::ops::RangeInclusive<u64>) -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_outages_lose_nothing_and_count_nothing_twice() -> anyhow::Result<()> {
-    let influx = Server::start(Kind::InfluxDb)?;
+    let mut influx = Server::start(Kind::InfluxDb)?;
     let mut mongo = Server::start(Kind::SecantusDb)?;
     let moto = Server::start(Kind::Moto)?;
     let real = RealStores::on(&influx, &mongo, &moto)?;
@@ -131,7 +132,26 @@ async fn server_outages_lose_nothing_and_count_nothing_twice() -> anyhow::Result
     flushing.await??;
     t.flush().await?;
 
-    let total = 20 * PER_BATCH;
+    // The other way round: InfluxDB killed and restarted on its files,
+    // MongoDB frozen.
+    influx.kill()?;
+    mongo.pause()?;
+    ingest(&t, 21..=24).await?;
+    t.clock.advance(1_000);
+    t.wait_for_status("both sinks report their servers failing again", |s| {
+        !sink_error(s, "timeseries").is_empty() && !sink_error(s, "documents").is_empty()
+    })
+    .await?;
+    influx.restart()?;
+    mongo.resume()?;
+    t.clock.advance(60_000);
+    t.wait_for_status("InfluxDB and MongoDB answer again", |s| {
+        sink_error(s, "timeseries").is_empty() && sink_error(s, "documents").is_empty()
+    })
+    .await?;
+    t.flush().await?;
+
+    let total = 24 * PER_BATCH;
     let influx_count: f64 = real
         .influx_rows()?
         .values()
