@@ -14,6 +14,9 @@ pub enum Kind {
     /// (`CREATE USER … WITH ALL PRIVILEGES`, allowed without credentials
     /// while there is none) it refuses everything else.
     InfluxDbAuth,
+    /// InfluxDB 1.6 on https only, with the certificate and key that
+    /// [`crate::Server::start_https`] puts in its directory.
+    InfluxDbHttps,
     /// VictoriaMetrics: takes InfluxDB v2 writes, reads back through `/api/v1/export`.
     VictoriaMetrics,
     /// SecantusDB: MongoDB wire protocol, on WiredTiger.
@@ -23,9 +26,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::InfluxDb,
         Kind::InfluxDbAuth,
+        Kind::InfluxDbHttps,
         Kind::VictoriaMetrics,
         Kind::SecantusDb,
         Kind::Moto,
@@ -35,6 +39,7 @@ impl Kind {
         match self {
             Kind::InfluxDb => "influxdb",
             Kind::InfluxDbAuth => "influxdb-auth",
+            Kind::InfluxDbHttps => "influxdb-https",
             Kind::VictoriaMetrics => "victoria-metrics",
             Kind::SecantusDb => "secantusdb",
             Kind::Moto => "moto",
@@ -43,7 +48,7 @@ impl Kind {
 
     fn program(self) -> &'static str {
         match self {
-            Kind::InfluxDb | Kind::InfluxDbAuth => "influxd",
+            Kind::InfluxDb | Kind::InfluxDbAuth | Kind::InfluxDbHttps => "influxd",
             Kind::VictoriaMetrics => "victoria-metrics",
             Kind::SecantusDb => "secantusd-py",
             Kind::Moto => "moto_server",
@@ -69,11 +74,17 @@ impl Kind {
     pub(crate) fn args(self, addr: SocketAddr, dir: &Path) -> anyhow::Result<Vec<String>> {
         let path = |name: &str| dir.join(name).display().to_string();
         Ok(match self {
-            Kind::InfluxDb | Kind::InfluxDbAuth => {
+            Kind::InfluxDb | Kind::InfluxDbAuth | Kind::InfluxDbHttps => {
                 let config = path("influxdb.conf");
-                let auth = self == Kind::InfluxDbAuth;
-                std::fs::write(&config, influxdb_config(addr, dir, auth)?)
-                    .context("writing influxdb.conf")?;
+                let mut text = influxdb_config(addr, dir, self == Kind::InfluxDbAuth)?;
+                if self == Kind::InfluxDbHttps {
+                    text.push_str(&format!(
+                        "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"\n",
+                        path(crate::TLS_CERT_FILE),
+                        path(crate::TLS_KEY_FILE)
+                    ));
+                }
+                std::fs::write(&config, text).context("writing influxdb.conf")?;
                 vec!["-config".into(), config]
             }
             Kind::VictoriaMetrics => vec![
@@ -109,6 +120,8 @@ impl Kind {
             Kind::InfluxDb | Kind::InfluxDbAuth => {
                 crate::http::status(addr, "GET", "/ping", b"") == Some(204)
             }
+            // No TLS client here: listening is ready enough for a TLS test.
+            Kind::InfluxDbHttps => std::net::TcpStream::connect(addr).is_ok(),
             Kind::VictoriaMetrics => crate::http::status(addr, "GET", "/health", b"") == Some(200),
             Kind::SecantusDb => std::net::TcpStream::connect(addr).is_ok(),
             Kind::Moto => crate::http::status(addr, "GET", "/moto-api/", b"") == Some(200),

@@ -32,6 +32,10 @@ pub use http::{get, post};
 pub use kind::Kind;
 pub use s3::create_bucket;
 
+/// Where [`Server::start_https`] puts the certificate and key, in the server's directory.
+pub(crate) const TLS_CERT_FILE: &str = "tls.crt";
+pub(crate) const TLS_KEY_FILE: &str = "tls.key";
+
 /// How long a server may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often readiness is probed.
@@ -87,6 +91,20 @@ impl Server {
         Ok(server)
     }
 
+    /// Starts a server of a TLS kind (such as [`Kind::InfluxDbHttps`])
+    /// serving `cert_pem` (its chain) with `key_pem`.
+    pub fn start_https(kind: Kind, cert_pem: &str, key_pem: &str) -> anyhow::Result<Server> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("vatio-{}-", kind.name()))
+            .tempdir()
+            .context("creating the server's directory")?;
+        std::fs::write(dir.path().join(TLS_CERT_FILE), cert_pem)?;
+        std::fs::write(dir.path().join(TLS_KEY_FILE), key_pem)?;
+        let mut server = spawn(kind, free_loopback_addr()?, dir)?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }
@@ -96,10 +114,12 @@ impl Server {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` (SecantusDB: `mongodb://127.0.0.1:PORT`).
+    /// `http://127.0.0.1:PORT` (SecantusDB: `mongodb://127.0.0.1:PORT`;
+    /// a TLS kind: `https://localhost:PORT`).
     pub fn url(&self) -> String {
         match self.kind {
             Kind::SecantusDb => format!("mongodb://{}", self.addr),
+            Kind::InfluxDbHttps => format!("https://localhost:{}", self.addr.port()),
             _ => format!("http://{}", self.addr),
         }
     }
