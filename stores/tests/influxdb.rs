@@ -166,6 +166,44 @@ async fn points_are_stored_as_documented_one_per_share() {
 }
 
 #[tokio::test]
+async fn a_named_retention_policy_is_written_and_read() {
+    let (db, mut cfg) = fresh_database();
+    let (status, body) = vatio_test_servers::post(
+        shared(Kind::InfluxDb).addr(),
+        "/query",
+        &format!(
+            "q=CREATE+RETENTION+POLICY+%22ten+years%22+ON+%22{db}%22+DURATION+520w+REPLICATION+1"
+        ),
+    )
+    .expect("create retention policy");
+    assert_eq!(status, 200, "{body}");
+    cfg.retention_policy = "ten years".into();
+    let store = InfluxTimeSeries::connect(&cfg, "node-a1").expect("connect");
+    let p = point("m1", DeviceKind::ElectricityMeter, Metric::Power, 0, &[1.0]);
+    store
+        .write_points(std::slice::from_ref(&p))
+        .await
+        .expect("write");
+    assert_eq!(
+        store
+            .point(&p.device, p.metric, p.minute_ms)
+            .await
+            .expect("read"),
+        Some(p.clone())
+    );
+    let named = influxql(
+        &db,
+        "SELECT count(\"count\") FROM \"ten years\".vatio_minute",
+    );
+    assert_eq!(named["results"][0]["series"][0]["values"][0][1], 1);
+    let default = influxql(&db, "SELECT count(\"count\") FROM vatio_minute");
+    assert!(
+        default["results"][0]["series"].is_null(),
+        "nothing in the default policy: {default}"
+    );
+}
+
+#[tokio::test]
 async fn writes_without_gzip_and_in_small_batches_land_whole() {
     let (db, mut cfg) = fresh_database();
     cfg.gzip = false;

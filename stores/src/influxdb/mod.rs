@@ -3,7 +3,7 @@
 //! and read with InfluxQL on `/query`.
 //!
 //! Each node writes its share of a device·metric·minute as its own point
-//! (a `node` tag, see [`line`]): a minute that two nodes sequenced parts of
+//! (a `node` tag; the `line` module has the layout): a minute that two nodes sequenced parts of
 //! (a failover in the middle of it) is two points, and a replay after a
 //! crash rewrites the node's own point with the same statistics and log
 //! position. Reads merge the shares of a key ([`crate::merge`]), so nothing
