@@ -124,7 +124,8 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
     /// Latest value per device and metric, ordered by device then metric.
     async fn latest(&self, filter: &LatestFilter) -> Result<Vec<LatestValue>>;
     /// One device's metric over `[from_ms, to_ms)`, merged into windows of
-    /// `window_minutes` (≥ 1) aligned to the epoch; ascending, empty windows omitted.
+    /// `window_minutes` (≥ 1) aligned to the epoch; ascending, empty windows
+    /// omitted. Built from [`Self::minutes`], whose shares it merges.
     async fn series(
         &self,
         device: &DeviceId,
@@ -132,7 +133,24 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
         from_ms: UnixMs,
         to_ms: UnixMs,
         window_minutes: u32,
-    ) -> Result<Vec<SeriesPoint>>;
+    ) -> Result<Vec<SeriesPoint>> {
+        if window_minutes == 0 {
+            return Err(Error::Rejected {
+                store: "time series",
+                message: "series window must be at least 1 minute".into(),
+            });
+        }
+        let filter = MinuteFilter {
+            device: Some(device.clone()),
+            kind: None,
+            metric: Some(metric),
+        };
+        let minutes = self.minutes(&filter, from_ms, to_ms).await?;
+        Ok(merge::series_windows(
+            minutes.into_iter().map(|p| (p.minute_ms, p.stats)),
+            window_minutes,
+        ))
+    }
     /// Total power over all electricity meters per minute in `[from_ms, to_ms)`, ascending.
     async fn power_flow(&self, from_ms: UnixMs, to_ms: UnixMs) -> Result<Vec<PowerFlowMinute>>;
     /// The stored points matching `filter` with a minute in `[from_ms,

@@ -18,8 +18,8 @@ use super::Synchronous;
 use super::sqlite::{AddedColumn, SqliteDb, named};
 use crate::query_limit;
 use crate::{
-    DeviceId, DeviceKind, Error, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint,
-    PowerFlowMinute, Result, SeriesPoint, Stats, TimeSeriesStore, UnixMs, merge,
+    DeviceId, DeviceKind, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint,
+    PowerFlowMinute, Result, Stats, TimeSeriesStore, UnixMs,
 };
 
 const STORE: &str = "embedded time series";
@@ -196,32 +196,6 @@ impl TimeSeriesStore for SqliteTimeSeries {
                 rows.collect()
             })
             .await
-    }
-
-    async fn series(
-        &self,
-        device: &DeviceId,
-        metric: Metric,
-        from_ms: UnixMs,
-        to_ms: UnixMs,
-        window_minutes: u32,
-    ) -> Result<Vec<SeriesPoint>> {
-        if window_minutes == 0 {
-            return Err(Error::Rejected {
-                store: STORE,
-                message: "series window must be at least 1 minute".into(),
-            });
-        }
-        let filter = MinuteFilter {
-            device: Some(device.clone()),
-            kind: None,
-            metric: Some(metric),
-        };
-        let minutes = self.minutes(&filter, from_ms, to_ms).await?;
-        Ok(merge::series_windows(
-            minutes.into_iter().map(|p| (p.minute_ms, p.stats)),
-            window_minutes,
-        ))
     }
 
     async fn minutes(

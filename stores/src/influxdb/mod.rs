@@ -21,11 +21,9 @@ use vatio_config::InfluxDbConfig;
 use self::client::Client;
 use self::influxql::Conditions;
 use crate::{
-    DeviceId, DeviceKind, Error, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint,
-    PowerFlowMinute, Result, SeriesPoint, TimeSeriesStore, UnixMs, merge, query_limit,
+    DeviceId, DeviceKind, LatestFilter, LatestValue, Metric, MinuteFilter, MinutePoint,
+    PowerFlowMinute, Result, TimeSeriesStore, UnixMs, merge, query_limit,
 };
-
-const STORE: &str = "influxdb time series";
 
 /// [`TimeSeriesStore`] on an InfluxDB server, as one node of a cluster sees it.
 #[derive(Clone, Debug)]
@@ -109,32 +107,6 @@ impl TimeSeriesStore for InfluxTimeSeries {
                 ts_ms: p.stats.last_ts_ms,
             });
         Ok(merge::latest(values, query_limit(filter.limit) as usize))
-    }
-
-    async fn series(
-        &self,
-        device: &DeviceId,
-        metric: Metric,
-        from_ms: UnixMs,
-        to_ms: UnixMs,
-        window_minutes: u32,
-    ) -> Result<Vec<SeriesPoint>> {
-        if window_minutes == 0 {
-            return Err(Error::Rejected {
-                store: STORE,
-                message: "series window must be at least 1 minute".into(),
-            });
-        }
-        let filter = MinuteFilter {
-            device: Some(device.clone()),
-            kind: None,
-            metric: Some(metric),
-        };
-        let minutes = self.minutes(&filter, from_ms, to_ms).await?;
-        Ok(merge::series_windows(
-            minutes.into_iter().map(|p| (p.minute_ms, p.stats)),
-            window_minutes,
-        ))
     }
 
     async fn power_flow(&self, from_ms: UnixMs, to_ms: UnixMs) -> Result<Vec<PowerFlowMinute>> {
