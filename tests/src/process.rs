@@ -131,6 +131,46 @@ impl NodeFiles {
     }
 }
 
+/// The configuration files of a cluster on loopback: each node of `nodes`
+/// (id, AZ) gets a directory under `root`, a free gRPC port, a gossip port
+/// seeded with every other node's, the quick timings of the process tests
+/// (gossip every 100 ms, 2 s peer timeout, 200 ms flushes), and `sections`
+/// (more TOML sections) after them.
+pub fn write_cluster_configs(
+    root: &Path,
+    nodes: &[(&'static str, &str)],
+    sections: &str,
+) -> anyhow::Result<std::collections::BTreeMap<&'static str, NodeFiles>> {
+    let gossip: Vec<u16> = nodes
+        .iter()
+        .map(|_| free_port())
+        .collect::<anyhow::Result<_>>()?;
+    let mut files = std::collections::BTreeMap::new();
+    for (i, (id, az)) in nodes.iter().enumerate() {
+        let seeds: Vec<String> = gossip
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        // Keys before the first section header belong to [node].
+        let extra = format!(
+            "id = \"{id}\"\naz = \"{az}\"\n\n\
+             [cluster]\ngossip_listen = \"127.0.0.1:{}\"\nseeds = [{}]\n\
+             gossip_interval = \"100ms\"\npeer_timeout = \"2s\"\n\n\
+             [device]\nreorder_max_hold = \"120s\"\n\n\
+             [aggregator]\nflush_max_delay = \"200ms\"\n\n\
+             [stream_etl]\nflush_max_delay = \"200ms\"\n\n{sections}",
+            gossip[i],
+            seeds.join(", ")
+        );
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir)?;
+        files.insert(*id, NodeFiles::write(&dir, free_port()?, &extra)?);
+    }
+    Ok(files)
+}
+
 /// `vatio ARGS…` with the `VATIO_*` variables of the test's environment
 /// removed (they would override the test's configuration) and the node's
 /// log level set to `info`, or to `$VATIO_TEST_CHILD_LOG`.

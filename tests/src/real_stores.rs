@@ -155,6 +155,15 @@ impl RealStores {
         Ok(rows)
     }
 
+    /// The readings InfluxDB counts: `count` summed over every point.
+    pub fn influx_counted(&self) -> anyhow::Result<f64> {
+        Ok(self
+            .influx_rows()?
+            .values()
+            .map(|fields| fields.get("count").copied().unwrap_or_default())
+            .sum())
+    }
+
     /// Every document of `collection`, by `_id`.
     pub async fn mongo_documents(
         &self,

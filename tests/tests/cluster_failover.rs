@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use tokio::time::Instant;
 use vatio_tests::audit::{Archived, Findings, ListedLoad, LoadTotals, check_load};
 use vatio_tests::process::{
-    NodeFiles, NodeProcess, Process, flush, free_port, status, vatio_bin, vatio_command,
+    NodeFiles, NodeProcess, Process, flush, status, vatio_bin, vatio_command, write_cluster_configs,
 };
 
 const NODES: [(&str, &str); 4] = [
@@ -124,33 +124,7 @@ impl Cluster {
 
 async fn run_in(bin: &Path, root: &Path) -> anyhow::Result<()> {
     eprintln!("failover test: working in {}", root.display());
-    let gossip: Vec<u16> = NODES
-        .iter()
-        .map(|_| free_port())
-        .collect::<anyhow::Result<_>>()?;
-    let mut files = BTreeMap::new();
-    for (i, (id, az)) in NODES.iter().enumerate() {
-        let seeds: Vec<String> = gossip
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
-            .collect();
-        // Keys before the first section header belong to [node].
-        let extra = format!(
-            "id = \"{id}\"\naz = \"{az}\"\n\n\
-             [cluster]\ngossip_listen = \"127.0.0.1:{}\"\nseeds = [{}]\n\
-             gossip_interval = \"100ms\"\npeer_timeout = \"2s\"\n\n\
-             [device]\nreorder_max_hold = \"120s\"\n\n\
-             [aggregator]\nflush_max_delay = \"200ms\"\n\n\
-             [stream_etl]\nflush_max_delay = \"200ms\"\n",
-            gossip[i],
-            seeds.join(", ")
-        );
-        let dir = root.join(id);
-        std::fs::create_dir_all(&dir)?;
-        files.insert(*id, NodeFiles::write(&dir, free_port()?, &extra)?);
-    }
+    let files = write_cluster_configs(root, &NODES, "")?;
     let mut cluster = Cluster {
         nodes: BTreeMap::new(),
     };

@@ -40,7 +40,8 @@ use vatio_proto::v1;
 use vatio_stores::{MINUTE_MS, minute_of};
 use vatio_tests::audit::{Archived, Findings, ListedLoad, LoadTotals, check_load};
 use vatio_tests::process::{
-    NodeFiles, NodeProcess, Process, connect, flush, free_port, status, vatio_bin, vatio_command,
+    NodeFiles, NodeProcess, Process, connect, flush, status, vatio_bin, vatio_command,
+    write_cluster_configs,
 };
 use vatio_tests::real_stores::{InfluxKey, RealStores};
 
@@ -177,33 +178,8 @@ fn write_configs(
     root: &Path,
     real: &RealStores,
 ) -> anyhow::Result<BTreeMap<&'static str, NodeFiles>> {
-    let gossip: Vec<u16> = NODES
-        .iter()
-        .map(|_| free_port())
-        .collect::<anyhow::Result<_>>()?;
-    let mut files = BTreeMap::new();
-    for (i, (id, az)) in NODES.iter().enumerate() {
-        let seeds: Vec<String> = gossip
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
-            .collect();
-        // Keys before the first section header belong to [node].
-        let extra = format!(
-            "id = \"{id}\"\naz = \"{az}\"\n\n\
-             [cluster]\ngossip_listen = \"127.0.0.1:{}\"\nseeds = [{}]\n\
-             gossip_interval = \"100ms\"\npeer_timeout = \"2s\"\n\n\
-             [device]\nreorder_max_hold = \"120s\"\n\n\
-             [aggregator]\nflush_max_delay = \"200ms\"\n\n\
-             [stream_etl]\nflush_max_delay = \"200ms\"\n\n{}",
-            gossip[i],
-            seeds.join(", "),
-            shared_stores_toml(real)
-        );
-        let dir = root.join(id);
-        std::fs::create_dir_all(&dir)?;
-        let f = NodeFiles::write(&dir, free_port()?, &extra)?;
+    let files = write_cluster_configs(root, &NODES, &shared_stores_toml(real))?;
+    for (id, f) in &files {
         let cfg = f.load()?;
         let mut want = cfg.clone();
         real.apply(&mut want);
@@ -211,7 +187,6 @@ fn write_configs(
             cfg == want,
             "{id}'s configuration does not name the shared stores as RealStores::apply does"
         );
-        files.insert(*id, f);
     }
     Ok(files)
 }

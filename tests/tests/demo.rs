@@ -175,11 +175,7 @@ async fn the_demo_runs_on_the_production_stores_a_base_configuration_names() -> 
         .sum();
     assert!(accepted > 0, "the factory's readings were taken");
 
-    let counted: f64 = real
-        .influx_rows()?
-        .values()
-        .map(|fields| fields.get("count").copied().unwrap_or_default())
-        .sum();
+    let counted = real.influx_counted()?;
     assert_eq!(
         counted, accepted as f64,
         "InfluxDB counts every accepted reading once"

@@ -47,6 +47,47 @@ fn sink_error(s: &v1::StatusResponse, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until every sink of `sinks` reports a failure (past the flush
+/// delays on the node's clock first); the status that showed it.
+async fn failing(t: &TestNode, what: &str, sinks: &[&str]) -> anyhow::Result<v1::StatusResponse> {
+    t.clock.advance(1_000);
+    t.wait_for_status(what, |s| sinks.iter().all(|x| !sink_error(s, x).is_empty()))
+        .await
+}
+
+/// Waits until every sink of `sinks` answers again (past the breakers'
+/// open periods, which run on the node's clock).
+async fn answering(t: &TestNode, what: &str, sinks: &[&str]) -> anyhow::Result<()> {
+    t.clock.advance(60_000);
+    t.wait_for_status(what, |s| sinks.iter().all(|x| sink_error(s, x).is_empty()))
+        .await
+        .map(drop)
+}
+
+type Flushing = tokio::task::JoinHandle<Result<tonic::Response<v1::FlushResponse>, tonic::Status>>;
+
+/// A flush that may have to wait for a server, started in the background.
+async fn start_flush(t: &TestNode) -> anyhow::Result<Flushing> {
+    let mut admin = t.admin().await?;
+    Ok(tokio::spawn(async move {
+        admin.flush(v1::FlushRequest {}).await
+    }))
+}
+
+/// Moves the node's clock past the breakers' open periods until the flush
+/// ends (at most `rounds` rounds of a second), then returns its outcome.
+async fn finish_flush(t: &TestNode, flushing: Flushing, rounds: u32) -> anyhow::Result<()> {
+    for _ in 0..rounds {
+        t.clock.advance(60_000);
+        if flushing.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    flushing.await??;
+    Ok(())
+}
+
 async fn ingest(t: &TestNode, batches: std::ops::RangeInclusive<u64>) -> anyhow::Result<()> {
     let mut client = t.ingest().await?;
     for b in batches {
@@ -80,56 +121,39 @@ async fn server_outages_lose_nothing_and_count_nothing_twice() -> anyhow::Result
     // InfluxDB stops answering: connections stay open, requests time out.
     influx.pause()?;
     ingest(&t, 5..=8).await?;
-    t.clock.advance(1_000);
-    let s = t
-        .wait_for_status("the time-series sink reports InfluxDB failing", |s| {
-            !sink_error(s, "timeseries").is_empty()
-        })
-        .await?;
+    let s = failing(
+        &t,
+        "the time-series sink reports InfluxDB failing",
+        &["timeseries"],
+    )
+    .await?;
     let error = sink_error(&s, "timeseries");
     assert!(error.contains(&influx.url()), "names the server: {error}");
 
     // The MongoDB server dies and comes back on its files.
     mongo.kill()?;
     ingest(&t, 9..=12).await?;
-    t.clock.advance(1_000);
-    let s = t
-        .wait_for_status("the document sink reports MongoDB failing", |s| {
-            !sink_error(s, "documents").is_empty()
-        })
-        .await?;
+    let s = failing(
+        &t,
+        "the document sink reports MongoDB failing",
+        &["documents"],
+    )
+    .await?;
     assert!(sink_error(&s, "documents").contains("mongodb"), "{s:?}");
     mongo.restart()?;
     influx.resume()?;
-    // The breakers' open periods run on the node's clock.
-    t.clock.advance(60_000);
-    t.wait_for_status("InfluxDB and MongoDB answer again", |s| {
-        sink_error(s, "timeseries").is_empty() && sink_error(s, "documents").is_empty()
-    })
-    .await?;
+    let both = ["timeseries", "documents"];
+    answering(&t, "InfluxDB and MongoDB answer again", &both).await?;
     ingest(&t, 13..=16).await?;
     t.flush().await?;
 
     // S3 freezes while the archive seals the hour.
     moto.pause()?;
     ingest(&t, 17..=20).await?;
-    let flushing = {
-        let admin = t.admin().await?;
-        tokio::spawn(async move { admin.clone().flush(v1::FlushRequest {}).await })
-    };
-    t.wait_for_status("the archive sink reports S3 failing", |s| {
-        !sink_error(s, "archive").is_empty()
-    })
-    .await?;
+    let flushing = start_flush(&t).await?;
+    failing(&t, "the archive sink reports S3 failing", &["archive"]).await?;
     moto.resume()?;
-    for _ in 0..10 {
-        t.clock.advance(60_000);
-        if flushing.is_finished() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    flushing.await??;
+    finish_flush(&t, flushing, 10).await?;
     t.flush().await?;
 
     // The other way round: InfluxDB killed and restarted on its files,
@@ -137,26 +161,14 @@ async fn server_outages_lose_nothing_and_count_nothing_twice() -> anyhow::Result
     influx.kill()?;
     mongo.pause()?;
     ingest(&t, 21..=24).await?;
-    t.clock.advance(1_000);
-    t.wait_for_status("both sinks report their servers failing again", |s| {
-        !sink_error(s, "timeseries").is_empty() && !sink_error(s, "documents").is_empty()
-    })
-    .await?;
+    failing(&t, "both sinks report their servers failing again", &both).await?;
     influx.restart()?;
     mongo.resume()?;
-    t.clock.advance(60_000);
-    t.wait_for_status("InfluxDB and MongoDB answer again", |s| {
-        sink_error(s, "timeseries").is_empty() && sink_error(s, "documents").is_empty()
-    })
-    .await?;
+    answering(&t, "InfluxDB and MongoDB answer again", &both).await?;
     t.flush().await?;
 
     let total = 24 * PER_BATCH;
-    let influx_count: f64 = real
-        .influx_rows()?
-        .values()
-        .map(|fields| fields.get("count").copied().unwrap_or_default())
-        .sum();
+    let influx_count = real.influx_counted()?;
     assert_eq!(
         influx_count, total as f64,
         "InfluxDB counts each reading once"
@@ -223,13 +235,8 @@ async fn a_node_starts_and_acknowledges_while_its_stores_are_down() -> anyhow::R
     .map_err(|_| anyhow::anyhow!("the node did not start while its stores were down"))??;
 
     ingest(&t, 1..=4).await?;
-    t.clock.advance(1_000);
-    let s = t
-        .wait_for_status(
-            "the time-series and document sinks report their servers down",
-            |s| !sink_error(s, "timeseries").is_empty() && !sink_error(s, "documents").is_empty(),
-        )
-        .await?;
+    let what = "the time-series and document sinks report their servers down";
+    let s = failing(&t, what, &["timeseries", "documents"]).await?;
     assert!(
         sink_error(&s, "timeseries").contains(&real.influx_url),
         "{s:?}"
@@ -248,26 +255,11 @@ async fn a_node_starts_and_acknowledges_while_its_stores_are_down() -> anyhow::R
     let _mongo = Server::start_at(Kind::SecantusDb, mongo_addr)?;
     let _moto = Server::start_at(Kind::Moto, moto_addr)?;
     real.create()?;
-    let flushing = {
-        let admin = t.admin().await?;
-        tokio::spawn(async move { admin.clone().flush(v1::FlushRequest {}).await })
-    };
-    // The breakers' open periods run on the node's clock.
-    for _ in 0..30 {
-        t.clock.advance(60_000);
-        if flushing.is_finished() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    flushing.await??;
+    let flushing = start_flush(&t).await?;
+    finish_flush(&t, flushing, 30).await?;
 
     let total = 4 * PER_BATCH;
-    let counted: f64 = real
-        .influx_rows()?
-        .values()
-        .map(|fields| fields.get("count").copied().unwrap_or_default())
-        .sum();
+    let counted = real.influx_counted()?;
     assert_eq!(counted, total as f64);
     let parquet_rows: usize = real
         .bucket_objects(&real.replica_bucket)
