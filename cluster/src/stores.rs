@@ -24,28 +24,34 @@ use vatio_stores::embedded::{
 use vatio_stores::influxdb::InfluxTimeSeries;
 use vatio_stores::mongodb::MongoDocuments;
 use vatio_stores::s3::s3_object_store;
-use vatio_stores::{Blocking, StoreFault};
+use vatio_stores::{Blocking, DocumentStore, StoreFault, TimeSeriesStore};
 
 /// Every store the configuration names.
 pub async fn open(cfg: &Config) -> anyhow::Result<TreeStores> {
-    let mut stores = open_embedded_with(cfg, Blocking::Threads, None)?;
     let node = cfg.node.id.as_str();
-    if cfg.stores.timeseries == TimeSeriesBackend::Influxdb {
-        let mut influx = cfg.stores.influxdb.clone();
-        if !influx.ca_file.as_os_str().is_empty() {
-            influx.ca_file = cfg.data_path(&influx.ca_file);
+    let timeseries: Option<Arc<dyn TimeSeriesStore>> = match cfg.stores.timeseries {
+        TimeSeriesBackend::Embedded => None,
+        TimeSeriesBackend::Influxdb => {
+            let mut influx = cfg.stores.influxdb.clone();
+            if !influx.ca_file.as_os_str().is_empty() {
+                influx.ca_file = cfg.data_path(&influx.ca_file);
+            }
+            let store = InfluxTimeSeries::connect(&influx, node)
+                .with_context(|| format!("opening the InfluxDB time series at {}", influx.url))?;
+            Some(Arc::new(store))
         }
-        let store = InfluxTimeSeries::connect(&influx, node)
-            .with_context(|| format!("opening the InfluxDB time series at {}", influx.url))?;
-        stores.timeseries = Arc::new(store);
-    }
-    if cfg.stores.documents == DocumentsBackend::Mongodb {
-        let store = MongoDocuments::connect(&cfg.stores.mongodb, node, cfg.stream_etl.retention)
-            .await
-            .context("opening the MongoDB document store")?;
-        stores.documents = Arc::new(store);
-    }
-    Ok(stores)
+    };
+    let documents: Option<Arc<dyn DocumentStore>> = match cfg.stores.documents {
+        DocumentsBackend::Embedded => None,
+        DocumentsBackend::Mongodb => {
+            let store =
+                MongoDocuments::connect(&cfg.stores.mongodb, node, cfg.stream_etl.retention)
+                    .await
+                    .context("opening the MongoDB document store")?;
+            Some(Arc::new(store))
+        }
+    };
+    open_local(cfg, Blocking::Threads, None, timeseries, documents)
 }
 
 /// The embedded stores only, whatever the configuration names (for tools
@@ -124,6 +130,18 @@ pub fn open_embedded_with(
     blocking: Blocking,
     fault: Option<StoreFault>,
 ) -> anyhow::Result<TreeStores> {
+    open_local(cfg, blocking, fault, None, None)
+}
+
+/// The stores, with the time series and the documents given (servers) or,
+/// where None, the embedded ones; everything else is the node's own files.
+fn open_local(
+    cfg: &Config,
+    blocking: Blocking,
+    fault: Option<StoreFault>,
+    timeseries: Option<Arc<dyn TimeSeriesStore>>,
+    documents: Option<Arc<dyn DocumentStore>>,
+) -> anyhow::Result<TreeStores> {
     let db_dir = cfg.data_path(&cfg.stores.sqlite_dir);
     std::fs::create_dir_all(&db_dir)
         .with_context(|| format!("creating the database directory {}", db_dir.display()))?;
@@ -133,14 +151,24 @@ pub fn open_embedded_with(
         SqliteSync::Full => Synchronous::Full,
     };
     let path = |name: &str| db_dir.join(name);
-    let timeseries = SqliteTimeSeries::open(&path("timeseries.sqlite"), sync)
-        .context("opening the embedded time-series store")?
-        .with_blocking(blocking);
-    let timeseries = with_fault(timeseries, &fault, SqliteTimeSeries::with_fault);
-    let documents = SqliteDocuments::open(&path("documents.sqlite"), sync)
-        .context("opening the embedded document store")?
-        .with_blocking(blocking);
-    let documents = with_fault(documents, &fault, SqliteDocuments::with_fault);
+    let timeseries = match timeseries {
+        Some(store) => store,
+        None => {
+            let store = SqliteTimeSeries::open(&path("timeseries.sqlite"), sync)
+                .context("opening the embedded time-series store")?
+                .with_blocking(blocking);
+            Arc::new(with_fault(store, &fault, SqliteTimeSeries::with_fault))
+        }
+    };
+    let documents = match documents {
+        Some(store) => store,
+        None => {
+            let store = SqliteDocuments::open(&path("documents.sqlite"), sync)
+                .context("opening the embedded document store")?
+                .with_blocking(blocking);
+            Arc::new(with_fault(store, &fault, SqliteDocuments::with_fault))
+        }
+    };
     let dead_letters = SqliteDeadLetters::open(&path("dead_letters.sqlite"), sync)
         .context("opening the dead-letter store")?
         .with_blocking(blocking);
@@ -161,8 +189,8 @@ pub fn open_embedded_with(
     let replica = archive_side(cfg, &cfg.archiver.replica_root, &s3_replica)
         .context("the replica archive (archiver.replica_root)")?;
     Ok(TreeStores {
-        timeseries: Arc::new(timeseries),
-        documents: Arc::new(documents),
+        timeseries,
+        documents,
         dead_letters: Arc::new(dead_letters),
         staging: Arc::new(staging),
         archive: Arc::new(
